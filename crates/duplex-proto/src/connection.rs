@@ -1,0 +1,942 @@
+//! The WebSocket connection state machine, after the opening handshake
+//! (RFC 6455 §5–§7): received bytes in, events out; messages in, bytes out.
+//!
+//! It owns the rules that need state: masking by role (§5.1), continuation
+//! sequencing with control frames interleaved (§5.4), the size limits, the
+//! automatic pong (§5.5.2), the closing handshake (§7.1) and failing the
+//! connection (§7.1.7). Frame headers, masking, UTF-8 and close bodies are
+//! delegated to their own modules.
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::error::{ProtocolError, SendError};
+use crate::extensions::deflate::{Deflate, DeflateError};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::mask::apply_mask;
+use crate::message::{Message, Reassembly, Utf8Bytes};
+use crate::role::Role;
+
+/// Size limits on what the peer may send.
+///
+/// The defaults are those of tungstenite: large enough for any ordinary
+/// application, small enough that one connection cannot exhaust a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest frame payload accepted (default 16 MiB). Checked against
+    /// the header, before any of the payload is buffered.
+    pub max_frame_size: usize,
+    /// The largest message accepted, after decompression (default 64 MiB).
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+        }
+    }
+}
+
+/// Where the connection is in its life (RFC 6455 §4–§7). `CONNECTING` is the
+/// opening handshake, which happens before a `Connection` exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a Close frame and wait for the peer's.
+    Closing,
+    /// Both Close frames were exchanged, or the connection failed. The I/O
+    /// layer writes what is pending and closes the TCP connection.
+    Closed,
+}
+
+/// Something the peer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A ping. The pong is already queued (§5.5.2).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's Close frame; `None` if it carried no status code (the
+    /// browser reports that as 1005). If we had not sent a Close yet, the
+    /// answer is already queued.
+    Close(Option<CloseFrame>),
+}
+
+/// A data frame whose payload is still arriving.
+#[derive(Debug)]
+struct PartialFrame {
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    offset: usize,
+}
+
+/// One WebSocket connection, either end, with no I/O.
+///
+/// Feed it what the socket read ([`receive_data`](Self::receive_data) or
+/// [`input_buffer`](Self::input_buffer)), drain
+/// [`next_event`](Self::next_event), queue messages with
+/// [`send`](Self::send) and friends, and write
+/// [`pending_output`](Self::pending_output) to the socket.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    limits: Limits,
+    state: State,
+    input: BytesMut,
+    frame: Option<PartialFrame>,
+    message: Option<Reassembly>,
+    output: BytesMut,
+    deflate: Option<Deflate>,
+    /// Masking keys must be unpredictable (§5.3), so a CSPRNG, seeded once.
+    rng: Option<StdRng>,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    /// Reused buffer for compressing outgoing messages.
+    scratch: Vec<u8>,
+}
+
+impl Connection {
+    /// A connection in the `Open` state, as after a successful handshake.
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Connection {
+            role,
+            limits,
+            state: State::Open,
+            input: BytesMut::new(),
+            frame: None,
+            message: None,
+            output: BytesMut::new(),
+            deflate: None,
+            rng: (role == Role::Client).then(StdRng::from_os_rng),
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Enables permessage-deflate as negotiated in the handshake.
+    pub fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Hands the connection bytes read from the socket.
+    pub fn receive_data(&mut self, data: &[u8]) {
+        if !self.ignores_input() {
+            self.input.extend_from_slice(data);
+        }
+    }
+
+    /// The receive buffer, for an I/O layer that reads straight into it
+    /// rather than through [`receive_data`](Self::receive_data). Bytes
+    /// appended here are parsed by the next [`next_event`](Self::next_event).
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        if self.ignores_input() {
+            self.input.clear();
+        }
+        &mut self.input
+    }
+
+    /// After a Close frame was received or the connection failed, further
+    /// bytes mean nothing (§5.5.1) and are dropped.
+    fn ignores_input(&self) -> bool {
+        self.close_received || self.failed
+    }
+
+    /// The next thing the peer did, if the buffered bytes complete one.
+    ///
+    /// `Some(Err(_))` means the peer broke the protocol: a Close frame with
+    /// the matching code is queued, the state is `Closed`, and every later
+    /// call returns `None`.
+    pub fn next_event(&mut self) -> Option<Result<Event, ProtocolError>> {
+        if self.ignores_input() {
+            return None;
+        }
+        match self.parse_event() {
+            Ok(event) => event.map(Ok),
+            Err(e) => Some(Err(self.fail(e))),
+        }
+    }
+
+    fn parse_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if self.frame.is_some() {
+                match self.read_payload()? {
+                    Payload::NeedMore => return Ok(None),
+                    Payload::FrameDone => continue,
+                    Payload::Message(m) => return Ok(Some(Event::Message(m))),
+                }
+            }
+            let Some((header, header_len)) = FrameHeader::parse(&self.input)? else {
+                return Ok(None);
+            };
+            self.check_header(&header)?;
+            let len = header.payload_len as usize; // ≤ max_frame_size, checked
+            if header.opcode.is_control() {
+                // ≤ 125 bytes (checked by the header parser): wait for all.
+                if self.input.len() < header_len + len {
+                    return Ok(None);
+                }
+                self.input.advance(header_len);
+                let mut payload = self.input.split_to(len);
+                if let Some(key) = header.mask {
+                    apply_mask(&mut payload, key, 0);
+                }
+                return self.on_control(header.opcode, payload.freeze()).map(Some);
+            }
+            // The common case: a whole, unfragmented, uncompressed message is
+            // in the buffer. Unmask in place and hand it out without copying.
+            if header.fin
+                && header.opcode != OpCode::Continuation
+                && !header.rsv1
+                && self.input.len() >= header_len + len
+            {
+                self.input.advance(header_len);
+                let mut payload = self.input.split_to(len);
+                if let Some(key) = header.mask {
+                    apply_mask(&mut payload, key, 0);
+                }
+                let payload = payload.freeze();
+                let message = if header.opcode == OpCode::Text {
+                    Message::Text(
+                        Utf8Bytes::try_from_bytes(payload)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?,
+                    )
+                } else {
+                    Message::Binary(payload)
+                };
+                return Ok(Some(Event::Message(message)));
+            }
+            self.input.advance(header_len);
+            if header.opcode != OpCode::Continuation {
+                self.message = Some(Reassembly::new(
+                    header.opcode == OpCode::Text,
+                    header.rsv1,
+                ));
+            }
+            self.frame = Some(PartialFrame {
+                fin: header.fin,
+                mask: header.mask,
+                remaining: header.payload_len,
+                offset: 0,
+            });
+        }
+    }
+
+    /// The rules a header breaks given the connection's state.
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        // §5.2: RSV2 and RSV3 belong to no extension we implement.
+        if header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if header.rsv1 {
+            if self.deflate.is_none() {
+                return Err(ProtocolError::ReservedBits);
+            }
+            if header.opcode.is_control() || header.opcode == OpCode::Continuation {
+                return Err(ProtocolError::Rsv1NotOnFirstFrame);
+            }
+        }
+        // §5.1: clients mask, servers do not.
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if header.opcode.is_control() {
+            return Ok(());
+        }
+        // §5.4: fragments of one message are not interleaved with another.
+        match (header.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            _ => {}
+        }
+        let max_frame = self.limits.max_frame_size;
+        if header.payload_len > max_frame as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len: header.payload_len,
+                max: max_frame,
+            });
+        }
+        // Uncompressed sizes are known from the header: refuse before
+        // buffering. Compressed ones are checked as they inflate.
+        let so_far = self.message.as_ref().map_or(0, |m| m.buf.len());
+        let compressed = header.rsv1 || self.message.as_ref().is_some_and(|m| m.compressed);
+        let max = self.limits.max_message_size;
+        if !compressed && so_far as u64 + header.payload_len > max as u64 {
+            return Err(ProtocolError::MessageTooLarge { max });
+        }
+        Ok(())
+    }
+
+    /// Consumes buffered payload of the data frame in progress.
+    fn read_payload(&mut self) -> Result<Payload, ProtocolError> {
+        let Connection {
+            frame,
+            input,
+            message,
+            deflate,
+            limits,
+            ..
+        } = self;
+        let partial = frame.as_mut().expect("a frame is in progress");
+        let reassembly = message.as_mut().expect("a message is in progress");
+        if partial.remaining > 0 {
+            if input.is_empty() {
+                return Ok(Payload::NeedMore);
+            }
+            let n = partial.remaining.min(input.len() as u64) as usize;
+            let chunk = &mut input[..n];
+            if let Some(key) = partial.mask {
+                apply_mask(chunk, key, partial.offset);
+            }
+            if reassembly.compressed {
+                let deflate = deflate.as_mut().expect("RSV1 is only accepted with deflate");
+                deflate
+                    .decompress(chunk, &mut reassembly.buf, limits.max_message_size)
+                    .map_err(|e| inflate_error(e, limits.max_message_size))?;
+            } else {
+                reassembly.buf.extend_from_slice(chunk);
+            }
+            input.advance(n);
+            partial.remaining -= n as u64;
+            partial.offset += n;
+            // §8.1: fail as soon as the text cannot be UTF-8.
+            reassembly
+                .validate_new()
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if partial.remaining > 0 {
+                return Ok(Payload::NeedMore);
+            }
+        }
+        let fin = partial.fin;
+        *frame = None;
+        if !fin {
+            return Ok(Payload::FrameDone);
+        }
+        let mut reassembly = message.take().expect("a message is in progress");
+        if reassembly.compressed {
+            let deflate = deflate.as_mut().expect("RSV1 is only accepted with deflate");
+            deflate
+                .finish_message(&mut reassembly.buf, limits.max_message_size)
+                .map_err(|e| inflate_error(e, limits.max_message_size))?;
+        }
+        let message = reassembly
+            .finish()
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        Ok(Payload::Message(message))
+    }
+
+    fn on_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<Event, ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                // §5.5.2: answer with the same payload, unless we already
+                // sent a Close (§5.5.1: nothing follows a Close).
+                if !self.close_sent {
+                    self.write_frame(OpCode::Pong, false, &payload);
+                }
+                Ok(Event::Ping(payload))
+            }
+            OpCode::Pong => Ok(Event::Pong(payload)),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.close_received = true;
+                self.input.clear();
+                if !self.close_sent {
+                    // §5.5.1: answer with a Close, echoing the status code.
+                    let body = frame
+                        .as_ref()
+                        .map(|f| CloseFrame::new(f.code, "").encode())
+                        .unwrap_or_default();
+                    self.write_frame(OpCode::Close, false, &body);
+                    self.close_sent = true;
+                }
+                self.state = State::Closed;
+                Ok(Event::Close(frame))
+            }
+            _ => unreachable!("only control opcodes reach on_control"),
+        }
+    }
+
+    /// §7.1.7 "Fail the WebSocket Connection": send a Close with the fault's
+    /// code if none was sent yet, and stop reading.
+    fn fail(&mut self, error: ProtocolError) -> ProtocolError {
+        tracing::debug!(role = ?self.role, %error, code = %error.close_code(), "failing the connection");
+        if !self.close_sent {
+            let body = CloseFrame::new(error.close_code(), error.to_string()).encode();
+            self.write_frame(OpCode::Close, false, &body);
+            self.close_sent = true;
+        }
+        self.failed = true;
+        self.state = State::Closed;
+        self.input.clear();
+        self.frame = None;
+        self.message = None;
+        error
+    }
+
+    /// Queues a data message.
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_text(text),
+            Message::Binary(data) => self.send_binary(data),
+        }
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(OpCode::Text, text.as_bytes())
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_data(OpCode::Binary, data)
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if let Some(deflate) = &mut self.deflate
+            && deflate.should_compress(payload.len())
+        {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            let result = deflate.compress(payload, &mut scratch);
+            if result.is_ok() {
+                self.write_frame(opcode, true, &scratch);
+            }
+            self.scratch = scratch;
+            return result.map_err(|e| SendError::Compression(e.to_string()));
+        }
+        self.write_frame(opcode, false, payload);
+        Ok(())
+    }
+
+    /// Queues a ping.
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues a pong (an unsolicited one is a heartbeat, §5.5.3).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong(payload.len()));
+        }
+        self.write_frame(opcode, false, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake (§7.1.2). `None` sends a Close with no
+    /// body, which the peer reports as 1005.
+    ///
+    /// Any code valid on the wire is accepted here; the stricter browser rule
+    /// for applications is the I/O layer's to apply.
+    pub fn send_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let body = match frame {
+            Some(frame) => {
+                if !frame.code.is_valid_on_wire() {
+                    return Err(SendError::InvalidCloseCode(frame.code.0));
+                }
+                if frame.reason.len() > MAX_REASON_LEN {
+                    return Err(SendError::ReasonTooLong(frame.reason.len()));
+                }
+                frame.encode()
+            }
+            None => Bytes::new(),
+        };
+        self.write_frame(OpCode::Close, false, &body);
+        self.close_sent = true;
+        self.state = if self.close_received {
+            State::Closed
+        } else {
+            State::Closing
+        };
+        Ok(())
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
+        let mask = self.rng.as_mut().map(|rng| rng.random::<[u8; 4]>());
+        let mut header = FrameHeader::new(opcode, payload.len(), mask);
+        header.rsv1 = rsv1;
+        let mut buf = [0u8; crate::frame::MAX_HEADER_LEN];
+        let n = header.encode(&mut buf);
+        self.output.reserve(n + payload.len());
+        self.output.extend_from_slice(&buf[..n]);
+        let start = self.output.len();
+        self.output.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.output[start..], key, 0);
+        }
+    }
+
+    /// Bytes waiting to be written to the socket.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Marks `n` bytes of [`pending_output`](Self::pending_output) as written.
+    pub fn advance_output(&mut self, n: usize) {
+        self.output.advance(n);
+    }
+
+    /// Whether there is anything to write.
+    pub fn wants_write(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Whether the closing handshake is done or the connection failed: once
+    /// the pending output is written, the TCP connection should close
+    /// (§7.1.1: the server first; a client waits a while for it).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether a Close frame was sent (so no more data may be).
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether the peer's Close frame was received.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+}
+
+enum Payload {
+    NeedMore,
+    FrameDone,
+    Message(Message),
+}
+
+fn inflate_error(e: DeflateError, max: usize) -> ProtocolError {
+    match e {
+        DeflateError::TooLarge => ProtocolError::MessageTooLarge { max },
+        other => ProtocolError::InflateFailed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::CloseCode;
+    use proptest::prelude::*;
+
+    /// A client and a server connected in memory, as in quinn-proto's tests.
+    struct Pair {
+        client: Connection,
+        server: Connection,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            Pair {
+                client: Connection::new(Role::Client, Limits::default()),
+                server: Connection::new(Role::Server, Limits::default()),
+            }
+        }
+
+        /// Moves the client's output to the server and returns its events.
+        fn to_server(&mut self) -> Vec<Result<Event, ProtocolError>> {
+            transfer(&mut self.client, &mut self.server)
+        }
+
+        fn to_client(&mut self) -> Vec<Result<Event, ProtocolError>> {
+            transfer(&mut self.server, &mut self.client)
+        }
+    }
+
+    fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
+        let bytes = from.pending_output().to_vec();
+        from.advance_output(bytes.len());
+        to.receive_data(&bytes);
+        drain(to)
+    }
+
+    fn drain(c: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
+        std::iter::from_fn(|| c.next_event()).collect()
+    }
+
+    /// A raw frame as a peer would send it: `b0` is FIN/RSV/opcode.
+    fn raw(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut header = FrameHeader::new(OpCode::Binary, payload.len(), mask);
+        header.fin = b0 & 0x80 != 0;
+        let mut buf = [0u8; crate::frame::MAX_HEADER_LEN];
+        let n = header.encode(&mut buf);
+        buf[0] = b0;
+        out.extend_from_slice(&buf[..n]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+        out
+    }
+
+    /// A masked frame, as a client sends.
+    fn c(b0: u8, payload: &[u8]) -> Vec<u8> {
+        raw(b0, payload, Some([0x11, 0x22, 0x33, 0x44]))
+    }
+
+    fn server_events(bytes: &[u8]) -> (Connection, Vec<Result<Event, ProtocolError>>) {
+        let mut server = Connection::new(Role::Server, Limits::default());
+        server.receive_data(bytes);
+        let events = drain(&mut server);
+        (server, events)
+    }
+
+    /// The close code the connection queued last.
+    fn sent_close_code(conn: &Connection) -> Option<u16> {
+        let out = conn.pending_output();
+        let mut pos = 0;
+        let mut code = None;
+        while let Some((h, n)) = FrameHeader::parse(&out[pos..]).unwrap() {
+            let mut body = out[pos + n..pos + n + h.payload_len as usize].to_vec();
+            if let Some(key) = h.mask {
+                apply_mask(&mut body, key, 0);
+            }
+            if h.opcode == OpCode::Close {
+                code = Some(if body.len() >= 2 {
+                    u16::from_be_bytes([body[0], body[1]])
+                } else {
+                    1005
+                });
+            }
+            pos += n + h.payload_len as usize;
+        }
+        code
+    }
+
+    fn fails_with(bytes: &[u8], code: u16) {
+        let (server, events) = server_events(bytes);
+        let err = events
+            .iter()
+            .find_map(|e| e.as_ref().err())
+            .unwrap_or_else(|| panic!("no error in {events:?}"));
+        assert_eq!(err.close_code().0, code, "{err}");
+        assert_eq!(sent_close_code(&server), Some(code));
+        assert_eq!(server.state(), State::Closed);
+    }
+
+    #[test]
+    fn echo_both_ways() {
+        let mut p = Pair::new();
+        p.client.send_text("hello").unwrap();
+        p.client.send_binary(&[1, 2, 3]).unwrap();
+        assert_eq!(
+            p.to_server(),
+            vec![
+                Ok(Event::Message(Message::text("hello"))),
+                Ok(Event::Message(Message::binary(vec![1, 2, 3])))
+            ]
+        );
+        p.server.send_text("hi").unwrap();
+        assert_eq!(p.to_client(), vec![Ok(Event::Message(Message::text("hi")))]);
+    }
+
+    #[test]
+    fn clients_mask_and_servers_do_not() {
+        let mut p = Pair::new();
+        p.client.send_text("x").unwrap();
+        assert_eq!(p.client.pending_output()[1] & 0x80, 0x80);
+        p.server.send_text("x").unwrap();
+        assert_eq!(p.server.pending_output(), &[0x81, 0x01, b'x']);
+    }
+
+    #[test]
+    fn unmasked_client_frame_fails_1002() {
+        fails_with(&raw(0x81, b"hi", None), 1002);
+    }
+
+    #[test]
+    fn masked_server_frame_fails_1002() {
+        let mut client = Connection::new(Role::Client, Limits::default());
+        client.receive_data(&c(0x81, b"hi"));
+        let err = client.next_event().unwrap().unwrap_err();
+        assert_eq!(err, ProtocolError::MaskedFrame);
+        assert_eq!(sent_close_code(&client), Some(1002));
+    }
+
+    #[test]
+    fn reserved_bits_and_opcodes_fail_1002() {
+        fails_with(&c(0xc1, b"rsv1"), 1002); // RSV1 without deflate
+        fails_with(&c(0xa1, b"rsv2"), 1002);
+        fails_with(&c(0x91, b"rsv3"), 1002);
+        fails_with(&c(0x83, b""), 1002);
+        fails_with(&c(0x8b, b""), 1002);
+    }
+
+    #[test]
+    fn fragments_with_interleaved_ping() {
+        let mut bytes = c(0x01, b"Hel");
+        bytes.extend(c(0x89, b"ping"));
+        bytes.extend(c(0x00, b"lo "));
+        bytes.extend(c(0x80, "wörld".as_bytes()));
+        let (server, events) = server_events(&bytes);
+        assert_eq!(
+            events,
+            vec![
+                Ok(Event::Ping(Bytes::from_static(b"ping"))),
+                Ok(Event::Message(Message::text("Hello wörld"))),
+            ]
+        );
+        // The automatic pong is unmasked and echoes the payload.
+        assert_eq!(server.pending_output(), &[0x8a, 0x04, b'p', b'i', b'n', b'g']);
+    }
+
+    #[test]
+    fn continuation_rules() {
+        fails_with(&c(0x80, b"orphan"), 1002);
+        let mut bytes = c(0x01, b"a");
+        bytes.extend(c(0x81, b"b"));
+        fails_with(&bytes, 1002);
+        let mut bytes = c(0x02, b"a");
+        bytes.extend(c(0x02, b"b"));
+        fails_with(&bytes, 1002);
+    }
+
+    #[test]
+    fn control_frame_rules() {
+        fails_with(&c(0x09, b"fragmented ping"), 1002);
+        fails_with(&c(0x89, &[0u8; 126]), 1002);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_1007_at_the_first_bad_fragment() {
+        // The second fragment makes the text invalid; the message is not
+        // finished, yet the connection fails there.
+        let mut bytes = c(0x01, "κόσμε".as_bytes());
+        bytes.extend(c(0x00, &[0xed, 0xa0, 0x80]));
+        let (server, events) = server_events(&bytes);
+        assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)]);
+        assert_eq!(sent_close_code(&server), Some(1007));
+        fails_with(&c(0x81, &[0xff]), 1007);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_inside_a_partial_frame() {
+        // Only part of one frame has arrived: the bad byte is already there.
+        let frame = c(0x81, &[b'a', 0xff, b'b', b'c', b'd']);
+        let (server, events) = server_events(&frame[..frame.len() - 2]);
+        assert_eq!(events, vec![Err(ProtocolError::InvalidUtf8)]);
+        assert_eq!(sent_close_code(&server), Some(1007));
+    }
+
+    #[test]
+    fn limits_fail_1009_before_buffering() {
+        let limits = Limits {
+            max_frame_size: 10,
+            max_message_size: 15,
+        };
+        let mut server = Connection::new(Role::Server, limits);
+        // Only the header of an 11-byte frame: refused at once.
+        server.receive_data(&c(0x82, &[0; 11])[..6]);
+        assert_eq!(
+            server.next_event(),
+            Some(Err(ProtocolError::FrameTooLarge { len: 11, max: 10 }))
+        );
+        assert_eq!(sent_close_code(&server), Some(1009));
+
+        let mut server = Connection::new(Role::Server, limits);
+        let mut bytes = c(0x02, &[0; 10]);
+        bytes.extend(c(0x80, &[0; 6]));
+        server.receive_data(&bytes);
+        assert_eq!(
+            server.next_event(),
+            Some(Err(ProtocolError::MessageTooLarge { max: 15 }))
+        );
+        assert_eq!(sent_close_code(&server), Some(1009));
+    }
+
+    #[test]
+    fn closing_handshake_client_first() {
+        let mut p = Pair::new();
+        p.client
+            .send_close(Some(CloseFrame::new(CloseCode(4000), "bye")))
+            .unwrap();
+        assert_eq!(p.client.state(), State::Closing);
+        assert_eq!(
+            p.to_server(),
+            vec![Ok(Event::Close(Some(CloseFrame::new(CloseCode(4000), "bye"))))]
+        );
+        assert_eq!(p.server.state(), State::Closed);
+        assert!(p.server.close_sent());
+        assert_eq!(
+            p.to_client(),
+            vec![Ok(Event::Close(Some(CloseFrame::new(CloseCode(4000), ""))))]
+        );
+        assert_eq!(p.client.state(), State::Closed);
+        assert_eq!(p.client.send_text("late"), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn closing_handshake_race() {
+        let mut p = Pair::new();
+        p.client.send_close(Some(CloseFrame::new(CloseCode::NORMAL, ""))).unwrap();
+        p.server.send_close(Some(CloseFrame::new(CloseCode::GOING_AWAY, ""))).unwrap();
+        let to_server = p.to_server();
+        let to_client = p.to_client();
+        assert_eq!(to_server.len(), 1);
+        assert_eq!(to_client.len(), 1);
+        assert_eq!(p.client.state(), State::Closed);
+        assert_eq!(p.server.state(), State::Closed);
+        // Neither answered the other's Close a second time.
+        assert!(!p.client.wants_write() && !p.server.wants_write());
+    }
+
+    #[test]
+    fn empty_close_is_answered_with_empty_close() {
+        let (server, events) = server_events(&c(0x88, b""));
+        assert_eq!(events, vec![Ok(Event::Close(None))]);
+        assert_eq!(server.pending_output(), &[0x88, 0x00]);
+    }
+
+    #[test]
+    fn close_body_rules() {
+        fails_with(&c(0x88, &[0x03]), 1002);
+        fails_with(&c(0x88, &[0x03, 0xed]), 1002); // 1005 on the wire
+        fails_with(&c(0x88, &[0x03, 0xe8, 0xff]), 1007);
+    }
+
+    #[test]
+    fn nothing_is_read_after_a_close() {
+        let mut bytes = c(0x88, &[0x03, 0xe8]);
+        bytes.extend(c(0x81, b"after"));
+        let (_, events) = server_events(&bytes);
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn no_pong_after_close_sent() {
+        let mut server = Connection::new(Role::Server, Limits::default());
+        server.send_close(None).unwrap();
+        server.advance_output(server.pending_output().len());
+        server.receive_data(&c(0x89, b"p"));
+        assert_eq!(server.next_event(), Some(Ok(Event::Ping(Bytes::from_static(b"p")))));
+        assert!(!server.wants_write());
+    }
+
+    #[test]
+    fn send_rules() {
+        let mut client = Connection::new(Role::Client, Limits::default());
+        assert_eq!(client.send_ping(&[0; 126]), Err(SendError::ControlTooLong(126)));
+        assert_eq!(
+            client.send_close(Some(CloseFrame::new(CloseCode(1005), ""))),
+            Err(SendError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            client.send_close(Some(CloseFrame::new(CloseCode(1000), "x".repeat(124)))),
+            Err(SendError::ReasonTooLong(124))
+        );
+        client.send_close(None).unwrap();
+        assert_eq!(client.send_close(None), Err(SendError::Closed));
+        assert_eq!(client.send_ping(b""), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn large_message_streams_through_small_reads() {
+        let mut p = Pair::new();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        p.client.send_binary(&big).unwrap();
+        let bytes = p.client.pending_output().to_vec();
+        let mut events = Vec::new();
+        for chunk in bytes.chunks(1000) {
+            p.server.receive_data(chunk);
+            events.extend(drain(&mut p.server));
+        }
+        assert_eq!(events, vec![Ok(Event::Message(Message::binary(big)))]);
+    }
+
+    proptest! {
+        /// Any split of the byte stream gives the same events.
+        #[test]
+        fn any_split_gives_the_same_events(splits in proptest::collection::vec(0usize..400, 0..8)) {
+            let mut bytes = c(0x01, "κόσμε ".as_bytes());
+            bytes.extend(c(0x89, b"ping"));
+            bytes.extend(c(0x80, &[b'x'; 150]));
+            bytes.extend(c(0x82, &[7; 300]));
+            bytes.extend(c(0x88, &[0x03, 0xe8]));
+            let (_, expected) = server_events(&bytes);
+            let mut server = Connection::new(Role::Server, Limits::default());
+            let mut cuts: Vec<usize> = splits.into_iter().map(|s| s.min(bytes.len())).collect();
+            cuts.sort();
+            let mut events = Vec::new();
+            let mut last = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                server.receive_data(&bytes[last..cut]);
+                events.extend(drain(&mut server));
+                last = cut;
+            }
+            prop_assert_eq!(events, expected);
+        }
+
+        /// Arbitrary bytes never panic, and a failure always queues a Close.
+        #[test]
+        fn arbitrary_input_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            for role in [Role::Client, Role::Server] {
+                let mut conn = Connection::new(role, Limits::default());
+                conn.receive_data(&bytes);
+                let events = drain(&mut conn);
+                if events.iter().any(|e| e.is_err()) {
+                    prop_assert!(conn.close_sent());
+                }
+            }
+        }
+
+        /// Messages of any size round-trip between a client and a server.
+        #[test]
+        fn messages_round_trip(data in proptest::collection::vec(any::<u8>(), 0..70_000), text in "\\PC{0,50}") {
+            let mut p = Pair::new();
+            p.client.send_binary(&data).unwrap();
+            p.client.send_text(&text).unwrap();
+            let events = p.to_server();
+            prop_assert_eq!(events, vec![
+                Ok(Event::Message(Message::binary(data))),
+                Ok(Event::Message(Message::text(text))),
+            ]);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! TEMPORARY placeholder until the real module lands.
