@@ -238,10 +238,7 @@ impl Connection {
             }
             self.input.advance(header_len);
             if header.opcode != OpCode::Continuation {
-                self.message = Some(Reassembly::new(
-                    header.opcode == OpCode::Text,
-                    header.rsv1,
-                ));
+                self.message = Some(Reassembly::new(header.opcode == OpCode::Text, header.rsv1));
             }
             self.frame = Some(PartialFrame {
                 fin: header.fin,
@@ -323,7 +320,9 @@ impl Connection {
                 apply_mask(chunk, key, partial.offset);
             }
             if reassembly.compressed {
-                let deflate = deflate.as_mut().expect("RSV1 is only accepted with deflate");
+                let deflate = deflate
+                    .as_mut()
+                    .expect("RSV1 is only accepted with deflate");
                 deflate
                     .decompress(chunk, &mut reassembly.buf, limits.max_message_size)
                     .map_err(|e| inflate_error(e, limits.max_message_size))?;
@@ -348,7 +347,9 @@ impl Connection {
         }
         let mut reassembly = message.take().expect("a message is in progress");
         if reassembly.compressed {
-            let deflate = deflate.as_mut().expect("RSV1 is only accepted with deflate");
+            let deflate = deflate
+                .as_mut()
+                .expect("RSV1 is only accepted with deflate");
             deflate
                 .finish_message(&mut reassembly.buf, limits.max_message_size)
                 .map_err(|e| inflate_error(e, limits.max_message_size))?;
@@ -375,11 +376,9 @@ impl Connection {
                 self.close_received = true;
                 self.input.clear();
                 if !self.close_sent {
-                    // §5.5.1: answer with a Close, echoing the status code.
-                    let body = frame
-                        .as_ref()
-                        .map(|f| CloseFrame::new(f.code, "").encode())
-                        .unwrap_or_default();
+                    // §5.5.1: answer with a Close, echoing the status code;
+                    // the reason too, so that both ends report the same close.
+                    let body = frame.as_ref().map(CloseFrame::encode).unwrap_or_default();
                     self.write_frame(OpCode::Close, false, &body);
                     self.close_sent = true;
                 }
@@ -579,11 +578,11 @@ mod tests {
         }
 
         /// Moves the client's output to the server and returns its events.
-        fn to_server(&mut self) -> Vec<Result<Event, ProtocolError>> {
+        fn deliver_to_server(&mut self) -> Vec<Result<Event, ProtocolError>> {
             transfer(&mut self.client, &mut self.server)
         }
 
-        fn to_client(&mut self) -> Vec<Result<Event, ProtocolError>> {
+        fn deliver_to_client(&mut self) -> Vec<Result<Event, ProtocolError>> {
             transfer(&mut self.server, &mut self.client)
         }
     }
@@ -667,14 +666,17 @@ mod tests {
         p.client.send_text("hello").unwrap();
         p.client.send_binary(&[1, 2, 3]).unwrap();
         assert_eq!(
-            p.to_server(),
+            p.deliver_to_server(),
             vec![
                 Ok(Event::Message(Message::text("hello"))),
                 Ok(Event::Message(Message::binary(vec![1, 2, 3])))
             ]
         );
         p.server.send_text("hi").unwrap();
-        assert_eq!(p.to_client(), vec![Ok(Event::Message(Message::text("hi")))]);
+        assert_eq!(
+            p.deliver_to_client(),
+            vec![Ok(Event::Message(Message::text("hi")))]
+        );
     }
 
     #[test]
@@ -724,7 +726,10 @@ mod tests {
             ]
         );
         // The automatic pong is unmasked and echoes the payload.
-        assert_eq!(server.pending_output(), &[0x8a, 0x04, b'p', b'i', b'n', b'g']);
+        assert_eq!(
+            server.pending_output(),
+            &[0x8a, 0x04, b'p', b'i', b'n', b'g']
+        );
     }
 
     #[test]
@@ -799,14 +804,20 @@ mod tests {
             .unwrap();
         assert_eq!(p.client.state(), State::Closing);
         assert_eq!(
-            p.to_server(),
-            vec![Ok(Event::Close(Some(CloseFrame::new(CloseCode(4000), "bye"))))]
+            p.deliver_to_server(),
+            vec![Ok(Event::Close(Some(CloseFrame::new(
+                CloseCode(4000),
+                "bye"
+            ))))]
         );
         assert_eq!(p.server.state(), State::Closed);
         assert!(p.server.close_sent());
         assert_eq!(
-            p.to_client(),
-            vec![Ok(Event::Close(Some(CloseFrame::new(CloseCode(4000), ""))))]
+            p.deliver_to_client(),
+            vec![Ok(Event::Close(Some(CloseFrame::new(
+                CloseCode(4000),
+                "bye"
+            ))))]
         );
         assert_eq!(p.client.state(), State::Closed);
         assert_eq!(p.client.send_text("late"), Err(SendError::Closed));
@@ -815,10 +826,14 @@ mod tests {
     #[test]
     fn closing_handshake_race() {
         let mut p = Pair::new();
-        p.client.send_close(Some(CloseFrame::new(CloseCode::NORMAL, ""))).unwrap();
-        p.server.send_close(Some(CloseFrame::new(CloseCode::GOING_AWAY, ""))).unwrap();
-        let to_server = p.to_server();
-        let to_client = p.to_client();
+        p.client
+            .send_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))
+            .unwrap();
+        p.server
+            .send_close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "")))
+            .unwrap();
+        let to_server = p.deliver_to_server();
+        let to_client = p.deliver_to_client();
         assert_eq!(to_server.len(), 1);
         assert_eq!(to_client.len(), 1);
         assert_eq!(p.client.state(), State::Closed);
@@ -855,14 +870,20 @@ mod tests {
         server.send_close(None).unwrap();
         server.advance_output(server.pending_output().len());
         server.receive_data(&c(0x89, b"p"));
-        assert_eq!(server.next_event(), Some(Ok(Event::Ping(Bytes::from_static(b"p")))));
+        assert_eq!(
+            server.next_event(),
+            Some(Ok(Event::Ping(Bytes::from_static(b"p"))))
+        );
         assert!(!server.wants_write());
     }
 
     #[test]
     fn send_rules() {
         let mut client = Connection::new(Role::Client, Limits::default());
-        assert_eq!(client.send_ping(&[0; 126]), Err(SendError::ControlTooLong(126)));
+        assert_eq!(
+            client.send_ping(&[0; 126]),
+            Err(SendError::ControlTooLong(126))
+        );
         assert_eq!(
             client.send_close(Some(CloseFrame::new(CloseCode(1005), ""))),
             Err(SendError::InvalidCloseCode(1005))
@@ -932,7 +953,7 @@ mod tests {
             let mut p = Pair::new();
             p.client.send_binary(&data).unwrap();
             p.client.send_text(&text).unwrap();
-            let events = p.to_server();
+            let events = p.deliver_to_server();
             prop_assert_eq!(events, vec![
                 Ok(Event::Message(Message::binary(data))),
                 Ok(Event::Message(Message::text(text))),

@@ -80,9 +80,17 @@ impl ProtocolError {
         match self {
             InvalidUtf8 | InvalidCloseReason | InflateFailed(_) => CloseCode::INVALID_PAYLOAD,
             FrameTooLarge { .. } | MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
-            ReservedOpcode(_) | ReservedBits | Rsv1NotOnFirstFrame | LengthMsbSet
-            | FragmentedControl | ControlTooLong(_) | UnmaskedFrame | MaskedFrame
-            | UnexpectedContinuation | ExpectedContinuation | CloseBodyTooShort
+            ReservedOpcode(_)
+            | ReservedBits
+            | Rsv1NotOnFirstFrame
+            | LengthMsbSet
+            | FragmentedControl
+            | ControlTooLong(_)
+            | UnmaskedFrame
+            | MaskedFrame
+            | UnexpectedContinuation
+            | ExpectedContinuation
+            | CloseBodyTooShort
             | InvalidCloseCode(_) => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -115,10 +123,22 @@ mod tests {
     #[test]
     fn each_fault_maps_to_its_close_code() {
         assert_eq!(ProtocolError::InvalidUtf8.close_code(), CloseCode(1007));
-        assert_eq!(ProtocolError::InvalidCloseReason.close_code(), CloseCode(1007));
-        assert_eq!(ProtocolError::InflateFailed("x".into()).close_code(), CloseCode(1007));
-        assert_eq!(ProtocolError::MessageTooLarge { max: 1 }.close_code(), CloseCode(1009));
-        assert_eq!(ProtocolError::FrameTooLarge { len: 2, max: 1 }.close_code(), CloseCode(1009));
+        assert_eq!(
+            ProtocolError::InvalidCloseReason.close_code(),
+            CloseCode(1007)
+        );
+        assert_eq!(
+            ProtocolError::InflateFailed("x".into()).close_code(),
+            CloseCode(1007)
+        );
+        assert_eq!(
+            ProtocolError::MessageTooLarge { max: 1 }.close_code(),
+            CloseCode(1009)
+        );
+        assert_eq!(
+            ProtocolError::FrameTooLarge { len: 2, max: 1 }.close_code(),
+            CloseCode(1009)
+        );
         for e in [
             ProtocolError::ReservedOpcode(3),
             ProtocolError::ReservedBits,

@@ -1,0 +1,85 @@
+//! Every limit and timeout of a connection, with the reason for its default.
+
+use std::time::Duration;
+
+use duplex_proto::Limits;
+use duplex_proto::extensions::deflate::DeflateConfig;
+
+/// Settings shared by clients and servers.
+///
+/// Every limit that untrusted input could push on has a default here, chosen
+/// so that one misbehaving peer cannot take a server down.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The largest frame payload accepted. Default 16 MiB, as tungstenite:
+    /// a frame is checked against this before any payload is buffered.
+    pub max_frame_size: usize,
+    /// The largest message accepted, after decompression. Default 64 MiB, as
+    /// tungstenite: above what any ordinary message needs, and a hard stop
+    /// for a peer that streams fragments forever.
+    pub max_message_size: usize,
+    /// The largest HTTP head of the opening handshake. Default 16 KiB, which
+    /// fits any browser's request with room for cookies.
+    pub max_handshake_size: usize,
+    /// How long the opening handshake may take. Default 10 s: a slow or
+    /// silent peer must not hold a socket forever.
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's answer to our Close frame, and then
+    /// for the TCP connection to end. Default 10 s, as Python websockets.
+    pub close_timeout: Duration,
+    /// `send` waits while more than this many bytes are queued for the
+    /// socket (back-pressure). Default 1 MiB: big enough to batch many small
+    /// messages into one write, small enough to bound memory per slow peer.
+    pub write_buffer_high_water: usize,
+    /// How much to read from the socket at a time. Default 16 KiB.
+    pub read_buffer_size: usize,
+    /// permessage-deflate (RFC 7692): `None` turns it off. Clients offer it
+    /// by default; [`Config::server`] leaves it off unless asked.
+    pub deflate: Option<DeflateConfig>,
+    /// Subprotocols: offered by a client in order of preference, supported
+    /// by a server. Empty by default.
+    pub protocols: Vec<String>,
+    /// Set `TCP_NODELAY` on sockets (default on): a WebSocket message is
+    /// usually worth sending now, and duplex batches writes itself.
+    pub nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_handshake_size: 16 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(10),
+            write_buffer_high_water: 1 << 20,
+            read_buffer_size: 16 << 10,
+            deflate: Some(DeflateConfig::default()),
+            protocols: Vec::new(),
+            nodelay: true,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults for a client: permessage-deflate offered.
+    pub fn client() -> Self {
+        Config::default()
+    }
+
+    /// The defaults for a server: permessage-deflate off until configured,
+    /// since it costs memory per connection.
+    pub fn server() -> Self {
+        Config {
+            deflate: None,
+            ..Config::default()
+        }
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Errors of the I/O layer: the socket, the handshake, the protocol, and
+//! misuse of the API.
+
+use duplex_proto::handshake::HandshakeError;
+use duplex_proto::{ProtocolError, SendError};
+
+/// Anything that can go wrong with a WebSocket connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The URL is not a usable `ws://` or `wss://` URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// The opening handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// Extension negotiation failed.
+    #[error("extension negotiation failed: {0}")]
+    Extension(String),
+    /// The opening handshake took longer than the configured timeout.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The peer broke the protocol; the connection was failed with the
+    /// matching close code.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A send that cannot be made (connection closing, bad close code...).
+    #[error("cannot send: {0}")]
+    Send(#[from] SendError),
+    /// `close()` with a code an application may not use (browser rule:
+    /// 1000 or 3000–4999).
+    #[error("close code {0} is not 1000 or in 3000-4999")]
+    InvalidCloseCode(u16),
+    /// `close()` with a reason over 123 bytes of UTF-8.
+    #[error("close reason of {0} bytes is longer than 123")]
+    CloseReasonTooLong(usize),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}

@@ -1,0 +1,563 @@
+//! The `WebSocket` type: the browser's WebSocket API over any async stream.
+//!
+//! It owns the socket and time; every protocol rule is the business of
+//! [`duplex_proto::Connection`], which it drives: bytes read go into the
+//! connection, events come out; messages go in, bytes to write come out.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use duplex_proto::{CloseCode, CloseFrame, Connection, MAX_REASON_LEN, Message, Role, State};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::Error;
+
+/// The four states of the browser's `readyState`, with the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// 0: the opening handshake is in progress.
+    Connecting = 0,
+    /// 1: messages can be sent and received.
+    Open = 1,
+    /// 2: the closing handshake is in progress.
+    Closing = 2,
+    /// 3: the connection is closed.
+    Closed = 3,
+}
+
+/// What happened on a connection: the browser's four events.
+#[derive(Debug)]
+pub enum Event {
+    /// `onopen`: the first event of every connection.
+    Open,
+    /// `onmessage`: a whole text or binary message.
+    Message(Message),
+    /// `onerror`: the connection failed; a `Close` event follows.
+    Error(Error),
+    /// `onclose`: the last event. `code` is the peer's close code, 1005 if
+    /// its Close frame had none, 1006 if the connection ended without the
+    /// closing handshake (as the browser reports them).
+    Close {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+        /// Whether the closing handshake completed.
+        was_clean: bool,
+    },
+}
+
+/// Where the socket is, beyond the protocol's own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and writing.
+    Running,
+    /// The protocol is closed; write what is pending and end the TCP
+    /// connection (a client waits for the server to end it first).
+    ShuttingDown,
+    /// The connection is over; the `Close` event is still to be delivered.
+    Ended,
+    /// The `Close` event was delivered.
+    Done,
+}
+
+/// Metadata fixed by the opening handshake.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Negotiated {
+    pub(crate) url: String,
+    pub(crate) protocol: Option<String>,
+    pub(crate) extensions: Option<String>,
+}
+
+/// A WebSocket connection, either end, over a stream `S` (a TCP stream, a
+/// TLS stream, anything `AsyncRead + AsyncWrite`).
+///
+/// Read events with [`next`](Self::next) (or as a [`Stream`]), or just
+/// messages with [`recv`](Self::recv); send with [`send`](Self::send) (or as
+/// a [`Sink`]); end with [`close`](Self::close).
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    negotiated: Negotiated,
+    read_buffer_size: usize,
+    write_high_water: usize,
+    close_timeout: Duration,
+    phase: Phase,
+    open_delivered: bool,
+    /// The `Close` event, decided when the protocol closes.
+    close: Option<(u16, String, bool)>,
+    /// Runs while we wait for the peer's Close or for the TCP connection to end.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    eof: bool,
+}
+
+impl<S> fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.conn.role())
+            .field("url", &self.negotiated.url)
+            .field("state", &self.conn.state())
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a stream whose opening handshake is done. `leftover` holds any
+    /// bytes read past the handshake: they are the first frames.
+    pub(crate) fn from_parts(
+        stream: S,
+        conn: Connection,
+        config: &crate::Config,
+        negotiated: Negotiated,
+        leftover: &[u8],
+    ) -> Self {
+        let mut conn = conn;
+        conn.receive_data(leftover);
+        WebSocket {
+            stream,
+            conn,
+            negotiated,
+            read_buffer_size: config.read_buffer_size.max(256),
+            write_high_water: config.write_buffer_high_water,
+            close_timeout: config.close_timeout,
+            phase: Phase::Running,
+            open_delivered: false,
+            close: None,
+            close_timer: None,
+            eof: false,
+        }
+    }
+
+    /// Wraps a stream on which the handshake was done elsewhere (e.g. by
+    /// hyper's upgrade), with no extensions negotiated.
+    pub fn from_raw(stream: S, role: Role, config: &crate::Config) -> Self {
+        let conn = Connection::new(role, config.limits());
+        Self::from_parts(stream, conn, config, Negotiated::default(), &[])
+    }
+
+    /// `readyState`.
+    pub fn ready_state(&self) -> ReadyState {
+        match (self.phase, self.conn.state()) {
+            (Phase::Done | Phase::Ended, _) => ReadyState::Closed,
+            (_, State::Open) => ReadyState::Open,
+            _ => ReadyState::Closing,
+        }
+    }
+
+    /// `bufferedAmount`: bytes queued by `send` and not yet written to the
+    /// socket (frame headers included).
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.pending_output().len()
+    }
+
+    /// `protocol`: the subprotocol the server selected, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.negotiated.protocol.as_deref()
+    }
+
+    /// `extensions`: the negotiated `Sec-WebSocket-Extensions` value, if any.
+    pub fn extensions(&self) -> Option<&str> {
+        self.negotiated.extensions.as_deref()
+    }
+
+    /// `url`: the URL a client connected to, or the request target a server
+    /// accepted.
+    pub fn url(&self) -> &str {
+        &self.negotiated.url
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.conn.role()
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// `send(data)`: queues a text or binary message and writes it out.
+    ///
+    /// Waits while more than the write buffer's high-water mark is queued.
+    /// To batch many small messages into one write, use the [`Sink`] methods
+    /// `feed` then `flush`.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        std::future::poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.conn.send(&message)?;
+        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+    }
+
+    /// Sends a ping with `payload` (at most 125 bytes).
+    pub async fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.conn.send_ping(&payload.into())?;
+        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+    }
+
+    /// `close(code, reason)`: starts the closing handshake. The `Close` event
+    /// arrives from [`next`](Self::next) once the peer answers (or after the
+    /// close timeout).
+    ///
+    /// As in the browser, an application may only use 1000 or 3000–4999, and
+    /// a reason of at most 123 bytes. Closing twice is not an error.
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
+        if !CloseCode(code).is_allowed_for_application() {
+            return Err(Error::InvalidCloseCode(code));
+        }
+        self.close_with(CloseCode(code), reason).await
+    }
+
+    /// Starts the closing handshake with any code valid on the wire, e.g.
+    /// 1001 when a server shuts down or 1008 for a policy violation.
+    pub async fn close_with(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if reason.len() > MAX_REASON_LEN {
+            return Err(Error::CloseReasonTooLong(reason.len()));
+        }
+        if self.conn.close_sent() {
+            return Ok(());
+        }
+        self.conn
+            .send_close(Some(CloseFrame::new(code, reason.to_owned())))?;
+        self.start_close_timer();
+        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+    }
+
+    /// The next event; `None` after the `Close` event.
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// The next message, like Python websockets' `recv`: `Ok(None)` once the
+    /// connection closed normally (1000, 1001 or 1005), an error if it
+    /// failed or closed with another code.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            match self.next().await {
+                Some(Event::Open) => {}
+                Some(Event::Message(m)) => return Ok(Some(m)),
+                Some(Event::Error(e)) => {
+                    // The Close event follows; consume it so the socket ends.
+                    while self.next().await.is_some() {}
+                    return Err(e);
+                }
+                Some(Event::Close {
+                    code: 1000 | 1001 | 1005,
+                    ..
+                }) => {
+                    return Ok(None);
+                }
+                Some(Event::Close { .. }) | None => return Err(Error::Closed),
+            }
+        }
+    }
+
+    fn start_close_timer(&mut self) {
+        if self.close_timer.is_none() {
+            self.close_timer = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+        }
+    }
+
+    fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.close_sent() || self.phase != Phase::Running {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        while self.conn.pending_output().len() >= self.write_high_water {
+            ready!(self.poll_write_some(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes once from the pending output.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let n = ready!(Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_output()))?;
+        if n == 0 {
+            return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
+        }
+        self.conn.advance_output(n);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes all pending output and flushes the stream.
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while self.conn.wants_write() {
+            ready!(self.poll_write_some(cx))?;
+        }
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The heart of the reading side.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if !self.open_delivered {
+            self.open_delivered = true;
+            return Poll::Ready(Some(Event::Open));
+        }
+        loop {
+            match self.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::ShuttingDown => return self.poll_shutdown(cx),
+                Phase::Ended => {
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Some(self.close_event()));
+                }
+                Phase::Running => {}
+            }
+            // Pongs and Close answers queued by the protocol go out as soon
+            // as the socket takes them; a full socket must not stop reading.
+            if self.conn.wants_write()
+                && let Poll::Ready(Err(e)) = self.poll_write_pending(cx)
+            {
+                return Poll::Ready(Some(self.abort(e)));
+            }
+            if let Some(event) = self.conn.next_event() {
+                match event {
+                    Ok(duplex_proto::Event::Message(m)) => {
+                        return Poll::Ready(Some(Event::Message(m)));
+                    }
+                    Ok(duplex_proto::Event::Ping(_) | duplex_proto::Event::Pong(_)) => continue,
+                    Ok(duplex_proto::Event::Close(frame)) => {
+                        let (code, reason) = match frame {
+                            Some(f) => (f.code.0, f.reason),
+                            None => (CloseCode::NO_STATUS.0, String::new()),
+                        };
+                        self.close = Some((code, reason, true));
+                        self.phase = Phase::ShuttingDown;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::info!(role = ?self.conn.role(), error = %e, code = %e.close_code(),
+                            "failing the connection: the peer broke the protocol");
+                        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                        self.phase = Phase::ShuttingDown;
+                        return Poll::Ready(Some(Event::Error(Error::Protocol(e))));
+                    }
+                }
+            }
+            if let Some(timer) = &mut self.close_timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!("closing handshake timed out");
+                self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                self.phase = Phase::Ended;
+                continue;
+            }
+            match ready!(self.poll_read(cx)) {
+                Ok(0) => {
+                    // The TCP connection ended without a Close frame.
+                    self.eof = true;
+                    self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Some(self.close_event()));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(self.abort(e))),
+            }
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+        let size = self.read_buffer_size;
+        let buf = self.conn.input_buffer();
+        buf.reserve(size);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            buf
+        ))?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// After the protocol closed: write what is pending (the Close answer),
+    /// then end the TCP connection. §7.1.1: the server closes first; the
+    /// client waits for that, up to the close timeout.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Poll::Ready(Err(_)) = self.poll_write_pending(cx) {
+            self.phase = Phase::Done;
+            return Poll::Ready(Some(self.close_event()));
+        }
+        if self.conn.wants_write() {
+            // Pending: wait for the socket, bounded by the close timer.
+            self.start_close_timer();
+            if let Some(timer) = &mut self.close_timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                self.phase = Phase::Done;
+                return Poll::Ready(Some(self.close_event()));
+            }
+            return Poll::Pending;
+        }
+        if self.conn.role() == Role::Client && !self.eof {
+            self.start_close_timer();
+            loop {
+                if let Some(timer) = &mut self.close_timer
+                    && timer.as_mut().poll(cx).is_ready()
+                {
+                    break;
+                }
+                let buf = self.conn.input_buffer();
+                buf.clear();
+                buf.reserve(1024);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        // Errors here change nothing: the connection is over either way.
+        let _ = ready!(Pin::new(&mut self.stream).poll_shutdown(cx));
+        self.phase = Phase::Done;
+        Poll::Ready(Some(self.close_event()))
+    }
+
+    fn close_event(&mut self) -> Event {
+        let (code, reason, was_clean) =
+            self.close
+                .take()
+                .unwrap_or((CloseCode::ABNORMAL.0, String::new(), false));
+        Event::Close {
+            code,
+            reason,
+            was_clean,
+        }
+    }
+
+    /// A socket error: the connection is over, abnormally.
+    fn abort(&mut self, e: Error) -> Event {
+        tracing::debug!(error = %e, "connection aborted");
+        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+        // The Close event comes on the next poll.
+        self.phase = Phase::Ended;
+        Event::Error(e)
+    }
+
+    /// Splits into a reading half and a writing half that can be used from
+    /// different tasks.
+    pub fn split(self) -> (WebSocketWriter<S>, WebSocketReader<S>) {
+        let (sink, stream) = futures_util::StreamExt::split(self);
+        (WebSocketWriter { sink }, WebSocketReader { stream })
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl<S> Sink<Message> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_inner(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().conn.send(&item).map_err(Error::from)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_write_pending(cx)
+    }
+
+    /// Sends a Close frame with 1000 (if none was sent) and flushes it.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if !this.conn.close_sent() {
+            this.conn
+                .send_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+            this.start_close_timer();
+        }
+        this.poll_write_pending(cx)
+    }
+}
+
+/// The writing half of a split [`WebSocket`].
+pub struct WebSocketWriter<S> {
+    sink: futures_util::stream::SplitSink<WebSocket<S>, Message>,
+}
+
+impl<S> WebSocketWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Sends a message.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        futures_util::SinkExt::send(&mut self.sink, message.into()).await
+    }
+
+    /// Sends a Close frame with 1000; the reading half sees the `Close` event.
+    pub async fn close(&mut self) -> Result<(), Error> {
+        futures_util::SinkExt::close(&mut self.sink).await
+    }
+
+    /// Puts the halves back together.
+    pub fn reunite(self, reader: WebSocketReader<S>) -> WebSocket<S> {
+        self.sink
+            .reunite(reader.stream)
+            .expect("halves of the same WebSocket")
+    }
+}
+
+impl<S> Sink<Message> for WebSocketWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        Pin::new(&mut self.sink).start_send(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+/// The reading half of a split [`WebSocket`].
+pub struct WebSocketReader<S> {
+    stream: futures_util::stream::SplitStream<WebSocket<S>>,
+}
+
+impl<S> WebSocketReader<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The next event; `None` after the `Close` event.
+    pub async fn next(&mut self) -> Option<Event> {
+        futures_util::StreamExt::next(&mut self.stream).await
+    }
+}
+
+impl<S> Stream for WebSocketReader<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
