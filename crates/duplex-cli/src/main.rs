@@ -1,1 +1,51 @@
-fn main() {}
+//! The `duplex` command: `serve`, `connect` (and, as they land, `publish`
+//! and `bench`). This crate only parses flags and wires the library's
+//! layers together; no protocol logic lives here.
+
+mod connect;
+mod limits;
+mod page;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A WebSocket server, client and benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "duplex", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve WebSocket echo on every path, and a test page at GET /.
+    Serve(serve::ServeArgs),
+    /// Connect to a WebSocket server: stdin lines go out as text messages,
+    /// received messages are printed.
+    Connect(connect::ConnectArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("duplex: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
