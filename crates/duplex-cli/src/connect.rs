@@ -3,6 +3,7 @@
 //! printed as a line (binary as hex or base64).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,8 +30,12 @@ enum BinaryFormat {
 /// with any other code or failed, 2 when it could not connect.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The ws:// URL to connect to.
+    /// The ws:// or wss:// URL to connect to.
     url: String,
+    /// A PEM file of CA certificates to trust for wss://, besides the
+    /// platform's roots (repeatable).
+    #[arg(long = "ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
     /// How to print binary messages.
     #[arg(long, value_enum, default_value_t = BinaryFormat::Hex)]
     binary: BinaryFormat,
@@ -53,7 +58,11 @@ pub(crate) fn run(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Err
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(connect(args))
+    let result = runtime.block_on(connect(args));
+    // The stdin reader sits in a blocking read that nothing can interrupt;
+    // don't wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -73,6 +82,11 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Erro
         let value =
             HeaderValue::try_from(value.trim()).map_err(|e| format!("--header {header:?}: {e}"))?;
         builder = builder.header(name, value);
+    }
+    for path in &args.ca {
+        for root in duplex::tls::load_certificates(path).map_err(|e| format!("--ca {e}"))? {
+            builder = builder.add_root_certificate(root);
+        }
     }
     let mut ws = builder
         .connect()

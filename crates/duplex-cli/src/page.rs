@@ -15,18 +15,20 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// The page, embedded in the binary.
 const INDEX_HTML: &str = include_str!("page/index.html");
 
-/// Serves a connection whose first request was not an Upgrade.
-pub(crate) async fn serve_http(
-    pending: PendingRequest<TcpStream>,
+/// Serves a connection whose first request was not an Upgrade, over TCP or
+/// TLS.
+pub(crate) async fn serve_http<S>(
+    pending: PendingRequest<S>,
     config: &Config,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (stream, raw) = pending.into_parts();
     // hyper parses the request again from the start: replay what was read.
     let io = TokioIo::new(Replay {

@@ -1,16 +1,25 @@
 //! `duplex serve`: echo on every path, the test page at `GET /`, a bounded
 //! number of connections, and a graceful shutdown that closes every
 //! connection with 1001 on SIGTERM or Ctrl-C.
+//!
+//! With `--tls-cert` and `--tls-key` it serves `wss://` and the page over
+//! `https://`. The files are read before the port opens, so a bad one stops
+//! the start with its path and the reason. SIGHUP reads them again: new
+//! connections get the new certificate, open ones keep theirs, and a bad
+//! file leaves the current one in place. `--handshake-timeout` bounds the
+//! TLS handshake and the HTTP request together.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use duplex::{CloseCode, Config, Event, PendingRequest, WebSocket};
+use duplex::{CloseCode, Config, Event, PendingRequest, TlsAcceptor, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,8 +39,47 @@ pub(crate) struct ServeArgs {
     /// Most connections open at once; more are refused.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     max_connections: usize,
+    /// PEM certificate chain, leaf first: serve wss:// and https:// (with
+    /// --tls-key). SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert: RSA, ECDSA or Ed25519, as PKCS#8,
+    /// PKCS#1 or SEC1.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// The certificate files and the acceptor they feed, when serving TLS.
+#[derive(Debug, Clone)]
+struct Tls {
+    acceptor: TlsAcceptor,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    /// Reads the files again (off the runtime threads) and logs the outcome;
+    /// on error the current certificate stays.
+    async fn reload(&self) {
+        let tls = self.clone();
+        let result =
+            tokio::task::spawn_blocking(move || tls.acceptor.reload_pem_files(&tls.cert, &tls.key))
+                .await;
+        match result {
+            Ok(Ok(())) => tracing::info!(
+                cert = %self.cert.display(),
+                key = %self.key.display(),
+                "SIGHUP: reloaded the TLS certificate; new connections use it"
+            ),
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "SIGHUP: TLS certificate not reloaded, keeping the current one"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload task failed"),
+        }
+    }
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -59,15 +107,25 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls {
+            acceptor: TlsAcceptor::from_pem_files(cert, key)
+                .map_err(|e| format!("cannot serve TLS: {e}"))?,
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let listener = TcpListener::bind(&args.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
     let addr = listener.local_addr()?;
     // Scripts wait for this exact line to know the port.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on ws://{addr}")?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    writeln!(stdout, "listening on {scheme}://{addr}")?;
     stdout.flush()?;
-    tracing::info!(%addr, deflate = config.deflate.is_some(), "serving");
+    tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
 
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
@@ -75,6 +133,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     let slots = Arc::new(Semaphore::new(args.max_connections));
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    let mut hangup = hangup_signal(tls.is_some())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -93,10 +152,26 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 };
                 let config = Arc::clone(&config);
                 let shutdown = shutdown.clone();
+                let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
                 tracker.spawn(async move {
-                    handle(stream, &config, shutdown).await;
+                    if let Err(e) = stream.set_nodelay(config.nodelay) {
+                        tracing::debug!(error = %e, "set_nodelay failed");
+                    }
+                    // One budget for the TLS handshake and the HTTP request.
+                    let deadline = Instant::now() + config.handshake_timeout;
+                    match acceptor {
+                        None => handle(stream, &config, shutdown, deadline).await,
+                        Some(acceptor) => {
+                            handle_tls(stream, &acceptor, &config, shutdown, deadline).await
+                        }
+                    }
                     drop(slot);
                 });
+            }
+            Some(()) = next_hangup(&mut hangup) => {
+                if let Some(tls) = &tls {
+                    tls.reload().await;
+                }
             }
             () = &mut signal => break,
         }
@@ -136,12 +211,62 @@ async fn shutdown_signal() {
     }
 }
 
-async fn handle(stream: TcpStream, config: &Config, shutdown: CancellationToken) {
-    if let Err(e) = stream.set_nodelay(config.nodelay) {
-        tracing::debug!(error = %e, "set_nodelay failed");
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<std::convert::Infallible>;
+
+/// SIGHUP, when there is a certificate to reload; otherwise SIGHUP keeps
+/// its default action.
+fn hangup_signal(tls: bool) -> std::io::Result<Hangup> {
+    #[cfg(unix)]
+    if tls {
+        use tokio::signal::unix::{SignalKind, signal};
+        return signal(SignalKind::hangup()).map(Some);
     }
+    let _ = tls;
+    Ok(None)
+}
+
+/// The next SIGHUP, or never.
+async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
+    match hangup {
+        #[cfg(unix)]
+        Some(signal) => signal.recv().await,
+        #[cfg(not(unix))]
+        Some(never) => match *never {},
+        None => std::future::pending().await,
+    }
+}
+
+/// The TLS handshake, then the connection as over plain TCP.
+async fn handle_tls(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    config: &Config,
+    shutdown: CancellationToken,
+    deadline: Instant,
+) {
+    let peer = stream.peer_addr().ok();
+    let tls = tokio::select! {
+        tls = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => tls,
+        () = shutdown.cancelled() => return,
+    };
+    match tls {
+        Ok(Ok(tls)) => handle(tls, config, shutdown, deadline).await,
+        Ok(Err(e)) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
+    }
+}
+
+async fn handle<S>(stream: S, config: &Config, shutdown: CancellationToken, deadline: Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let pending = tokio::select! {
-        pending = PendingRequest::read(stream, config) => pending,
+        pending = tokio::time::timeout_at(deadline, PendingRequest::read(stream, config)) => {
+            pending.unwrap_or(Err(duplex::Error::HandshakeTimeout))
+        }
         () = shutdown.cancelled() => return,
     };
     let pending = match pending {
@@ -179,9 +304,11 @@ where
         };
         match event {
             Some(Event::Message(message)) => {
+                // Queued, not written yet: `next` writes every reply to one
+                // read in a single write once no message is left to parse.
                 // Fails only once a Close was sent or received; the Close
                 // event follows.
-                let _ = ws.send(message).await;
+                let _ = ws.feed(message).await;
             }
             Some(Event::Error(e)) => tracing::info!(error = %e, "connection failed"),
             Some(Event::Open | Event::Close { .. }) => {}

@@ -1,5 +1,9 @@
-//! The client side: URL parsing, the TCP connection, the opening handshake
-//! (RFC 6455 §4.1) and extension negotiation.
+//! The client side: URL parsing, the TCP connection, TLS for `wss://`, the
+//! opening handshake (RFC 6455 §4.1) and extension negotiation.
+//!
+//! One budget, [`Config::handshake_timeout`], covers the whole of opening a
+//! connection: TCP connect, the TLS handshake and the HTTP Upgrade, as a
+//! browser's connection attempt is one thing that succeeds or fails.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -11,10 +15,11 @@ use duplex_proto::handshake::write_request;
 use duplex_proto::{Connection, Role};
 
 use crate::websocket::Negotiated;
-use crate::{Config, Error, WebSocket};
+use crate::{Config, Error, MaybeTlsStream, WebSocket};
 
-/// `new WebSocket(url)`: connects to a `ws://` URL with the default
-/// [`Config::client`] and completes the opening handshake.
+/// `new WebSocket(url)`: connects to a `ws://` or `wss://` URL with the
+/// default [`Config::client`] and completes the opening handshake. `wss://`
+/// trusts the platform's root certificates (see [`crate::tls`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), duplex::Error> {
@@ -26,7 +31,7 @@ use crate::{Config, Error, WebSocket};
 /// ws.close(1000, "done").await?;
 /// # Ok(()) }
 /// ```
-pub async fn connect(url: &str) -> Result<WebSocket<TcpStream>, Error> {
+pub async fn connect(url: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, Error> {
     ClientBuilder::new(url).connect().await
 }
 
@@ -37,6 +42,18 @@ pub struct ClientBuilder {
     url: String,
     config: Config,
     headers: HeaderMap,
+    #[cfg(feature = "tls")]
+    tls: TlsOptions,
+}
+
+/// How a `wss://` connection is verified.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Default)]
+struct TlsOptions {
+    /// The caller's own rustls config, used as it is.
+    config: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+    /// Roots trusted besides the platform's.
+    extra_roots: Vec<crate::tls::rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A parsed `ws://` / `wss://` URL.
@@ -117,6 +134,8 @@ impl ClientBuilder {
             url: url.into(),
             config: Config::client(),
             headers: HeaderMap::new(),
+            #[cfg(feature = "tls")]
+            tls: TlsOptions::default(),
         }
     }
 
@@ -142,24 +161,79 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects over TCP and completes the handshake.
-    pub async fn connect(self) -> Result<WebSocket<TcpStream>, Error> {
+    /// Trusts `certificate` (DER) as a root for `wss://`, besides the
+    /// platform's roots: a private CA, or a self-signed server certificate.
+    /// Ignored when [`tls_config`](Self::tls_config) is set.
+    #[cfg(feature = "tls")]
+    pub fn add_root_certificate(
+        mut self,
+        certificate: crate::tls::rustls::pki_types::CertificateDer<'static>,
+    ) -> Self {
+        self.tls.extra_roots.push(certificate);
+        self
+    }
+
+    /// Uses this rustls config for `wss://`, as it is: its roots, client
+    /// certificate and ALPN (set `alpn_protocols` to `http/1.1` to match
+    /// the default).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<crate::tls::rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// Connects over TCP (and TLS for `wss://`) and completes the
+    /// handshake, all within [`Config::handshake_timeout`].
+    pub async fn connect(self) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, Error> {
         let target = Target::parse(&self.url)?;
+        #[cfg(not(feature = "tls"))]
         if target.tls {
             return Err(Error::Url(format!(
-                "{}: wss:// needs TLS, which this build does not include",
+                "{}: wss:// needs the `tls` feature of duplex",
                 self.url
             )));
         }
         let timeout = self.config.handshake_timeout;
-        let stream = tokio::time::timeout(
-            timeout,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| Error::HandshakeTimeout)??;
-        stream.set_nodelay(self.config.nodelay)?;
-        self.handshake(stream, target).await
+        tokio::time::timeout(timeout, self.connect_inner(target))
+            .await
+            .map_err(|_| Error::HandshakeTimeout)?
+    }
+
+    async fn connect_inner(
+        self,
+        target: Target,
+    ) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, Error> {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.set_nodelay(self.config.nodelay)?;
+        let stream = if target.tls {
+            self.secure(&target.host, tcp).await?
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        self.handshake_inner(stream, target).await
+    }
+
+    /// The client half of the TLS handshake, for `host`.
+    #[cfg(feature = "tls")]
+    async fn secure(&self, host: &str, tcp: TcpStream) -> Result<MaybeTlsStream<TcpStream>, Error> {
+        let config = match &self.tls.config {
+            Some(config) => std::sync::Arc::clone(config),
+            None => crate::tls::client_config(&self.tls.extra_roots)?,
+        };
+        let tls = crate::tls::connect(config, host, tcp).await?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn secure(
+        &self,
+        _host: &str,
+        _tcp: TcpStream,
+    ) -> Result<MaybeTlsStream<TcpStream>, Error> {
+        Err(Error::Url(format!(
+            "{}: wss:// needs the `tls` feature of duplex",
+            self.url
+        )))
     }
 
     /// Completes the handshake over a stream the caller connected (TLS, a

@@ -22,7 +22,8 @@ pub struct Config {
     /// fits any browser's request with room for cookies.
     pub max_handshake_size: usize,
     /// How long the opening handshake may take. Default 10 s: a slow or
-    /// silent peer must not hold a socket forever.
+    /// silent peer must not hold a socket forever. A client counts from the
+    /// TCP connect, through TLS for `wss://`, to the 101 answer.
     pub handshake_timeout: Duration,
     /// How long to wait for the peer's answer to our Close frame, and then
     /// for the TCP connection to end. Default 10 s, as Python websockets.

@@ -19,6 +19,11 @@ pub enum Error {
     /// Extension negotiation failed.
     #[error("extension negotiation failed: {0}")]
     Extension(String),
+    /// TLS failed: a certificate was rejected (expired, wrong host, unknown
+    /// issuer…), the peer does not speak TLS, or a certificate file is bad.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The opening handshake took longer than the configured timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,

@@ -3,7 +3,8 @@
 //!
 //! The protocol itself lives in [`duplex_proto`], a sans-I/O state machine;
 //! this crate owns sockets and time: reading and writing, back-pressure,
-//! timeouts and the opening handshake over a real stream.
+//! timeouts and the opening handshake over a real stream, and TLS for
+//! `wss://` on rustls (feature `tls`, on by default; see [`tls`]).
 //!
 //! | browser | duplex |
 //! |---|---|
@@ -45,12 +46,18 @@ mod client;
 mod config;
 mod error;
 mod server;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod websocket;
 
 pub use client::{ClientBuilder, connect};
 pub use config::Config;
 pub use error::Error;
 pub use server::{Accepted, PendingRequest, accept, accept_with, negotiate, serve, serve_listener};
+pub use stream::MaybeTlsStream;
+#[cfg(feature = "tls")]
+pub use tls::{TlsAcceptor, TlsError};
 pub use websocket::{Event, ReadyState, WebSocket, WebSocketReader, WebSocketWriter};
 
 pub use duplex_proto::extensions::deflate::DeflateConfig;

@@ -1,0 +1,398 @@
+//! The built `duplex` binary over TLS: `serve --tls-cert --tls-key` with
+//! `connect wss:// --ca`, bad certificate files failing the start, plain
+//! and TLS crossed over, the TLS handshake timeout, and SIGHUP reload.
+//! Certificates are made at run time with rcgen.
+
+#[path = "../../duplex/tests/pki/mod.rs"]
+mod pki;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pki::{Ca, KeyFormat, KeyKind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+
+/// A CA, and a certificate for 127.0.0.1 and localhost signed by it, on disk.
+struct Files {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Files {
+    fn new(name: &str, kind: KeyKind, format: KeyFormat) -> Files {
+        let dir = pki::temp_dir(name);
+        let mut files = Files {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        files.renew("duplex CLI test CA", kind, format);
+        files
+    }
+
+    /// A new CA and certificate in the same files.
+    fn renew(&mut self, ca_name: &str, kind: KeyKind, format: KeyFormat) {
+        let ca = Ca::new(ca_name);
+        let (cert, key) = ca
+            .leaf(&["127.0.0.1", "localhost"], kind)
+            .write(&self.dir, format);
+        assert_eq!((cert, key), (self.cert.clone(), self.key.clone()));
+        std::fs::write(&self.ca, ca.pem()).unwrap();
+    }
+
+    /// The CA as it is now, in a file of its own.
+    fn keep_ca(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::copy(&self.ca, &path).unwrap();
+        path
+    }
+}
+
+/// A `duplex serve` on a free port, killed on drop; its stderr is kept.
+struct Server {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0", "--threads", "1"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("duplex serve starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on wss://")
+            .or_else(|| line.trim().strip_prefix("listening on ws://"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn tls(files: &Files, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["connect", url])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ca_flag(path: &Path) -> [&str; 2] {
+    ["--ca", path.to_str().unwrap()]
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn connect_wss_talks_to_serve_with_tls() {
+    for (kind, format) in [
+        (KeyKind::EcdsaP256, KeyFormat::Sec1),
+        (KeyKind::Ed25519, KeyFormat::Pkcs8),
+        (KeyKind::Rsa2048, KeyFormat::Pkcs1),
+    ] {
+        let files = Files::new(&format!("cli-echo-{kind:?}"), kind, format);
+        let server = Server::tls(&files, &[]);
+        let port = server.addr.rsplit(':').next().unwrap().to_owned();
+        for url in [
+            format!("wss://{}/", server.addr),
+            format!("wss://localhost:{port}/path?q=1"),
+        ] {
+            let out = connect(&url, "hello\nworld\n", &ca_flag(&files.ca));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+            assert!(out.status.success(), "{kind:?} {url}: {}", stderr_of(&out));
+            assert!(
+                stderr_of(&out).contains("closed: code 1000"),
+                "{}",
+                stderr_of(&out)
+            );
+        }
+        // Without the CA, the certificate's issuer is unknown: exit 2.
+        let out = connect(&format!("wss://{}/", server.addr), "hello\n", &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr_of(&out).contains("unknown issuer"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn bad_tls_files_fail_the_start_with_the_path_and_reason() {
+    let files = Files::new("cli-bad-files", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let other = Files::new("cli-bad-files-other", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let missing = files.dir.join("missing.pem");
+    let garbage = files.dir.join("garbage.pem");
+    std::fs::write(&garbage, "this is not PEM\n").unwrap();
+    let cases: [(&Path, &Path, &Path, &str); 5] = [
+        (&missing, &files.key, &missing, "No such file"),
+        (&files.cert, &missing, &missing, "No such file"),
+        (&garbage, &files.key, &garbage, "no certificate"),
+        (&files.cert, &garbage, &garbage, "no private key"),
+        (&files.cert, &other.key, &other.key, "cannot serve this key"),
+    ];
+    for (cert, key, named, reason) in cases {
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert!(!out.status.success(), "{cert:?} {key:?} started");
+        assert!(
+            out.stdout.is_empty(),
+            "it must not listen: {:?}",
+            out.stdout
+        );
+        assert!(stderr.contains(&*named.to_string_lossy()), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // One flag without the other is a usage error.
+    let out = Command::new(BIN)
+        .args(["serve", "--tls-cert"])
+        .arg(&files.cert)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("--tls-key"));
+}
+
+#[test]
+fn plain_and_tls_crossed_fail_cleanly_and_both_servers_keep_serving() {
+    let files = Files::new("cli-crossed", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let tls = Server::tls(&files, &[]);
+    let plain = Server::start(&[]);
+
+    // ws:// to the TLS port: the server answers a plain 400.
+    let out = connect(&format!("ws://{}/", tls.addr), "hello\n", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("400"), "{}", stderr_of(&out));
+    let mut http = TcpStream::connect(&tls.addr).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = http.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 ") && answer.contains("speaks TLS"),
+        "{answer}"
+    );
+
+    // wss:// to the plain port: the client says the server is not TLS.
+    let out = connect(
+        &format!("wss://{}/", plain.addr),
+        "hello\n",
+        &ca_flag(&files.ca),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("not TLS"), "{}", stderr_of(&out));
+
+    for (url, extra) in [
+        (format!("wss://{}/", tls.addr), ca_flag(&files.ca).to_vec()),
+        (format!("ws://{}/", plain.addr), vec![]),
+    ] {
+        let out = connect(&url, "still here\n", &extra);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "still here\n",
+            "{url}"
+        );
+        assert!(out.status.success());
+    }
+    for server in [&tls, &plain] {
+        let log = server.stderr.lock().unwrap().join("\n");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let files = Files::new("cli-timeout", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let server = Server::tls(&files, &["--handshake-timeout", "0.3"]);
+    let mut silent = TcpStream::connect(&server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = silent
+        .read(&mut buf)
+        .expect("the server closes, not the read timeout");
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_only() {
+    let mut files = Files::new("cli-sighup", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let old_ca = files.keep_ca("old-ca.pem");
+    let server = Server::tls(&files, &[]);
+    let url = format!("wss://{}/", server.addr);
+
+    // A connection opened before the reload.
+    let mut open = Command::new(BIN)
+        .args(["connect", &url])
+        .args(ca_flag(&old_ca))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut open_in: ChildStdin = open.stdin.take().unwrap();
+    let mut open_out = BufReader::new(open.stdout.take().unwrap());
+    let mut line = String::new();
+    writeln!(open_in, "before").unwrap();
+    open_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "before\n");
+
+    files.renew(
+        "duplex CLI test CA, renewed",
+        KeyKind::Ed25519,
+        KeyFormat::Pkcs8,
+    );
+    let new_ca = files.keep_ca("new-ca.pem");
+    server.signal("HUP");
+    server.wait_for_log("reloaded the TLS certificate");
+
+    // New connections see the new certificate.
+    let out = connect(&url, "hello\n", &ca_flag(&old_ca));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("unknown issuer"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = connect(&url, "hello\n", &ca_flag(&new_ca));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\n",
+        "{}",
+        stderr_of(&out)
+    );
+
+    // The open one keeps working.
+    line.clear();
+    writeln!(open_in, "after").unwrap();
+    open_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "after\n");
+
+    // A bad file: the log says why, and the current certificate stays.
+    std::fs::write(&files.key, "not a key\n").unwrap();
+    server.signal("HUP");
+    let why = server.wait_for_log("not reloaded");
+    assert!(
+        why.contains("key.pem") && why.contains("no private key"),
+        "{why}"
+    );
+    let out = connect(&url, "still\n", &ca_flag(&new_ca));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "still\n",
+        "{}",
+        stderr_of(&out)
+    );
+
+    drop(open_in);
+    let status = open.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,149 @@
+//! [`MaybeTlsStream`]: one stream type for `ws://` and `wss://`, so that
+//! [`connect`](crate::connect) returns one concrete `WebSocket` type.
+//!
+//! The plain variant delegates straight to the inner stream (every method is
+//! `#[inline]`), and the TLS variant is boxed: a plain connection pays one
+//! branch per call and no memory for TLS state it does not use.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A client stream that is either plain (`ws://`) or TLS (`wss://`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MaybeTlsStream<S> {
+    /// A `ws://` connection: the stream as it is.
+    Plain(S),
+    /// A `wss://` connection: TLS on rustls over the stream.
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
+}
+
+impl<S> MaybeTlsStream<S> {
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, MaybeTlsStream::Plain(_))
+    }
+
+    /// The underlying transport (the TCP stream under TLS).
+    pub fn get_ref(&self) -> &S {
+        match self {
+            MaybeTlsStream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// The TLS session (negotiated protocol version, ALPN, the server's
+    /// certificates), if this is a TLS connection.
+    #[cfg(feature = "tls")]
+    pub fn tls_session(&self) -> Option<&tokio_rustls::rustls::ClientConnection> {
+        match self {
+            MaybeTlsStream::Plain(_) => None,
+            MaybeTlsStream::Tls(s) => Some(s.get_ref().1),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTlsStream::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn plain_delegates_reads_writes_and_shutdown() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut s = MaybeTlsStream::Plain(a);
+        assert!(!s.is_tls());
+        s.write_all(b"ping").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        b.write_all(b"pong").await.unwrap();
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        s.shutdown().await.unwrap();
+        assert_eq!(b.read(&mut got).await.unwrap(), 0, "EOF after shutdown");
+    }
+
+    #[test]
+    fn plain_costs_no_more_than_a_tag_and_a_pointer() {
+        // The TLS state is boxed: a plain connection does not carry it.
+        let plain = std::mem::size_of::<tokio::net::TcpStream>();
+        assert!(std::mem::size_of::<MaybeTlsStream<tokio::net::TcpStream>>() <= plain + 8);
+    }
+}
