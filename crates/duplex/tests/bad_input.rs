@@ -62,15 +62,13 @@ async fn malformed_handshakes_get_their_status() {
     let cases: Vec<(String, u16)> = vec![
         ("garbage\r\n\r\n".into(), 400),
         (
-            format!(
-                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ),
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                .to_owned(),
             400, // no key
         ),
         (
-            format!(
-                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ),
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                .to_owned(),
             400, // key not 16 bytes
         ),
         (
