@@ -2,6 +2,7 @@
 //! and `bench`). This crate only parses flags and wires the library's
 //! layers together; no protocol logic lives here.
 
+mod bench;
 mod connect;
 mod limits;
 mod page;
@@ -26,6 +27,9 @@ enum Command {
     /// Connect to a WebSocket server: stdin lines go out as text messages,
     /// received messages are printed.
     Connect(connect::ConnectArgs),
+    /// Load a WebSocket server and measure it: echo throughput and latency,
+    /// or memory per idle connection.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

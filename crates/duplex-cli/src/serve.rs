@@ -288,31 +288,45 @@ where
 
 /// Echoes every message until the connection closes; on shutdown, closes
 /// with 1001 and waits for the closing handshake.
-pub(crate) async fn echo<S>(mut ws: WebSocket<S>, shutdown: CancellationToken)
+pub(crate) fn echo<S>(
+    mut ws: WebSocket<S>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut closing = false;
-    loop {
-        let event = tokio::select! {
-            event = ws.next() => event,
-            () = shutdown.cancelled(), if !closing => {
-                closing = true;
-                let _ = ws.close_with(CloseCode::GOING_AWAY, "server shutting down").await;
-                continue;
+    // Not an `async fn`: that would keep the arguments twice in the future
+    // (as arguments, then as locals), and this future lives as long as the
+    // connection, so its size is memory per idle connection.
+    async move {
+        // Made once: a fresh `cancelled()` per message registers with and
+        // leaves the token's waiter list every time.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut closing = false;
+        loop {
+            let event = tokio::select! {
+                // Messages first; the shutdown is seen whenever none is ready.
+                biased;
+                event = ws.next() => event,
+                () = &mut cancelled, if !closing => {
+                    closing = true;
+                    let _ = ws.close_with(CloseCode::GOING_AWAY, "server shutting down").await;
+                    continue;
+                }
+            };
+            match event {
+                Some(Event::Message(message)) => {
+                    // Queued, not written yet: `next` writes every reply to one
+                    // read in a single write once no message is left to parse.
+                    // Fails only once a Close was sent or received; the Close
+                    // event follows.
+                    let _ = ws.feed(message).await;
+                }
+                Some(Event::Error(e)) => tracing::info!(error = %e, "connection failed"),
+                Some(Event::Open | Event::Close { .. }) => {}
+                None => break,
             }
-        };
-        match event {
-            Some(Event::Message(message)) => {
-                // Queued, not written yet: `next` writes every reply to one
-                // read in a single write once no message is left to parse.
-                // Fails only once a Close was sent or received; the Close
-                // event follows.
-                let _ = ws.feed(message).await;
-            }
-            Some(Event::Error(e)) => tracing::info!(error = %e, "connection failed"),
-            Some(Event::Open | Event::Close { .. }) => {}
-            None => break,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! connection (§7.1.7). Frame headers, masking, UTF-8 and close bodies are
 //! delegated to their own modules.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
 use bytes::{Buf, Bytes, BytesMut};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -17,6 +20,7 @@ use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
 use crate::mask::apply_mask;
 use crate::message::{Message, Reassembly, Utf8Bytes};
 use crate::role::Role;
+use crate::utf8::Utf8Validator;
 
 /// Size limits on what the peer may send.
 ///
@@ -77,6 +81,35 @@ struct PartialFrame {
     offset: usize,
 }
 
+/// An unfragmented, uncompressed data message whose payload is arriving in
+/// the receive buffer, right after the (already consumed) header. It is
+/// unmasked and, for text, validated in place as bytes arrive (§8.1: fail
+/// fast), and handed out without a copy once whole.
+#[derive(Debug)]
+struct WholeFrame {
+    mask: Option<[u8; 4]>,
+    len: usize,
+    /// Payload bytes at the front of the buffer already unmasked and checked.
+    done: usize,
+    /// `Some` for a text message.
+    utf8: Option<Utf8Validator>,
+}
+
+/// Payloads at least this large that need no masking or compression are
+/// queued by reference instead of being copied into the output buffer: an
+/// echoed 16 KiB message is then written straight from the receive buffer.
+/// Below it, a copy costs less than another slice in a vectored write.
+const ATTACH_MIN: usize = 4 << 10;
+
+/// A payload queued by reference, to be written right after the first `at`
+/// bytes ever appended to the output buffer.
+#[derive(Debug)]
+struct Attached {
+    at: u64,
+    /// What is left to write of it.
+    payload: Bytes,
+}
+
 /// One WebSocket connection, either end, with no I/O.
 ///
 /// Feed it what the socket read ([`receive_data`](Self::receive_data) or
@@ -90,12 +123,22 @@ pub struct Connection {
     limits: Limits,
     state: State,
     input: BytesMut,
+    whole: Option<WholeFrame>,
     frame: Option<PartialFrame>,
     message: Option<Reassembly>,
     output: BytesMut,
-    deflate: Option<Deflate>,
+    /// Bytes of `output` written so far (advanced past), ever.
+    output_written: u64,
+    /// Payloads that go out between bytes of `output`, in order.
+    attached: VecDeque<Attached>,
+    /// The length of every payload in `attached`, in total.
+    attached_len: usize,
+    /// Boxed: it is large, and most connections do without it.
+    deflate: Option<Box<Deflate>>,
     /// Masking keys must be unpredictable (§5.3), so a CSPRNG, seeded once.
-    rng: Option<StdRng>,
+    /// Only clients mask; boxed so that a server's idle connection does not
+    /// carry its few hundred bytes of state.
+    rng: Option<Box<StdRng>>,
     close_sent: bool,
     close_received: bool,
     failed: bool,
@@ -111,11 +154,15 @@ impl Connection {
             limits,
             state: State::Open,
             input: BytesMut::new(),
+            whole: None,
             frame: None,
             message: None,
             output: BytesMut::new(),
+            output_written: 0,
+            attached: VecDeque::new(),
+            attached_len: 0,
             deflate: None,
-            rng: (role == Role::Client).then(StdRng::from_os_rng),
+            rng: (role == Role::Client).then(|| Box::new(StdRng::from_os_rng())),
             close_sent: false,
             close_received: false,
             failed: false,
@@ -125,7 +172,7 @@ impl Connection {
 
     /// Enables permessage-deflate as negotiated in the handshake.
     pub fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
-        self.deflate = deflate;
+        self.deflate = deflate.map(Box::new);
         self
     }
 
@@ -166,6 +213,16 @@ impl Connection {
         &mut self.input
     }
 
+    /// How many more bytes the message being received needs before it is
+    /// whole (0 if none is in progress), so that an I/O layer can size its
+    /// next read to take it in one go. Bounded by the frame size limit, which
+    /// the header was checked against.
+    pub fn bytes_needed(&self) -> usize {
+        self.whole
+            .as_ref()
+            .map_or(0, |w| w.len.saturating_sub(self.input.len()))
+    }
+
     /// After a Close frame was received or the connection failed, further
     /// bytes mean nothing (§5.5.1) and are dropped.
     fn ignores_input(&self) -> bool {
@@ -189,6 +246,9 @@ impl Connection {
 
     fn parse_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
+            if self.whole.is_some() {
+                return Ok(self.read_whole()?.map(Event::Message));
+            }
             if self.frame.is_some() {
                 match self.read_payload()? {
                     Payload::NeedMore => return Ok(None),
@@ -213,30 +273,19 @@ impl Connection {
                 }
                 return self.on_control(header.opcode, payload.freeze()).map(Some);
             }
-            // The common case: a whole, unfragmented, uncompressed message is
-            // in the buffer. Unmask in place and hand it out without copying.
-            if header.fin
-                && header.opcode != OpCode::Continuation
-                && !header.rsv1
-                && self.input.len() >= header_len + len
-            {
-                self.input.advance(header_len);
-                let mut payload = self.input.split_to(len);
-                if let Some(key) = header.mask {
-                    apply_mask(&mut payload, key, 0);
-                }
-                let payload = payload.freeze();
-                let message = if header.opcode == OpCode::Text {
-                    Message::Text(
-                        Utf8Bytes::try_from_bytes(payload)
-                            .map_err(|_| ProtocolError::InvalidUtf8)?,
-                    )
-                } else {
-                    Message::Binary(payload)
-                };
-                return Ok(Some(Event::Message(message)));
-            }
             self.input.advance(header_len);
+            // The common case: an unfragmented, uncompressed message. Its
+            // payload stays in the receive buffer, unmasked in place, and is
+            // handed out without a copy.
+            if header.fin && header.opcode != OpCode::Continuation && !header.rsv1 {
+                self.whole = Some(WholeFrame {
+                    mask: header.mask,
+                    len,
+                    done: 0,
+                    utf8: (header.opcode == OpCode::Text).then(Utf8Validator::new),
+                });
+                continue;
+            }
             if header.opcode != OpCode::Continuation {
                 self.message = Some(Reassembly::new(header.opcode == OpCode::Text, header.rsv1));
             }
@@ -296,6 +345,36 @@ impl Connection {
             return Err(ProtocolError::MessageTooLarge { max });
         }
         Ok(())
+    }
+
+    /// Unmasks and validates what arrived of the [`WholeFrame`] in progress;
+    /// once all of it is there, splits it off the buffer as the message.
+    fn read_whole(&mut self) -> Result<Option<Message>, ProtocolError> {
+        let whole = self.whole.as_mut().expect("a whole frame is in progress");
+        let available = self.input.len().min(whole.len);
+        if available > whole.done {
+            let new = &mut self.input[whole.done..available];
+            if let Some(key) = whole.mask {
+                apply_mask(new, key, whole.done);
+            }
+            // §8.1: fail as soon as the text cannot be UTF-8.
+            if let Some(utf8) = &mut whole.utf8 {
+                utf8.feed(new).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            whole.done = available;
+        }
+        if whole.done < whole.len {
+            return Ok(None);
+        }
+        let whole = self.whole.take().expect("a whole frame is in progress");
+        let payload = self.input.split_to(whole.len).freeze();
+        Ok(Some(match whole.utf8 {
+            Some(utf8) => {
+                utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(Utf8Bytes::from_validated(payload))
+            }
+            None => Message::Binary(payload),
+        }))
     }
 
     /// Consumes buffered payload of the data frame in progress.
@@ -401,17 +480,46 @@ impl Connection {
         self.failed = true;
         self.state = State::Closed;
         self.input.clear();
+        self.whole = None;
         self.frame = None;
         self.message = None;
         error
     }
 
     /// Queues a data message.
+    ///
+    /// A large payload that goes out as it is (a server's, uncompressed) is
+    /// not copied: the output keeps a reference to it until it is written.
     pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
-        match message {
-            Message::Text(text) => self.send_text(text),
-            Message::Binary(data) => self.send_binary(data),
+        let attach = message.len() >= ATTACH_MIN
+            && self.rng.is_none()
+            && !self
+                .deflate
+                .as_ref()
+                .is_some_and(|d| d.should_compress(message.len()));
+        if !attach {
+            return match message {
+                Message::Text(text) => self.send_text(text),
+                Message::Binary(data) => self.send_binary(data),
+            };
         }
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.clone().into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data.clone()),
+        };
+        put_header(
+            &mut self.output,
+            &FrameHeader::new(opcode, payload.len(), None),
+        );
+        self.attached_len += payload.len();
+        self.attached.push_back(Attached {
+            at: self.output_written + self.output.len() as u64,
+            payload,
+        });
+        Ok(())
     }
 
     /// Queues a text message.
@@ -500,10 +608,8 @@ impl Connection {
         let mask = self.rng.as_mut().map(|rng| rng.random::<[u8; 4]>());
         let mut header = FrameHeader::new(opcode, payload.len(), mask);
         header.rsv1 = rsv1;
-        let mut buf = [0u8; crate::frame::MAX_HEADER_LEN];
-        let n = header.encode(&mut buf);
-        self.output.reserve(n + payload.len());
-        self.output.extend_from_slice(&buf[..n]);
+        self.output.reserve(header.len() + payload.len());
+        put_header(&mut self.output, &header);
         let start = self.output.len();
         self.output.extend_from_slice(payload);
         if let Some(key) = mask {
@@ -511,19 +617,72 @@ impl Connection {
         }
     }
 
-    /// Bytes waiting to be written to the socket.
+    /// The next bytes to write to the socket: a prefix of everything
+    /// pending (all of it unless a large payload was queued by reference;
+    /// [`pending_output_vectored`](Self::pending_output_vectored) gives all).
+    /// Empty when nothing is pending.
     pub fn pending_output(&self) -> &[u8] {
-        &self.output
+        match self.attached.front() {
+            Some(a) if a.at == self.output_written => &a.payload,
+            Some(a) => &self.output[..(a.at - self.output_written) as usize],
+            None => &self.output,
+        }
     }
 
-    /// Marks `n` bytes of [`pending_output`](Self::pending_output) as written.
-    pub fn advance_output(&mut self, n: usize) {
-        self.output.advance(n);
+    /// Fills `dst` with the pending bytes in order, as for a vectored write,
+    /// and returns how many slices it used (all of them if more are pending).
+    pub fn pending_output_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let mut from = 0usize; // position in `output`
+        let mut push = |slice: &'a [u8]| {
+            if !slice.is_empty() && n < dst.len() {
+                dst[n] = IoSlice::new(slice);
+                n += 1;
+            }
+        };
+        for a in &self.attached {
+            let at = (a.at - self.output_written) as usize;
+            push(&self.output[from..at]);
+            push(&a.payload);
+            from = at;
+        }
+        push(&self.output[from..]);
+        n
+    }
+
+    /// How many bytes are waiting to be written, in total.
+    pub fn pending_output_len(&self) -> usize {
+        self.output.len() + self.attached_len
+    }
+
+    /// Marks the first `n` pending bytes as written.
+    pub fn advance_output(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.attached.front_mut() else {
+                self.output.advance(n);
+                self.output_written += n as u64;
+                return;
+            };
+            if front.at == self.output_written {
+                let k = n.min(front.payload.len());
+                front.payload.advance(k);
+                self.attached_len -= k;
+                n -= k;
+                if front.payload.is_empty() {
+                    self.attached.pop_front();
+                }
+            } else {
+                let k = n.min((front.at - self.output_written) as usize);
+                self.output.advance(k);
+                self.output_written += k as u64;
+                n -= k;
+            }
+        }
     }
 
     /// Whether there is anything to write.
     pub fn wants_write(&self) -> bool {
-        !self.output.is_empty()
+        !self.output.is_empty() || !self.attached.is_empty()
     }
 
     /// Whether the closing handshake is done or the connection failed: once
@@ -548,6 +707,12 @@ enum Payload {
     NeedMore,
     FrameDone,
     Message(Message),
+}
+
+fn put_header(out: &mut BytesMut, header: &FrameHeader) {
+    let mut buf = [0u8; crate::frame::MAX_HEADER_LEN];
+    let n = header.encode(&mut buf);
+    out.extend_from_slice(&buf[..n]);
 }
 
 fn inflate_error(e: DeflateError, max: usize) -> ProtocolError {
@@ -588,10 +753,20 @@ mod tests {
     }
 
     fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
-        let bytes = from.pending_output().to_vec();
-        from.advance_output(bytes.len());
-        to.receive_data(&bytes);
+        to.receive_data(&take_output(from));
         drain(to)
+    }
+
+    /// Everything `conn` has to write, as a socket would take it.
+    fn take_output(conn: &mut Connection) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while conn.wants_write() {
+            let chunk = conn.pending_output();
+            assert!(!chunk.is_empty());
+            bytes.extend_from_slice(chunk);
+            conn.advance_output(chunk.len());
+        }
+        bytes
     }
 
     fn drain(c: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
@@ -898,6 +1073,59 @@ mod tests {
     }
 
     #[test]
+    fn large_server_payloads_are_queued_without_a_copy() {
+        let mut p = Pair::new();
+        let big = Bytes::from((0..20_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        p.server.send_text("small first").unwrap();
+        p.server.send(&Message::Binary(big.clone())).unwrap();
+        p.server.send_ping(b"after").unwrap();
+        // The payload is referenced, not copied into the output buffer.
+        assert_eq!(p.server.pending_output_len(), 13 + 4 + 20_000 + 7);
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = p.server.pending_output_vectored(&mut slices);
+        assert_eq!(n, 3);
+        assert_eq!(slices[1].as_ptr(), big.as_ptr());
+        let flat: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(flat.len(), p.server.pending_output_len());
+        // Written in odd pieces, the bytes are the same frames.
+        let mut written = Vec::new();
+        while p.server.wants_write() {
+            let chunk = p.server.pending_output();
+            let k = chunk.len().min(997);
+            written.extend_from_slice(&chunk[..k]);
+            p.server.advance_output(k);
+        }
+        assert_eq!(written, flat);
+        assert_eq!(p.server.pending_output_len(), 0);
+        p.client.receive_data(&written);
+        assert_eq!(
+            drain(&mut p.client),
+            vec![
+                Ok(Event::Message(Message::text("small first"))),
+                Ok(Event::Message(Message::Binary(big))),
+                Ok(Event::Ping(Bytes::from_static(b"after"))),
+            ]
+        );
+        // A client masks, so it always copies.
+        p.client.send(&Message::binary(vec![0u8; 20_000])).unwrap();
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(p.client.pending_output_vectored(&mut slices), 1);
+    }
+
+    #[test]
+    fn bytes_needed_tracks_a_large_frame() {
+        let mut server = Connection::new(Role::Server, Limits::default());
+        let frame = c(0x82, &[5; 10_000]);
+        server.receive_data(&frame[..100]);
+        assert_eq!(server.next_event(), None);
+        // Header (8 bytes with the mask) consumed; 92 payload bytes in.
+        assert_eq!(server.bytes_needed(), 10_000 - 92);
+        server.receive_data(&frame[100..]);
+        assert!(matches!(server.next_event(), Some(Ok(Event::Message(_)))));
+        assert_eq!(server.bytes_needed(), 0);
+    }
+
+    #[test]
     fn large_message_streams_through_small_reads() {
         let mut p = Pair::new();
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -947,14 +1175,24 @@ mod tests {
             }
         }
 
-        /// Messages of any size round-trip between a client and a server.
+        /// Messages of any size round-trip between a client and a server,
+        /// both ways.
         #[test]
         fn messages_round_trip(data in proptest::collection::vec(any::<u8>(), 0..70_000), text in "\\PC{0,50}") {
             let mut p = Pair::new();
             p.client.send_binary(&data).unwrap();
             p.client.send_text(&text).unwrap();
             let events = p.deliver_to_server();
-            prop_assert_eq!(events, vec![
+            prop_assert_eq!(&events, &vec![
+                Ok(Event::Message(Message::binary(data.clone()))),
+                Ok(Event::Message(Message::text(text.clone()))),
+            ]);
+            for event in events {
+                if let Ok(Event::Message(m)) = event {
+                    p.server.send(&m).unwrap();
+                }
+            }
+            prop_assert_eq!(p.deliver_to_client(), vec![
                 Ok(Event::Message(Message::binary(data))),
                 Ok(Event::Message(Message::text(text))),
             ]);

@@ -5,6 +5,8 @@
 //! connection, events come out; messages go in, bytes to write come out.
 
 use std::fmt;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -13,10 +15,24 @@ use bytes::Bytes;
 use duplex_proto::{CloseCode, CloseFrame, Connection, MAX_REASON_LEN, Message, Role, State};
 use futures_core::Stream;
 use futures_sink::Sink;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::Error;
+
+/// The most a single read reserves for the rest of a large message whose
+/// header announced its size, beyond the configured read buffer size. Large
+/// enough that a 1 MiB message takes a few reads, not sixty-four; small enough
+/// that a header that lies about a 16 MiB frame does not reserve 16 MiB.
+const MAX_READ_AHEAD: usize = 1 << 20;
+
+/// The most slices one vectored write takes: a few frames whose large
+/// payloads were queued by reference, each between two runs of headers.
+const MAX_WRITE_SLICES: usize = 16;
+
+/// What a connection's first read goes through before it has a receive
+/// buffer, so that an idle connection holds none.
+const FIRST_READ: usize = 512;
 
 /// The four states of the browser's `readyState`, with the same numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,7 +174,7 @@ where
     /// `bufferedAmount`: bytes queued by `send` and not yet written to the
     /// socket (frame headers included).
     pub fn buffered_amount(&self) -> usize {
-        self.conn.pending_output().len()
+        self.conn.pending_output_len()
     }
 
     /// `protocol`: the subprotocol the server selected, if any.
@@ -190,12 +206,29 @@ where
     /// `send(data)`: queues a text or binary message and writes it out.
     ///
     /// Waits while more than the write buffer's high-water mark is queued.
-    /// To batch many small messages into one write, use the [`Sink`] methods
-    /// `feed` then `flush`.
+    /// To batch many small messages into one write, use [`feed`](Self::feed).
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without writing it yet, so that several go out in
+    /// one write: it is written by the next [`flush`](Self::flush) or
+    /// [`send`](Self::send), or by [`next`](Self::next) once no received
+    /// event is left to return without reading (so an echo loop that feeds
+    /// each message it receives writes all the replies to one read at once).
+    ///
+    /// Waits, writing, while more than the write buffer's high-water mark is
+    /// queued.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         let message = message.into();
         std::future::poll_fn(|cx| self.poll_ready_inner(cx)).await?;
         self.conn.send(&message)?;
+        Ok(())
+    }
+
+    /// Writes everything queued and flushes the stream.
+    pub async fn flush(&mut self) -> Result<(), Error> {
         std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
     }
 
@@ -272,15 +305,27 @@ where
         if self.conn.close_sent() || self.phase != Phase::Running {
             return Poll::Ready(Err(Error::Closed));
         }
-        while self.conn.pending_output().len() >= self.write_high_water {
+        while self.conn.pending_output_len() >= self.write_high_water {
             ready!(self.poll_write_some(cx))?;
         }
         Poll::Ready(Ok(()))
     }
 
-    /// Writes once from the pending output.
+    /// Writes once from the pending output: one vectored write when large
+    /// payloads were queued by reference between frame headers.
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let n = ready!(Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_output()))?;
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+        let count = if self.stream.is_write_vectored() {
+            self.conn.pending_output_vectored(&mut slices)
+        } else {
+            0
+        };
+        let stream = Pin::new(&mut self.stream);
+        let n = if count > 1 {
+            ready!(stream.poll_write_vectored(cx, &slices[..count]))?
+        } else {
+            ready!(stream.poll_write(cx, self.conn.pending_output()))?
+        };
         if n == 0 {
             return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
         }
@@ -313,13 +358,6 @@ where
                 }
                 Phase::Running => {}
             }
-            // Pongs and Close answers queued by the protocol go out as soon
-            // as the socket takes them; a full socket must not stop reading.
-            if self.conn.wants_write()
-                && let Poll::Ready(Err(e)) = self.poll_write_pending(cx)
-            {
-                return Poll::Ready(Some(self.abort(e)));
-            }
             if let Some(event) = self.conn.next_event() {
                 match event {
                     Ok(duplex_proto::Event::Message(m)) => {
@@ -344,6 +382,15 @@ where
                     }
                 }
             }
+            // Nothing left to parse: before waiting for the socket, write
+            // what is queued (pongs and Close answers from the protocol,
+            // messages fed by the application) in one go. A full socket
+            // must not stop reading.
+            if self.conn.wants_write()
+                && let Poll::Ready(Err(e)) = self.poll_write_pending(cx)
+            {
+                return Poll::Ready(Some(self.abort(e)));
+            }
             if let Some(timer) = &mut self.close_timer
                 && timer.as_mut().poll(cx).is_ready()
             {
@@ -367,7 +414,28 @@ where
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
-        let size = self.read_buffer_size;
+        // Room for a read buffer's worth or, inside a message whose header
+        // said how large it is, for exactly the rest of it: a large message
+        // then comes in few reads, and the buffer settles at the size that
+        // holds one (asking for more would make `reserve` move the partial
+        // message within the buffer, or grow it again later).
+        let size = match self.conn.bytes_needed() {
+            0 => self.read_buffer_size,
+            needed => needed.min(MAX_READ_AHEAD),
+        };
+        if self.conn.input_buffer().capacity() == 0 {
+            // No receive buffer yet: an idle connection should not hold one.
+            // Read into the stack, and allocate only once bytes arrived.
+            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut first = ReadBuf::uninit(&mut first);
+            ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first))?;
+            let buf = self.conn.input_buffer();
+            if !first.filled().is_empty() {
+                buf.reserve(size);
+                buf.extend_from_slice(first.filled());
+            }
+            return Poll::Ready(Ok(first.filled().len()));
+        }
         let buf = self.conn.input_buffer();
         buf.reserve(size);
         let n = ready!(tokio_util::io::poll_read_buf(

@@ -1,0 +1,1425 @@
+//! `duplex bench URL`: a load generator that costs the client little, so that
+//! what it measures is the server.
+//!
+//! It does not use the `WebSocket` type. Each connection does the opening
+//! handshake with [`duplex_proto::handshake`] over a raw `TcpStream`, offering
+//! no extension (so that every server is compared on plain RFC 6455), and then:
+//!
+//! - `--mode echo`: sends one frame and waits for the whole reply, again and
+//!   again, so each connection has exactly one message in flight. The frame is
+//!   encoded and masked once, before the run, and every send writes those same
+//!   bytes. Replies are read by parsing frame headers only: payload bytes are
+//!   counted and skipped, never copied or unmasked. Reusing one masking key
+//!   breaks RFC 6455 §5.3's "unpredictable" rule, which protects proxies from
+//!   cache poisoning; a server cannot tell, and on loopback there is no proxy.
+//!   After `--warmup` seconds, `--secs` seconds are measured: messages,
+//!   latency (send to whole reply, hdrhistogram) and, with `--server-pid`, the
+//!   server's CPU time (utime + stime from `/proc/PID/stat`) per message.
+//! - `--mode idle`: opens `--conns` connections, holds them, and with
+//!   `--server-pid` reports the growth of the server's RSS per connection.
+//!
+//! `--json` prints one JSON object on stdout (the contract `bench/compare.sh`
+//! reads); otherwise a human summary, with a progress bar on stderr while it
+//! runs. Connections are spread over `--threads` single-threaded runtimes
+//! (default one, so that the load generator can be pinned to one core).
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use duplex_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, write_request};
+use duplex_proto::{CloseCode, CloseFrame, FrameHeader, OpCode, ProtocolError, apply_mask};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The largest message `--size` accepts: the default message limit of most
+/// servers, duplex's included.
+const MAX_SIZE: usize = 64 << 20;
+/// The largest handshake response head accepted.
+const MAX_RESPONSE_HEAD: usize = 16 << 10;
+/// How long one connection may take to connect and finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the measured window, how long a connection may still wait for its
+/// last reply and for the closing handshake.
+const FINISH_GRACE: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once per thread, below the usual listen backlog.
+const OPENERS: usize = 64;
+/// File descriptors needed besides the connections (stdio, epoll, /proc...).
+const SPARE_FDS: u64 = 64;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Each connection echoes one message at a time: throughput, latency,
+    /// server CPU per message.
+    Echo,
+    /// Open the connections and hold them: server memory per connection.
+    Idle,
+}
+
+/// Arguments of `duplex bench`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// The ws:// URL of the server to load.
+    url: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Connections to open.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    conns: usize,
+    /// Echo: payload size of each message, in bytes (at most 64 MiB).
+    #[arg(long, default_value_t = 20, value_name = "BYTES")]
+    size: usize,
+    /// Echo: seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    secs: f64,
+    /// Echo: seconds of load before measuring starts.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    warmup: f64,
+    /// Echo binary messages (the default).
+    #[arg(long, conflicts_with = "text")]
+    binary: bool,
+    /// Echo text messages (ASCII payload, which the server must validate).
+    #[arg(long)]
+    text: bool,
+    /// The server's process id: sample its CPU time (echo) or RSS (idle).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Idle: seconds to wait after every connection is open before reading
+    /// the server's RSS.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    settle: f64,
+    /// Load generator threads, each a single-threaded runtime with its share
+    /// of the connections.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Print one JSON object on stdout instead of a summary, and no progress
+    /// bar.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Why a connection, or the whole run, failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BenchError {
+    /// A flag is out of range.
+    #[error("{0}")]
+    Usage(String),
+    /// A socket call failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server refused or botched the opening handshake.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// A reply frame broke RFC 6455.
+    #[error("bad frame from the server: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A reply was well-formed but not the echo of what was sent.
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
+    /// The server ended the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// Connecting and the handshake took longer than 10 s.
+    #[error("timed out connecting")]
+    Timeout,
+    /// `/proc/PID/...` could not be read or parsed.
+    #[error("cannot read {path}: {reason}")]
+    Proc {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The validated settings of one run.
+#[derive(Debug, Clone)]
+struct Plan {
+    mode: Mode,
+    uri: http::Uri,
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    text: bool,
+    secs: Duration,
+    warmup: Duration,
+    settle: Duration,
+    threads: usize,
+    server_pid: Option<u32>,
+    json: bool,
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut plan = validate(&args)?;
+    plan.addr = resolve(&plan.uri)?;
+    if let Some(pid) = plan.server_pid {
+        // Fail now, not after the run, if the pid is wrong.
+        read_proc_cpu(pid)?;
+    }
+    raise_fd_limit(plan.conns as u64 + SPARE_FDS);
+    let report = match plan.mode {
+        Mode::Echo => run_echo(&plan)?,
+        Mode::Idle => run_idle(&plan)?,
+    };
+    if plan.json {
+        println!("{}", report.json);
+    } else {
+        print!("{}", report.summary);
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Checks every flag and turns the arguments into a [`Plan`] (with the
+/// address still unresolved).
+fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
+    let usage = |s: String| Err(BenchError::Usage(s));
+    if args.conns == 0 {
+        return usage("--conns must be at least 1".into());
+    }
+    if args.size > MAX_SIZE {
+        return usage(format!(
+            "--size {}: at most {MAX_SIZE} bytes (64 MiB)",
+            args.size
+        ));
+    }
+    if args.threads == 0 {
+        return usage("--threads must be at least 1".into());
+    }
+    let secs = seconds("--secs", args.secs, false)?;
+    let warmup = seconds("--warmup", args.warmup, true)?;
+    let settle = seconds("--settle", args.settle, true)?;
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|e| BenchError::Usage(format!("{}: not a URL: {e}", args.url)))?;
+    match uri.scheme_str() {
+        Some("ws" | "http") => {}
+        Some("wss" | "https") => {
+            return usage(format!(
+                "{}: bench speaks plain ws:// only (TLS would measure the TLS stack)",
+                args.url
+            ));
+        }
+        _ => return usage(format!("{}: expected a ws:// URL", args.url)),
+    }
+    if uri.host().is_none() {
+        return usage(format!("{}: the URL has no host", args.url));
+    }
+    Ok(Plan {
+        mode: args.mode,
+        uri,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        conns: args.conns,
+        size: args.size,
+        text: args.text,
+        secs,
+        warmup,
+        settle,
+        threads: args.threads.min(args.conns),
+        server_pid: args.server_pid,
+        json: args.json,
+    })
+}
+
+fn seconds(flag: &str, secs: f64, zero_ok: bool) -> Result<Duration, BenchError> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| zero_ok || !d.is_zero())
+        .ok_or_else(|| {
+            let what = if zero_ok { "0 or more" } else { "more than 0" };
+            BenchError::Usage(format!("{flag} {secs}: must be {what} seconds"))
+        })
+}
+
+fn resolve(uri: &http::Uri) -> Result<SocketAddr, BenchError> {
+    use std::net::ToSocketAddrs;
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| BenchError::Usage(format!("{host}: no address")))
+}
+
+/// Encodes one client frame: a single masked data frame of `size` bytes.
+/// Built once; every send writes these bytes.
+fn build_frame(text: bool, size: usize, key: [u8; 4]) -> Vec<u8> {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let header = FrameHeader::new(opcode, size, Some(key));
+    let mut frame = Vec::with_capacity(header.len() + size);
+    header.write(&mut frame);
+    let start = frame.len();
+    // Printable ASCII, so a text frame is valid UTF-8.
+    frame.extend((0..size).map(|i| b' ' + (i % 95) as u8));
+    apply_mask(&mut frame[start..], key, 0);
+    frame
+}
+
+/// A masked Close frame with 1000, to end each connection cleanly.
+fn build_close(key: [u8; 4]) -> Vec<u8> {
+    let body = CloseFrame::new(CloseCode::NORMAL, "").encode();
+    let header = FrameHeader::new(OpCode::Close, body.len(), Some(key));
+    let mut frame = Vec::with_capacity(header.len() + body.len());
+    header.write(&mut frame);
+    let start = frame.len();
+    frame.extend_from_slice(&body);
+    apply_mask(&mut frame[start..], key, 0);
+    frame
+}
+
+/// Follows the server's frames, header by header, skipping payloads, until
+/// one whole data message has gone by.
+#[derive(Debug)]
+struct ReplyParser {
+    /// The payload size the reply must have.
+    expected: u64,
+    /// Payload bytes of the current frame still to skip.
+    remaining: u64,
+    /// The current frame is the last of the message.
+    fin: bool,
+    /// The current frame is a control frame (skipped, not counted).
+    control: bool,
+    /// A data message has started (its first frame was seen).
+    in_message: bool,
+    /// Payload bytes of the message so far.
+    received: u64,
+    /// A header was parsed and its payload is being skipped.
+    in_frame: bool,
+}
+
+/// What [`ReplyParser::feed`] did with a buffer.
+#[derive(Debug, PartialEq, Eq)]
+struct Fed {
+    /// Bytes of the buffer used up; the rest belongs to later frames.
+    consumed: usize,
+    /// The whole reply went by.
+    done: bool,
+}
+
+impl ReplyParser {
+    fn new(expected: usize) -> Self {
+        ReplyParser {
+            expected: expected as u64,
+            remaining: 0,
+            fin: false,
+            control: false,
+            in_message: false,
+            received: 0,
+            in_frame: false,
+        }
+    }
+
+    /// Consumes what it can of `buf`.
+    fn feed(&mut self, buf: &[u8]) -> Result<Fed, BenchError> {
+        let mut pos = 0;
+        loop {
+            if self.in_frame {
+                let take = self.remaining.min((buf.len() - pos) as u64);
+                pos += take as usize;
+                self.remaining -= take;
+                if self.remaining > 0 {
+                    return Ok(Fed {
+                        consumed: pos,
+                        done: false,
+                    });
+                }
+                self.in_frame = false;
+                if !self.control && self.fin {
+                    if self.received != self.expected {
+                        return Err(BenchError::UnexpectedReply(format!(
+                            "a message of {} bytes, expected {}",
+                            self.received, self.expected
+                        )));
+                    }
+                    return Ok(Fed {
+                        consumed: pos,
+                        done: true,
+                    });
+                }
+            }
+            let Some((header, len)) = FrameHeader::parse(&buf[pos..])? else {
+                return Ok(Fed {
+                    consumed: pos,
+                    done: false,
+                });
+            };
+            if header.mask.is_some() {
+                return Err(ProtocolError::MaskedFrame.into());
+            }
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(ProtocolError::ReservedBits.into());
+            }
+            match (header.opcode, self.in_message) {
+                (OpCode::Close, _) => return Err(BenchError::Closed),
+                (OpCode::Ping | OpCode::Pong, _) => self.control = true,
+                (OpCode::Text | OpCode::Binary, false) | (OpCode::Continuation, true) => {
+                    self.control = false;
+                    self.in_message = true;
+                    self.fin = header.fin;
+                    self.received += header.payload_len;
+                }
+                (OpCode::Continuation, false) => {
+                    return Err(ProtocolError::UnexpectedContinuation.into());
+                }
+                (_, true) => return Err(ProtocolError::ExpectedContinuation.into()),
+            }
+            pos += len;
+            self.remaining = header.payload_len;
+            self.in_frame = true;
+        }
+    }
+}
+
+/// A connection's receive buffer: bytes in `buf[start..end]` are unread.
+#[derive(Debug)]
+struct Reader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Reader {
+    fn new(capacity: usize) -> Self {
+        Reader {
+            // At least room for the handshake response head.
+            buf: vec![0; capacity.max(4096)],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Makes room at the end of the buffer for the next read.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Reads once; an end of stream is [`BenchError::Closed`].
+    ///
+    /// (No need to save the "would block" read that follows a reply: tokio
+    /// forgets a socket's readiness by itself when a read does not fill the
+    /// buffer, so the next read waits for epoll first.)
+    async fn read_some(&mut self, stream: &mut TcpStream) -> Result<(), BenchError> {
+        self.make_room();
+        let n = stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            return Err(BenchError::Closed);
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// Reads until one whole reply of `expected` payload bytes went by.
+    async fn read_reply(
+        &mut self,
+        stream: &mut TcpStream,
+        expected: usize,
+    ) -> Result<(), BenchError> {
+        let mut parser = ReplyParser::new(expected);
+        loop {
+            let fed = parser.feed(&self.buf[self.start..self.end])?;
+            self.start += fed.consumed;
+            if fed.done {
+                return Ok(());
+            }
+            self.read_some(stream).await?;
+        }
+    }
+}
+
+/// Connects and does the opening handshake, offering no extension. Bytes
+/// after the response head stay in `reader`.
+async fn open(plan: &Plan, reader: &mut Reader) -> Result<TcpStream, BenchError> {
+    let work = async {
+        let mut stream = TcpStream::connect(plan.addr).await?;
+        stream.set_nodelay(true)?;
+        let (request, handshake) = ClientRequest::new(plan.uri.clone()).build()?;
+        let mut head = Vec::with_capacity(256);
+        write_request(&request, &mut head);
+        stream.write_all(&head).await?;
+        read_response(&mut stream, &handshake, reader).await?;
+        Ok(stream)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
+        .await
+        .map_err(|_| BenchError::Timeout)?
+}
+
+async fn read_response(
+    stream: &mut TcpStream,
+    handshake: &ClientHandshake,
+    reader: &mut Reader,
+) -> Result<(), BenchError> {
+    loop {
+        let window = &reader.buf[reader.start..reader.end];
+        if let Some((_, head_len)) = handshake.parse_response(window, MAX_RESPONSE_HEAD)? {
+            reader.start += head_len;
+            return Ok(());
+        }
+        if reader.end == reader.buf.len() && reader.start == 0 {
+            return Err(BenchError::UnexpectedReply(
+                "the handshake response does not fit the read buffer".into(),
+            ));
+        }
+        reader.read_some(stream).await?;
+    }
+}
+
+/// Sends a Close and waits (briefly) for the server's answer and the end of
+/// the TCP connection, so that servers see a clean close.
+async fn close(mut stream: TcpStream, close_frame: &[u8]) {
+    let work = async {
+        stream.write_all(close_frame).await?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    // Either way the connection is over; the server's behaviour is its own.
+    let _ = tokio::time::timeout(FINISH_GRACE, work).await;
+}
+
+/// When the measured window begins and ends; sent to every connection once
+/// all are open.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+/// What one thread counted.
+struct Stats {
+    /// Round-trip times in nanoseconds, within the window.
+    latency: Histogram<u64>,
+    /// Replies completed within the window.
+    msgs: u64,
+    errors: u64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            // 1 µs to 60 s at three significant digits.
+            latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            msgs: 0,
+            errors: 0,
+        }
+    }
+}
+
+/// Counters the threads update and the controller reads while they run.
+#[derive(Default)]
+struct Progress {
+    /// Connections that finished their handshake.
+    opened: AtomicU64,
+    /// Connections that failed (to open, or later).
+    failed: AtomicU64,
+    /// Replies received, warm-up included.
+    replies: AtomicU64,
+}
+
+/// The pre-built frames every connection of a run sends.
+struct Frames {
+    message: Vec<u8>,
+    close: Vec<u8>,
+}
+
+fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
+    let key: [u8; 4] = rand_key();
+    let frames = Arc::new(Frames {
+        message: build_frame(plan.text, plan.size, key),
+        close: build_close(key),
+    });
+    let progress = Arc::new(Progress::default());
+    let (window_tx, window_rx) = watch::channel(None::<Window>);
+    let bar = progress_bar(plan, plan.conns as u64, "connecting");
+    let workers: Vec<_> = shares(plan.conns, plan.threads)
+        .map(|share| {
+            let plan = plan.clone();
+            let frames = Arc::clone(&frames);
+            let progress = Arc::clone(&progress);
+            let window_rx = window_rx.clone();
+            std::thread::spawn(move || echo_thread(&plan, share, &frames, &progress, window_rx))
+        })
+        .collect();
+    drop(window_rx);
+
+    // Wait for every connection to be open (or failed) before the clock starts.
+    while progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed)
+        < plan.conns as u64
+    {
+        bar.set_position(progress.opened.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let opened = progress.opened.load(Ordering::Relaxed);
+    let start = Instant::now() + plan.warmup;
+    let window = Window {
+        start,
+        end: start + plan.secs,
+    };
+    // Receivers are gone only if every thread ended already.
+    let _ = window_tx.send(Some(window));
+
+    let total = plan.warmup + plan.secs;
+    bar.set_length(total.as_millis() as u64);
+    bar.set_position(0);
+    bar.set_style(bar_style("{spinner} {prefix} [{bar:30}] {elapsed} {msg}"));
+    bar.set_prefix(if plan.warmup.is_zero() {
+        "measuring"
+    } else {
+        "warming up"
+    });
+    let began = Instant::now();
+    let tick = |bar: &ProgressBar| {
+        bar.set_position(began.elapsed().as_millis() as u64);
+        let replies = progress.replies.load(Ordering::Relaxed);
+        bar.set_message(format!("{replies} replies"));
+    };
+    sleep_until(window.start, || tick(&bar));
+    let cpu_before = plan.server_pid.map(read_proc_cpu).transpose()?;
+    bar.set_prefix("measuring");
+    sleep_until(window.end, || tick(&bar));
+    let cpu_after = plan.server_pid.map(read_proc_cpu).transpose()?;
+    bar.set_prefix("finishing");
+
+    let mut stats = Stats::new();
+    for worker in workers {
+        let s = worker
+            .join()
+            .map_err(|_| BenchError::UnexpectedReply("a load thread panicked".into()))?;
+        stats
+            .latency
+            .add(&s.latency)
+            .map_err(|e| BenchError::UnexpectedReply(format!("merging latency histograms: {e}")))?;
+        stats.msgs += s.msgs;
+        stats.errors += s.errors;
+    }
+    bar.finish_and_clear();
+
+    let secs = plan.secs.as_secs_f64();
+    let cpu_us = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if stats.msgs > 0 => {
+            Some(b.saturating_sub(a) as f64 / stats.msgs as f64)
+        }
+        _ => None,
+    };
+    let result = EchoResult {
+        conns: plan.conns,
+        opened,
+        size: plan.size,
+        text: plan.text,
+        secs,
+        warmup: plan.warmup.as_secs_f64(),
+        msgs: stats.msgs,
+        errors: stats.errors,
+        latency: &stats.latency,
+        server_cpu_us_per_msg: cpu_us,
+    };
+    Ok(Report {
+        json: result.json().to_string(),
+        summary: result.summary(),
+        ok: stats.msgs > 0,
+    })
+}
+
+/// The connections of one thread, each in its own task.
+fn echo_thread(
+    plan: &Plan,
+    conns: usize,
+    frames: &Arc<Frames>,
+    progress: &Arc<Progress>,
+    window: watch::Receiver<Option<Window>>,
+) -> Stats {
+    let stats = Rc::new(RefCell::new(Stats::new()));
+    let runtime = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a runtime");
+            progress.failed.fetch_add(conns as u64, Ordering::Relaxed);
+            let mut s = Stats::new();
+            s.errors = conns as u64;
+            return s;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let mut tasks = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let plan = plan.clone();
+            let frames = Arc::clone(frames);
+            let progress = Arc::clone(progress);
+            let stats = Rc::clone(&stats);
+            let window = window.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let result = echo_conn(&plan, &frames, &progress, &stats, window).await;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection failed");
+                    stats.borrow_mut().errors += 1;
+                }
+            }));
+        }
+        for task in tasks {
+            // A task only ends by returning; a panic would be a bug here.
+            let _ = task.await;
+        }
+    });
+    // Every task was awaited, so this is the last reference.
+    Rc::try_unwrap(stats).map_or_else(|rc| rc.replace(Stats::new()), RefCell::into_inner)
+}
+
+/// One connection of the echo mode.
+async fn echo_conn(
+    plan: &Plan,
+    frames: &Frames,
+    progress: &Progress,
+    stats: &RefCell<Stats>,
+    mut window: watch::Receiver<Option<Window>>,
+) -> Result<(), BenchError> {
+    // Reads of up to 256 KiB: large replies in few system calls.
+    let mut reader = Reader::new((plan.size + duplex_proto::MAX_HEADER_LEN).min(256 << 10));
+    let opened = open(plan, &mut reader).await;
+    let mut stream = match opened {
+        Ok(stream) => {
+            progress.opened.fetch_add(1, Ordering::Relaxed);
+            stream
+        }
+        Err(e) => {
+            progress.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let window = match window.wait_for(Option::is_some).await {
+        Ok(window) => *window,
+        Err(_) => None,
+    };
+    let Some(window) = window else {
+        // The controller is gone: nothing to measure.
+        return Ok(());
+    };
+    let run = async {
+        loop {
+            let sent = Instant::now();
+            if sent >= window.end {
+                return Ok(());
+            }
+            stream.write_all(&frames.message).await?;
+            reader.read_reply(&mut stream, plan.size).await?;
+            let done = Instant::now();
+            progress.replies.fetch_add(1, Ordering::Relaxed);
+            if done >= window.start && done < window.end {
+                let mut s = stats.borrow_mut();
+                s.msgs += 1;
+                s.latency.saturating_record(nanos(done - sent));
+            }
+        }
+    };
+    // Past the window's end, only the last reply may still be awaited.
+    let give_up = tokio::time::Instant::from_std(window.end + FINISH_GRACE);
+    match tokio::time::timeout_at(give_up, run).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(BenchError::UnexpectedReply(
+                "no reply by the end of the run".into(),
+            ));
+        }
+    }
+    close(stream, &frames.close).await;
+    Ok(())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn run_idle(plan: &Plan) -> Result<Report, BenchError> {
+    let progress = Arc::new(Progress::default());
+    let (done_tx, done_rx) = watch::channel(false);
+    let rss_before = plan.server_pid.map(read_proc_rss).transpose()?;
+    let bar = progress_bar(plan, plan.conns as u64, "opening");
+    let close = Arc::new(build_close(rand_key()));
+    let workers: Vec<_> = shares(plan.conns, plan.threads)
+        .map(|share| {
+            let plan = plan.clone();
+            let progress = Arc::clone(&progress);
+            let done_rx = done_rx.clone();
+            let close = Arc::clone(&close);
+            std::thread::spawn(move || idle_thread(&plan, share, &progress, done_rx, &close))
+        })
+        .collect();
+    drop(done_rx);
+    while progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed)
+        < plan.conns as u64
+    {
+        bar.set_position(progress.opened.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bar.set_position(progress.opened.load(Ordering::Relaxed));
+    bar.set_message("settling");
+    std::thread::sleep(plan.settle);
+    let rss_after = plan.server_pid.map(read_proc_rss).transpose()?;
+    let _ = done_tx.send(true);
+    bar.set_message("closing");
+    for worker in workers {
+        let _ = worker.join();
+    }
+    bar.finish_and_clear();
+    let opened = progress.opened.load(Ordering::Relaxed);
+    let errors = progress.failed.load(Ordering::Relaxed);
+    let result = IdleResult {
+        conns: plan.conns,
+        opened,
+        rss_before,
+        rss_after,
+        errors,
+    };
+    Ok(Report {
+        json: result.json().to_string(),
+        summary: result.summary(),
+        ok: opened > 0,
+    })
+}
+
+fn idle_thread(
+    plan: &Plan,
+    conns: usize,
+    progress: &Arc<Progress>,
+    mut done: watch::Receiver<bool>,
+    close_frame: &Arc<Vec<u8>>,
+) {
+    let runtime = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a runtime");
+            progress.failed.fetch_add(conns as u64, Ordering::Relaxed);
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let next = Rc::new(std::cell::Cell::new(0usize));
+        let mut openers = Vec::new();
+        for _ in 0..OPENERS.min(conns) {
+            let next = Rc::clone(&next);
+            let plan = plan.clone();
+            let progress = Arc::clone(progress);
+            openers.push(tokio::task::spawn_local(async move {
+                let mut held = Vec::new();
+                while next.get() < conns {
+                    next.set(next.get() + 1);
+                    let mut reader = Reader::new(4096);
+                    match open(&plan, &mut reader).await {
+                        Ok(stream) => {
+                            progress.opened.fetch_add(1, Ordering::Relaxed);
+                            held.push(stream);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "connection failed");
+                            progress.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                held
+            }));
+        }
+        let mut held = Vec::with_capacity(conns);
+        for opener in openers {
+            held.extend(opener.await.unwrap_or_default());
+        }
+        // Hold them until the controller has read the server's RSS.
+        let _ = done.wait_for(|done| *done).await;
+        let closing: Vec<_> = held
+            .into_iter()
+            .map(|stream| {
+                let close_frame = Arc::clone(close_frame);
+                tokio::task::spawn_local(async move { close(stream, &close_frame).await })
+            })
+            .collect();
+        for task in closing {
+            let _ = task.await;
+        }
+    });
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Splits `conns` connections over `threads` threads, as evenly as can be.
+fn shares(conns: usize, threads: usize) -> impl Iterator<Item = usize> {
+    let threads = threads.clamp(1, conns.max(1));
+    (0..threads).map(move |i| conns / threads + usize::from(i < conns % threads))
+}
+
+/// Sleeps until `deadline`, calling `tick` every 100 ms.
+fn sleep_until(deadline: Instant, mut tick: impl FnMut()) {
+    loop {
+        tick();
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+    }
+}
+
+/// A random masking key for the run (the one place randomness is needed).
+fn rand_key() -> [u8; 4] {
+    // The handshake key generator is a CSPRNG; borrow four of its bytes.
+    let key = duplex_proto::handshake::generate_key();
+    let b = key.as_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// A progress bar on stderr, hidden with `--json` or when stderr is not a
+/// terminal.
+fn progress_bar(plan: &Plan, len: u64, what: &'static str) -> ProgressBar {
+    if plan.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(bar_style("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}"));
+    bar.set_prefix(what);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// What a run prints.
+struct Report {
+    json: String,
+    summary: String,
+    /// Whether anything was measured at all (the exit status).
+    ok: bool,
+}
+
+struct EchoResult<'a> {
+    conns: usize,
+    opened: u64,
+    size: usize,
+    text: bool,
+    secs: f64,
+    warmup: f64,
+    msgs: u64,
+    errors: u64,
+    latency: &'a Histogram<u64>,
+    server_cpu_us_per_msg: Option<f64>,
+}
+
+impl EchoResult<'_> {
+    fn msgs_per_sec(&self) -> f64 {
+        self.msgs as f64 / self.secs
+    }
+
+    fn mib_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.size as f64 / f64::from(1 << 20)
+    }
+
+    /// A latency quantile in µs; `None` with no sample.
+    fn quantile_us(&self, q: f64) -> Option<f64> {
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": "echo",
+            "conns": self.conns,
+            "size": self.size,
+            "secs": self.secs,
+            "msgs": self.msgs,
+            "msgs_per_sec": self.msgs_per_sec(),
+            "mib_per_sec": self.mib_per_sec(),
+            "p50_us": self.quantile_us(0.5),
+            "p99_us": self.quantile_us(0.99),
+            "p999_us": self.quantile_us(0.999),
+            "errors": self.errors,
+            "server_cpu_us_per_msg": self.server_cpu_us_per_msg,
+        })
+    }
+
+    fn summary(&self) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs"));
+        let kind = if self.text { "text" } else { "binary" };
+        let mut s = format!(
+            "echo: {} connections ({} opened), {} B {kind} messages, {} s measured after {} s warm-up\n",
+            self.conns, self.opened, self.size, self.secs, self.warmup
+        );
+        s += &format!(
+            "  messages   {} ({:.0} msgs/s, {:.2} MiB/s)\n",
+            self.msgs,
+            self.msgs_per_sec(),
+            self.mib_per_sec()
+        );
+        s += &format!(
+            "  latency    p50 {}  p99 {}  p99.9 {}\n",
+            us(self.quantile_us(0.5)),
+            us(self.quantile_us(0.99)),
+            us(self.quantile_us(0.999))
+        );
+        if let Some(cpu) = self.server_cpu_us_per_msg {
+            s += &format!("  server CPU {cpu:.2} µs per message\n");
+        }
+        s += &format!("  errors     {}\n", self.errors);
+        s
+    }
+}
+
+struct IdleResult {
+    conns: usize,
+    opened: u64,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+    errors: u64,
+}
+
+impl IdleResult {
+    fn bytes_per_conn(&self) -> Option<f64> {
+        match (self.rss_before, self.rss_after) {
+            (Some(a), Some(b)) if self.opened > 0 => {
+                Some((b as f64 - a as f64) / self.opened as f64)
+            }
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": "idle",
+            "conns": self.conns,
+            "rss_before": self.rss_before,
+            "rss_after": self.rss_after,
+            "bytes_per_conn": self.bytes_per_conn(),
+            "errors": self.errors,
+        })
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "idle: {} connections requested, {} open\n",
+            self.conns, self.opened
+        );
+        if let (Some(a), Some(b), Some(per)) =
+            (self.rss_before, self.rss_after, self.bytes_per_conn())
+        {
+            s += &format!("  server RSS {a} B before, {b} B after: {per:.0} B per connection\n");
+        }
+        s += &format!("  errors     {}\n", self.errors);
+        s
+    }
+}
+
+/// The server's CPU time so far (user + system), in microseconds, from
+/// `/proc/PID/stat`.
+fn read_proc_cpu(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let ticks = parse_stat_cpu_ticks(&text).ok_or_else(|| BenchError::Proc {
+        path,
+        reason: "unexpected format".into(),
+    })?;
+    Ok(ticks.saturating_mul(1_000_000) / clock_ticks_per_sec())
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from the last `)`.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name: state is field 3, so utime (14) is the 12th from here.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf only reads a system constant; it has no preconditions
+    // and touches no memory of ours. Tested by `clock_ticks_are_positive`.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// The server's resident set size in bytes, from `/proc/PID/status`.
+fn read_proc_rss(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| BenchError::Proc {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_status_rss(&text).ok_or_else(|| BenchError::Proc {
+        path,
+        reason: "no VmRSS line".into(),
+    })
+}
+
+/// `VmRSS:   1234 kB` → bytes.
+fn parse_status_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => Some(value * 1024),
+        Some(_) => None,
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, and says so on
+/// stderr if that is still fewer than `needed`.
+fn raise_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call to fill.
+    // Tested by `fd_limit_can_be_read_and_raised`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        eprintln!("duplex bench: cannot read the open-file limit; --conns may fail");
+        return;
+    }
+    // An unlimited hard limit still stops at the kernel's fs.nr_open.
+    let target = if limit.rlim_max == libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20)
+    } else {
+        limit.rlim_max
+    };
+    if limit.rlim_cur < target {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit that only the call reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = target;
+        }
+    }
+    let current = limit.rlim_cur;
+    tracing::debug!(soft = current, hard = limit.rlim_max, "open-file limit");
+    if current < needed {
+        eprintln!(
+            "duplex bench: the open-file limit is {current} (hard limit {}), but {needed} are \
+             needed; connections past the limit will fail (raise it with `ulimit -n`)",
+            limit.rlim_max
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Plan, String> {
+        let cli = Cli::try_parse_from(["bench"].iter().chain(args)).map_err(|e| e.to_string())?;
+        validate(&cli.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_compare_script_flags_are_accepted() {
+        let plan = parse(&[
+            "ws://127.0.0.1:9000/",
+            "--mode",
+            "echo",
+            "--conns",
+            "100",
+            "--size",
+            "1024",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "--binary",
+            "--server-pid",
+            "1",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(plan.mode, Mode::Echo);
+        assert_eq!((plan.conns, plan.size, plan.text), (100, 1024, false));
+        assert_eq!(plan.secs, Duration::from_secs(2));
+        assert_eq!(plan.warmup, Duration::from_secs(1));
+        assert_eq!(plan.server_pid, Some(1));
+        assert!(plan.json);
+        let plan = parse(&["ws://[::1]:9000/", "--mode", "idle", "--conns", "10000"]).unwrap();
+        assert_eq!(plan.mode, Mode::Idle);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_clear_message() {
+        let err = parse(&["ws://127.0.0.1:1/", "--conns", "0"]).unwrap_err();
+        assert!(err.contains("--conns"), "{err}");
+        let err = parse(&["ws://127.0.0.1:1/", "--secs", "0"]).unwrap_err();
+        assert!(err.contains("--secs"), "{err}");
+        let err = parse(&["ws://127.0.0.1:1/", "--secs=-1"]).unwrap_err();
+        assert!(err.contains("--secs"), "{err}");
+        let err = parse(&["ws://127.0.0.1:1/", "--warmup", "NaN"]).unwrap_err();
+        assert!(err.contains("--warmup"), "{err}");
+        let err = parse(&["ws://127.0.0.1:1/", "--size", "67108865"]).unwrap_err();
+        assert!(err.contains("--size") && err.contains("64 MiB"), "{err}");
+        assert!(parse(&["ws://127.0.0.1:1/", "--size", "67108864"]).is_ok());
+        let err = parse(&["ws://127.0.0.1:1/", "--threads", "0"]).unwrap_err();
+        assert!(err.contains("--threads"), "{err}");
+        let err = parse(&["wss://127.0.0.1:1/"]).unwrap_err();
+        assert!(err.contains("ws://"), "{err}");
+        let err = parse(&["127.0.0.1:1"]).unwrap_err();
+        assert!(err.contains("ws://"), "{err}");
+        assert!(parse(&["ws://127.0.0.1:1/", "--binary", "--text"]).is_err());
+        assert_eq!(
+            parse(&["ws://127.0.0.1:1/", "--warmup", "0"])
+                .unwrap()
+                .warmup,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn threads_never_outnumber_connections() {
+        let plan = parse(&["ws://127.0.0.1:1/", "--conns", "3", "--threads", "8"]).unwrap();
+        assert_eq!(plan.threads, 3);
+        assert_eq!(shares(10, 3).collect::<Vec<_>>(), [4, 3, 3]);
+        assert_eq!(shares(2, 2).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(shares(10_000, 1).sum::<usize>(), 10_000);
+    }
+
+    /// The pre-built frame is what a server's parser sees: one masked frame
+    /// whose unmasked payload is the intended bytes.
+    #[test]
+    fn frames_are_masked_client_frames() {
+        for (text, size) in [(false, 0), (false, 20), (true, 1024), (false, 70_000)] {
+            let key = [1, 2, 3, 4];
+            let frame = build_frame(text, size, key);
+            let (header, len) = FrameHeader::parse(&frame).unwrap().unwrap();
+            assert!(header.fin);
+            assert_eq!(header.mask, Some(key));
+            assert_eq!(header.payload_len, size as u64);
+            let expect = if text { OpCode::Text } else { OpCode::Binary };
+            assert_eq!(header.opcode, expect);
+            assert_eq!(frame.len(), len + size);
+            let mut payload = frame[len..].to_vec();
+            apply_mask(&mut payload, key, 0);
+            assert!(payload.iter().all(|b| (b' '..=b'~').contains(b)));
+            assert!(std::str::from_utf8(&payload).is_ok());
+        }
+        let close = build_close([9, 9, 9, 9]);
+        let (header, len) = FrameHeader::parse(&close).unwrap().unwrap();
+        assert_eq!(header.opcode, OpCode::Close);
+        let mut body = close[len..].to_vec();
+        apply_mask(&mut body, [9, 9, 9, 9], 0);
+        assert_eq!(body, [0x03, 0xe8]);
+    }
+
+    fn server_frame(b0: u8, payload_len: usize) -> Vec<u8> {
+        // The length form from the encoder; FIN, RSV and opcode from `b0`.
+        let header = FrameHeader::new(OpCode::Binary, payload_len, None);
+        let mut buf = [0; duplex_proto::MAX_HEADER_LEN];
+        let n = header.encode(&mut buf);
+        buf[0] = b0;
+        let mut out = buf[..n].to_vec();
+        out.resize(n + payload_len, 0xab);
+        out
+    }
+
+    /// Feeds `bytes` in pieces of `chunk`, as reads would deliver them.
+    fn feed_in_chunks(
+        parser: &mut ReplyParser,
+        bytes: &[u8],
+        chunk: usize,
+    ) -> Result<usize, BenchError> {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut total = 0;
+        for piece in bytes.chunks(chunk) {
+            pending.extend_from_slice(piece);
+            let fed = parser.feed(&pending)?;
+            pending.drain(..fed.consumed);
+            total += fed.consumed;
+            if fed.done {
+                return Ok(total);
+            }
+        }
+        Err(BenchError::Closed)
+    }
+
+    #[test]
+    fn replies_are_skipped_in_any_chunking() {
+        let mut reply = server_frame(0x82, 70_000);
+        reply.extend(server_frame(0x82, 5)); // the next reply
+        for chunk in [1, 2, 3, 7, 100, 65_536, 1 << 20] {
+            let mut parser = ReplyParser::new(70_000);
+            let used = feed_in_chunks(&mut parser, &reply, chunk).unwrap();
+            assert_eq!(used, 70_000 + 10, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn fragmented_replies_and_pings_are_followed() {
+        let mut reply = server_frame(0x01, 10);
+        reply.extend(server_frame(0x89, 3)); // a ping between fragments
+        reply.extend(server_frame(0x00, 10));
+        reply.extend(server_frame(0x80, 4));
+        let mut parser = ReplyParser::new(24);
+        let fed = parser.feed(&reply).unwrap();
+        assert_eq!(
+            fed,
+            Fed {
+                consumed: reply.len(),
+                done: true
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_replies_are_errors() {
+        let wrong_len = ReplyParser::new(5).feed(&server_frame(0x82, 4));
+        assert!(matches!(wrong_len, Err(BenchError::UnexpectedReply(_))));
+        let close = ReplyParser::new(5).feed(&server_frame(0x88, 2));
+        assert!(matches!(close, Err(BenchError::Closed)));
+        let mut masked = server_frame(0x82, 0);
+        masked[1] |= 0x80;
+        masked.extend_from_slice(&[0; 4]);
+        assert!(matches!(
+            ReplyParser::new(0).feed(&masked),
+            Err(BenchError::Protocol(ProtocolError::MaskedFrame))
+        ));
+        let orphan = ReplyParser::new(1).feed(&server_frame(0x80, 1));
+        assert!(matches!(orphan, Err(BenchError::Protocol(_))));
+        let rsv = ReplyParser::new(1).feed(&server_frame(0xc2, 1));
+        assert!(matches!(
+            rsv,
+            Err(BenchError::Protocol(ProtocolError::ReservedBits))
+        ));
+    }
+
+    #[test]
+    fn proc_files_are_parsed() {
+        let stat = "4242 (my (odd) server) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(175));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        let status = "Name:\tduplex\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t1\n";
+        assert_eq!(parse_status_rss(status), Some(5120 * 1024));
+        assert_eq!(parse_status_rss("Name: x\n"), None);
+        // Our own process, for real.
+        let me = std::process::id();
+        assert!(read_proc_rss(me).unwrap() > 0);
+        read_proc_cpu(me).unwrap();
+        assert!(read_proc_cpu(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn clock_ticks_are_positive() {
+        assert!(clock_ticks_per_sec() > 0);
+    }
+
+    #[test]
+    fn fd_limit_can_be_read_and_raised() {
+        raise_fd_limit(16);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in `raise_fd_limit`.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert!(limit.rlim_cur >= 16);
+        if limit.rlim_max != libc::RLIM_INFINITY {
+            assert_eq!(limit.rlim_cur, limit.rlim_max);
+        }
+    }
+
+    #[test]
+    fn json_matches_the_compare_contract() {
+        let mut hist = Stats::new().latency;
+        for us in 1..=1000u64 {
+            hist.record(us * 1000).unwrap();
+        }
+        let echo = EchoResult {
+            conns: 100,
+            opened: 100,
+            size: 1024,
+            text: false,
+            secs: 2.0,
+            warmup: 1.0,
+            msgs: 2048,
+            errors: 0,
+            latency: &hist,
+            server_cpu_us_per_msg: None,
+        }
+        .json();
+        let keys: Vec<_> = echo.as_object().unwrap().keys().cloned().collect();
+        let mut expect = [
+            "mode",
+            "conns",
+            "size",
+            "secs",
+            "msgs",
+            "msgs_per_sec",
+            "mib_per_sec",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "errors",
+            "server_cpu_us_per_msg",
+        ];
+        expect.sort_unstable();
+        assert_eq!(keys, expect);
+        assert_eq!(echo["mode"], "echo");
+        assert_eq!(echo["msgs_per_sec"], 1024.0);
+        assert_eq!(echo["mib_per_sec"], 1.0);
+        assert!(echo["server_cpu_us_per_msg"].is_null());
+        let p50 = echo["p50_us"].as_f64().unwrap();
+        assert!((499.0..=501.0).contains(&p50), "{p50}");
+
+        let idle = IdleResult {
+            conns: 10,
+            opened: 10,
+            rss_before: Some(1000),
+            rss_after: Some(51_000),
+            errors: 0,
+        }
+        .json();
+        assert_eq!(idle["bytes_per_conn"], 5000.0);
+        assert_eq!(idle["mode"], "idle");
+        assert_eq!(idle.as_object().unwrap().len(), 6);
+    }
+}
