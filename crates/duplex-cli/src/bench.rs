@@ -107,6 +107,11 @@ pub(crate) struct BenchArgs {
     /// bar.
     #[arg(long)]
     json: bool,
+    /// Offer permessage-deflate in the handshake (idle mode only: echo
+    /// sends pre-encoded uncompressed frames), to measure what a deflate
+    /// connection costs the server at rest.
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Why a connection, or the whole run, failed.
@@ -158,6 +163,7 @@ struct Plan {
     threads: usize,
     server_pid: Option<u32>,
     json: bool,
+    deflate: bool,
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -220,6 +226,9 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
     if uri.host().is_none() {
         return usage(format!("{}: the URL has no host", args.url));
     }
+    if args.deflate && args.mode != Mode::Idle {
+        return usage("--deflate works with --mode idle only".into());
+    }
     Ok(Plan {
         mode: args.mode,
         uri,
@@ -233,6 +242,7 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
         threads: args.threads.min(args.conns),
         server_pid: args.server_pid,
         json: args.json,
+        deflate: args.deflate,
     })
 }
 
@@ -449,13 +459,18 @@ impl Reader {
     }
 }
 
-/// Connects and does the opening handshake, offering no extension. Bytes
+/// Connects and does the opening handshake, offering no extension unless
+/// `--deflate`. Bytes
 /// after the response head stay in `reader`.
 async fn open(plan: &Plan, reader: &mut Reader) -> Result<TcpStream, BenchError> {
     let work = async {
         let mut stream = TcpStream::connect(plan.addr).await?;
         stream.set_nodelay(true)?;
-        let (request, handshake) = ClientRequest::new(plan.uri.clone()).build()?;
+        let mut request = ClientRequest::new(plan.uri.clone());
+        if plan.deflate {
+            request = request.extensions(duplex::DeflateConfig::default().client_offer());
+        }
+        let (request, handshake) = request.build()?;
         let mut head = Vec::with_capacity(256);
         write_request(&request, &mut head);
         stream.write_all(&head).await?;
