@@ -162,7 +162,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                     match acceptor {
                         None => handle(stream, &config, shutdown, deadline).await,
                         Some(acceptor) => {
-                            handle_tls(stream, &acceptor, &config, shutdown, deadline).await
+                            Box::pin(handle_tls(stream, &acceptor, &config, shutdown, deadline)).await
                         }
                     }
                     drop(slot);
@@ -264,7 +264,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let pending = tokio::select! {
-        pending = tokio::time::timeout_at(deadline, PendingRequest::read(stream, config)) => {
+        pending = Box::pin(tokio::time::timeout_at(deadline, PendingRequest::read(stream, config))) => {
             pending.unwrap_or(Err(duplex::Error::HandshakeTimeout))
         }
         () = shutdown.cancelled() => return,
@@ -277,10 +277,10 @@ where
         }
     };
     if !pending.is_upgrade() {
-        page::serve_http(pending, config, shutdown).await;
+        Box::pin(page::serve_http(pending, config, shutdown)).await;
         return;
     }
-    match pending.accept(config).await {
+    match Box::pin(pending.accept(config)).await {
         Ok(ws) => echo(ws, shutdown).await,
         Err(e) => tracing::debug!(error = %e, "handshake failed"),
     }
@@ -288,16 +288,15 @@ where
 
 /// Echoes every message until the connection closes; on shutdown, closes
 /// with 1001 and waits for the closing handshake.
-pub(crate) fn echo<S>(
-    mut ws: WebSocket<S>,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()>
+///
+/// Not an `async fn`: that would keep the arguments twice in the future (as
+/// arguments, then as locals), and this future lives as long as the
+/// connection, so its size is memory per idle connection.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn echo<S>(mut ws: WebSocket<S>, shutdown: CancellationToken) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Not an `async fn`: that would keep the arguments twice in the future
-    // (as arguments, then as locals), and this future lives as long as the
-    // connection, so its size is memory per idle connection.
     async move {
         // Made once: a fresh `cancelled()` per message registers with and
         // leaves the token's waiter list every time.
