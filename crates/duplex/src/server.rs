@@ -116,13 +116,7 @@ where
 
     async fn send_rejection(&mut self, e: &HandshakeError) {
         tracing::info!(error = %e, status = %e.status(), "rejecting handshake");
-        let answer = reject(e);
-        let mut head = Vec::new();
-        write_response(&answer, &mut head);
-        head.extend_from_slice(answer.body().as_bytes());
-        // The peer may be gone already; the handshake error is what matters.
-        let _ = self.stream.write_all(&head).await;
-        let _ = self.stream.shutdown().await;
+        send_rejection(&mut self.stream, e).await;
     }
 
     /// The stream and every byte read from it (the request head and
@@ -208,6 +202,21 @@ pub fn negotiate<B>(
     ))
 }
 
+/// Answers a bad request with its HTTP status and closes. The peer may be
+/// gone already; the handshake error is what matters, so write errors are
+/// ignored.
+async fn send_rejection<S>(stream: &mut S, e: &HandshakeError)
+where
+    S: AsyncWrite + Unpin,
+{
+    let answer = reject(e);
+    let mut head = Vec::new();
+    write_response(&answer, &mut head);
+    head.extend_from_slice(answer.body().as_bytes());
+    let _ = stream.write_all(&head).await;
+    let _ = stream.shutdown().await;
+}
+
 async fn read_head<S>(mut stream: S, limit: usize) -> Result<PendingRequest<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -226,12 +235,7 @@ where
             Ok(None) => {}
             Err(e) => {
                 tracing::info!(error = %e, status = %e.status(), "rejecting malformed request");
-                let answer = reject(&e);
-                let mut head = Vec::new();
-                write_response(&answer, &mut head);
-                head.extend_from_slice(answer.body().as_bytes());
-                let _ = stream.write_all(&head).await;
-                let _ = stream.shutdown().await;
+                send_rejection(&mut stream, &e).await;
                 return Err(e.into());
             }
         }
