@@ -2,8 +2,10 @@
 //! what it measures is the server.
 //!
 //! It does not use the `WebSocket` type. Each connection does the opening
-//! handshake with [`duplex_proto::handshake`] over a raw `TcpStream`, offering
-//! no extension (so that every server is compared on plain RFC 6455), and then:
+//! handshake with [`duplex_proto::handshake`] over a raw `TcpStream` (or, for
+//! a `wss://` URL, over rustls through [`duplex::tls::connect`], trusting the
+//! platform roots plus `--ca`), offering no extension (so that every server
+//! is compared on plain RFC 6455), and then:
 //!
 //! - `--mode echo`: sends one frame and waits for the whole reply, again and
 //!   again, so each connection has exactly one message in flight. The frame is
@@ -33,6 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use duplex::MaybeTlsStream;
+use duplex::tls::rustls::ClientConfig;
 use duplex_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, write_request};
 use duplex_proto::{CloseCode, CloseFrame, FrameHeader, OpCode, ProtocolError, apply_mask};
 use hdrhistogram::Histogram;
@@ -69,7 +73,9 @@ pub(crate) enum Mode {
 /// Arguments of `duplex bench`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
-    /// The ws:// URL of the server to load.
+    /// The ws:// or wss:// URL of the server to load. With wss:// every
+    /// connection speaks TLS (rustls), which is what it measures: the cost
+    /// of TLS against the same server over ws://.
     url: String,
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
@@ -112,6 +118,10 @@ pub(crate) struct BenchArgs {
     /// connection costs the server at rest.
     #[arg(long)]
     deflate: bool,
+    /// A PEM file of extra root certificates to trust for wss://, besides
+    /// the platform's.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 /// Why a connection, or the whole run, failed.
@@ -138,6 +148,9 @@ pub(crate) enum BenchError {
     /// Connecting and the handshake took longer than 10 s.
     #[error("timed out connecting")]
     Timeout,
+    /// TLS set-up or handshake failed (bad `--ca`, untrusted certificate...).
+    #[error(transparent)]
+    Tls(#[from] duplex::tls::TlsError),
     /// `/proc/PID/...` could not be read or parsed.
     #[error("cannot read {path}: {reason}")]
     Proc {
@@ -164,11 +177,33 @@ struct Plan {
     server_pid: Option<u32>,
     json: bool,
     deflate: bool,
+    /// For wss://: the TLS client configuration and the server name.
+    tls: Option<Tls>,
 }
+
+/// How a wss:// run connects.
+#[derive(Debug, Clone)]
+struct Tls {
+    config: Arc<ClientConfig>,
+    host: String,
+}
+
+/// One connection's stream: plain TCP, or TLS over it for wss://.
+type Conn = MaybeTlsStream<TcpStream>;
 
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut plan = validate(&args)?;
     plan.addr = resolve(&plan.uri)?;
+    if is_tls(&plan.uri) {
+        let roots = match &args.ca {
+            Some(path) => duplex::tls::load_certificates(path)?,
+            None => Vec::new(),
+        };
+        plan.tls = Some(Tls {
+            config: duplex::tls::client_config(&roots)?,
+            host: host_of(&plan.uri).to_owned(),
+        });
+    }
     if let Some(pid) = plan.server_pid {
         // Fail now, not after the run, if the pid is wrong.
         read_proc_cpu(pid)?;
@@ -214,14 +249,11 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
         .parse()
         .map_err(|e| BenchError::Usage(format!("{}: not a URL: {e}", args.url)))?;
     match uri.scheme_str() {
-        Some("ws" | "http") => {}
-        Some("wss" | "https") => {
-            return usage(format!(
-                "{}: bench speaks plain ws:// only (TLS would measure the TLS stack)",
-                args.url
-            ));
-        }
-        _ => return usage(format!("{}: expected a ws:// URL", args.url)),
+        Some("ws" | "http" | "wss" | "https") => {}
+        _ => return usage(format!("{}: expected a ws:// or wss:// URL", args.url)),
+    }
+    if args.ca.is_some() && !is_tls(&uri) {
+        return usage(format!("--ca: {} is not a wss:// URL", args.url));
     }
     if uri.host().is_none() {
         return usage(format!("{}: the URL has no host", args.url));
@@ -243,7 +275,18 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
         server_pid: args.server_pid,
         json: args.json,
         deflate: args.deflate,
+        tls: None,
     })
+}
+
+fn is_tls(uri: &http::Uri) -> bool {
+    matches!(uri.scheme_str(), Some("wss" | "https"))
+}
+
+/// The URL's host without the brackets of an IPv6 literal.
+fn host_of(uri: &http::Uri) -> &str {
+    let host = uri.host().unwrap_or_default();
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn seconds(flag: &str, secs: f64, zero_ok: bool) -> Result<Duration, BenchError> {
@@ -258,9 +301,8 @@ fn seconds(flag: &str, secs: f64, zero_ok: bool) -> Result<Duration, BenchError>
 
 fn resolve(uri: &http::Uri) -> Result<SocketAddr, BenchError> {
     use std::net::ToSocketAddrs;
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let host = host_of(uri);
+    let port = uri.port_u16().unwrap_or(if is_tls(uri) { 443 } else { 80 });
     (host, port)
         .to_socket_addrs()?
         .next()
@@ -431,7 +473,7 @@ impl Reader {
     /// (No need to save the "would block" read that follows a reply: tokio
     /// forgets a socket's readiness by itself when a read does not fill the
     /// buffer, so the next read waits for epoll first.)
-    async fn read_some(&mut self, stream: &mut TcpStream) -> Result<(), BenchError> {
+    async fn read_some(&mut self, stream: &mut Conn) -> Result<(), BenchError> {
         self.make_room();
         let n = stream.read(&mut self.buf[self.end..]).await?;
         if n == 0 {
@@ -442,11 +484,7 @@ impl Reader {
     }
 
     /// Reads until one whole reply of `expected` payload bytes went by.
-    async fn read_reply(
-        &mut self,
-        stream: &mut TcpStream,
-        expected: usize,
-    ) -> Result<(), BenchError> {
+    async fn read_reply(&mut self, stream: &mut Conn, expected: usize) -> Result<(), BenchError> {
         let mut parser = ReplyParser::new(expected);
         loop {
             let fed = parser.feed(&self.buf[self.start..self.end])?;
@@ -459,13 +497,20 @@ impl Reader {
     }
 }
 
-/// Connects and does the opening handshake, offering no extension unless
-/// `--deflate`. Bytes
-/// after the response head stay in `reader`.
-async fn open(plan: &Plan, reader: &mut Reader) -> Result<TcpStream, BenchError> {
+/// Connects (with TLS for wss://) and does the opening handshake, offering
+/// no extension unless `--deflate`. Bytes after the response head stay in
+/// `reader`.
+async fn open(plan: &Plan, reader: &mut Reader) -> Result<Conn, BenchError> {
     let work = async {
-        let mut stream = TcpStream::connect(plan.addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(plan.addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match &plan.tls {
+            None => MaybeTlsStream::Plain(tcp),
+            Some(tls) => {
+                let tls = duplex::tls::connect(Arc::clone(&tls.config), &tls.host, tcp).await?;
+                MaybeTlsStream::Tls(Box::new(tls))
+            }
+        };
         let mut request = ClientRequest::new(plan.uri.clone());
         if plan.deflate {
             request = request.extensions(duplex::DeflateConfig::default().client_offer());
@@ -473,7 +518,7 @@ async fn open(plan: &Plan, reader: &mut Reader) -> Result<TcpStream, BenchError>
         let (request, handshake) = request.build()?;
         let mut head = Vec::with_capacity(256);
         write_request(&request, &mut head);
-        stream.write_all(&head).await?;
+        send(&mut stream, &head).await?;
         read_response(&mut stream, &handshake, reader).await?;
         Ok(stream)
     };
@@ -482,8 +527,15 @@ async fn open(plan: &Plan, reader: &mut Reader) -> Result<TcpStream, BenchError>
         .map_err(|_| BenchError::Timeout)?
 }
 
+/// Writes all of `bytes` and flushes (a no-op on plain TCP; with TLS, it
+/// pushes the last record out).
+async fn send(stream: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 async fn read_response(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     handshake: &ClientHandshake,
     reader: &mut Reader,
 ) -> Result<(), BenchError> {
@@ -504,9 +556,9 @@ async fn read_response(
 
 /// Sends a Close and waits (briefly) for the server's answer and the end of
 /// the TCP connection, so that servers see a clean close.
-async fn close(mut stream: TcpStream, close_frame: &[u8]) {
+async fn close(mut stream: Conn, close_frame: &[u8]) {
     let work = async {
-        stream.write_all(close_frame).await?;
+        send(&mut stream, close_frame).await?;
         let mut sink = [0u8; 512];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<_, std::io::Error>(())
@@ -553,6 +605,22 @@ struct Progress {
     failed: AtomicU64,
     /// Replies received, warm-up included.
     replies: AtomicU64,
+    /// Why the first failed connection failed, to tell the user.
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Progress {
+    /// Logs a connection's failure and keeps the first one's reason.
+    fn note_error(&self, e: &BenchError) {
+        tracing::debug!(error = %e, "connection failed");
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|first| first.clone())
+    }
 }
 
 /// The pre-built frames every connection of a run sends.
@@ -649,6 +717,7 @@ fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
         warmup: plan.warmup.as_secs_f64(),
         msgs: stats.msgs,
         errors: stats.errors,
+        first_error: progress.first_error(),
         latency: &stats.latency,
         server_cpu_us_per_msg: cpu_us,
     };
@@ -690,7 +759,7 @@ fn echo_thread(
             tasks.push(tokio::task::spawn_local(async move {
                 let result = echo_conn(&plan, &frames, &progress, &stats, window).await;
                 if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection failed");
+                    progress.note_error(&e);
                     stats.borrow_mut().errors += 1;
                 }
             }));
@@ -739,7 +808,7 @@ async fn echo_conn(
             if sent >= window.end {
                 return Ok(());
             }
-            stream.write_all(&frames.message).await?;
+            send(&mut stream, &frames.message).await?;
             reader.read_reply(&mut stream, plan.size).await?;
             let done = Instant::now();
             progress.replies.fetch_add(1, Ordering::Relaxed);
@@ -809,6 +878,7 @@ fn run_idle(plan: &Plan) -> Result<Report, BenchError> {
         rss_before,
         rss_after,
         errors,
+        first_error: progress.first_error(),
     };
     Ok(Report {
         json: result.json().to_string(),
@@ -851,7 +921,7 @@ fn idle_thread(
                             held.push(stream);
                         }
                         Err(e) => {
-                            tracing::debug!(error = %e, "connection failed");
+                            progress.note_error(&e);
                             progress.failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -946,6 +1016,7 @@ struct EchoResult<'a> {
     warmup: f64,
     msgs: u64,
     errors: u64,
+    first_error: Option<String>,
     latency: &'a Histogram<u64>,
     server_cpu_us_per_msg: Option<f64>,
 }
@@ -977,6 +1048,7 @@ impl EchoResult<'_> {
             "p99_us": self.quantile_us(0.99),
             "p999_us": self.quantile_us(0.999),
             "errors": self.errors,
+            "first_error": self.first_error,
             "server_cpu_us_per_msg": self.server_cpu_us_per_msg,
         })
     }
@@ -1003,7 +1075,7 @@ impl EchoResult<'_> {
         if let Some(cpu) = self.server_cpu_us_per_msg {
             s += &format!("  server CPU {cpu:.2} µs per message\n");
         }
-        s += &format!("  errors     {}\n", self.errors);
+        s += &errors_line(self.errors, self.first_error.as_deref());
         s
     }
 }
@@ -1014,6 +1086,7 @@ struct IdleResult {
     rss_before: Option<u64>,
     rss_after: Option<u64>,
     errors: u64,
+    first_error: Option<String>,
 }
 
 impl IdleResult {
@@ -1034,6 +1107,7 @@ impl IdleResult {
             "rss_after": self.rss_after,
             "bytes_per_conn": self.bytes_per_conn(),
             "errors": self.errors,
+            "first_error": self.first_error,
         })
     }
 
@@ -1047,8 +1121,15 @@ impl IdleResult {
         {
             s += &format!("  server RSS {a} B before, {b} B after: {per:.0} B per connection\n");
         }
-        s += &format!("  errors     {}\n", self.errors);
+        s += &errors_line(self.errors, self.first_error.as_deref());
         s
+    }
+}
+
+fn errors_line(errors: u64, first: Option<&str>) -> String {
+    match first {
+        Some(first) if errors > 0 => format!("  errors     {errors} (first: {first})\n"),
+        _ => format!("  errors     {errors}\n"),
     }
 }
 
@@ -1214,7 +1295,10 @@ mod tests {
         assert!(parse(&["ws://127.0.0.1:1/", "--size", "67108864"]).is_ok());
         let err = parse(&["ws://127.0.0.1:1/", "--threads", "0"]).unwrap_err();
         assert!(err.contains("--threads"), "{err}");
-        let err = parse(&["wss://127.0.0.1:1/"]).unwrap_err();
+        assert!(parse(&["wss://127.0.0.1:1/"]).unwrap().tls.is_none());
+        let err = parse(&["ws://127.0.0.1:1/", "--ca", "ca.pem"]).unwrap_err();
+        assert!(err.contains("--ca") && err.contains("wss://"), "{err}");
+        let err = parse(&["ftp://127.0.0.1:1/"]).unwrap_err();
         assert!(err.contains("ws://"), "{err}");
         let err = parse(&["127.0.0.1:1"]).unwrap_err();
         assert!(err.contains("ws://"), "{err}");
@@ -1397,6 +1481,7 @@ mod tests {
             warmup: 1.0,
             msgs: 2048,
             errors: 0,
+            first_error: None,
             latency: &hist,
             server_cpu_us_per_msg: None,
         }
@@ -1414,6 +1499,7 @@ mod tests {
             "p99_us",
             "p999_us",
             "errors",
+            "first_error",
             "server_cpu_us_per_msg",
         ];
         expect.sort_unstable();
@@ -1430,11 +1516,18 @@ mod tests {
             opened: 10,
             rss_before: Some(1000),
             rss_after: Some(51_000),
-            errors: 0,
-        }
-        .json();
+            errors: 2,
+            first_error: Some("timed out connecting".into()),
+        };
+        let summary = idle.summary();
+        assert!(
+            summary.contains("errors     2 (first: timed out connecting)"),
+            "{summary}"
+        );
+        let idle = idle.json();
         assert_eq!(idle["bytes_per_conn"], 5000.0);
         assert_eq!(idle["mode"], "idle");
-        assert_eq!(idle.as_object().unwrap().len(), 6);
+        assert_eq!(idle["first_error"], "timed out connecting");
+        assert_eq!(idle.as_object().unwrap().len(), 7);
     }
 }

@@ -1,65 +1,14 @@
 //! The built `duplex` binary, end to end: `serve` then `connect`, the
 //! page, flag validation, and the 1001 close on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_duplex");
-
-/// A `duplex serve` on a free port, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--threads", "1"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("duplex serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ws://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(url: &str, stdin: &str, extra: &[&str]) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(["connect", url])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use common::{BIN, Server, bench, connect};
 
 #[test]
 fn echo_hello_through_serve_and_connect() {
@@ -144,6 +93,10 @@ fn bad_flags_fail_with_a_message() {
         vec!["serve", "--close-timeout", "-1"],
         vec!["connect", "ftp://127.0.0.1/"],
         vec!["connect", "ws://127.0.0.1:1/", "--header", "no colon"],
+        vec!["bench", "ws://127.0.0.1:1/", "--conns", "0"],
+        vec!["bench", "ws://127.0.0.1:1/", "--size", "1G"],
+        vec!["bench", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
+        vec!["bench", "wss://127.0.0.1:1/", "--ca", "/nonexistent/ca.pem"],
     ] {
         let out = Command::new(BIN)
             .args(&args)
@@ -165,6 +118,7 @@ fn help_on_every_command() {
         vec!["--help"],
         vec!["serve", "--help"],
         vec!["connect", "--help"],
+        vec!["bench", "--help"],
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -189,11 +143,7 @@ fn sigterm_closes_connections_with_1001() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "ping\n");
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM");
     let out = client.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("closed: code 1001"), "{stderr}");
@@ -201,4 +151,69 @@ fn sigterm_closes_connections_with_1001() {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
     drop(stdin);
+}
+
+#[test]
+fn bench_echoes_and_measures_the_server() {
+    let server = Server::start(&[]);
+    let pid = server.child.id().to_string();
+    let url = format!("ws://{}/", server.addr);
+    let (out, json) = bench(
+        &url,
+        &[
+            "--conns",
+            "4",
+            "--size",
+            "1024",
+            "--secs",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["mode"], "echo");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert!(json["msgs"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["p99_us"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["server_cpu_us_per_msg"].is_number(), "{json}");
+
+    let (out, json) = bench(
+        &url,
+        &[
+            "--mode",
+            "idle",
+            "--conns",
+            "50",
+            "--settle",
+            "0.2",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert!(json["bytes_per_conn"].is_number(), "{json}");
+}
+
+#[test]
+fn bench_says_why_connections_failed() {
+    // A port nobody listens on: every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (out, json) = bench(
+        &format!("ws://127.0.0.1:{port}/"),
+        &["--conns", "2", "--secs", "0.1", "--warmup", "0"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(json["errors"], 2, "{json}");
+    assert!(
+        json["first_error"].as_str().unwrap().contains("refused"),
+        "{json}"
+    );
 }

@@ -3,19 +3,19 @@
 //! and TLS crossed over, the TLS handshake timeout, and SIGHUP reload.
 //! Certificates are made at run time with rcgen.
 
+mod common;
 #[path = "../../duplex/tests/pki/mod.rs"]
 mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pki::{Ca, KeyFormat, KeyKind};
 
-const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+use common::{BIN, Server, bench, connect, stderr_of};
 
 /// A CA, and a certificate for 127.0.0.1 and localhost signed by it, on disk.
 struct Files {
@@ -56,122 +56,20 @@ impl Files {
     }
 }
 
-/// A `duplex serve` on a free port, killed on drop; its stderr is kept.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--threads", "1"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("duplex serve starts");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on wss://")
-            .or_else(|| line.trim().strip_prefix("listening on ws://"))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn tls(files: &Files, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--tls-cert",
-            files.cert.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&args)
-    }
-
-    /// Waits for a stderr line containing `needle`.
-    fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}: {:?}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    #[cfg(unix)]
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(["connect", url])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+/// `duplex serve` with the certificate and key of `files`.
+fn serve_tls(files: &Files, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--tls-cert",
+        files.cert.to_str().unwrap(),
+        "--tls-key",
+        files.key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 fn ca_flag(path: &Path) -> [&str; 2] {
     ["--ca", path.to_str().unwrap()]
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -182,7 +80,7 @@ fn connect_wss_talks_to_serve_with_tls() {
         (KeyKind::Rsa2048, KeyFormat::Pkcs1),
     ] {
         let files = Files::new(&format!("cli-echo-{kind:?}"), kind, format);
-        let server = Server::tls(&files, &[]);
+        let server = serve_tls(&files, &[]);
         let port = server.addr.rsplit(':').next().unwrap().to_owned();
         for url in [
             format!("wss://{}/", server.addr),
@@ -255,7 +153,7 @@ fn bad_tls_files_fail_the_start_with_the_path_and_reason() {
 #[test]
 fn plain_and_tls_crossed_fail_cleanly_and_both_servers_keep_serving() {
     let files = Files::new("cli-crossed", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
-    let tls = Server::tls(&files, &[]);
+    let tls = serve_tls(&files, &[]);
     let plain = Server::start(&[]);
 
     // ws:// to the TLS port: the server answers a plain 400.
@@ -303,7 +201,7 @@ fn plain_and_tls_crossed_fail_cleanly_and_both_servers_keep_serving() {
 #[test]
 fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let files = Files::new("cli-timeout", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
-    let server = Server::tls(&files, &["--handshake-timeout", "0.3"]);
+    let server = serve_tls(&files, &["--handshake-timeout", "0.3"]);
     let mut silent = TcpStream::connect(&server.addr).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -326,7 +224,7 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
 fn sighup_reloads_the_certificate_for_new_connections_only() {
     let mut files = Files::new("cli-sighup", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
     let old_ca = files.keep_ca("old-ca.pem");
-    let server = Server::tls(&files, &[]);
+    let server = serve_tls(&files, &[]);
     let url = format!("wss://{}/", server.addr);
 
     // A connection opened before the reload.
@@ -395,4 +293,54 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
     drop(open_in);
     let status = open.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn bench_measures_a_wss_server() {
+    let files = Files::new("cli-bench", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
+    let server = serve_tls(&files, &[]);
+    let pid = server.child.id().to_string();
+    let url = format!("wss://{}/", server.addr);
+    let ca = ca_flag(&files.ca);
+    let (out, json) = bench(
+        &url,
+        &[
+            ca[0],
+            ca[1],
+            "--conns",
+            "4",
+            "--size",
+            "65536",
+            "--secs",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert!(json["msgs"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["server_cpu_us_per_msg"].is_number(), "{json}");
+
+    let (out, json) = bench(
+        &url,
+        &[
+            ca[0], ca[1], "--mode", "idle", "--conns", "20", "--settle", "0",
+        ],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+
+    // Without the CA the server's issuer is unknown, and bench says so.
+    let (out, json) = bench(&url, &["--conns", "1", "--secs", "0.1", "--warmup", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        json["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown issuer"),
+        "{json}"
+    );
 }
