@@ -239,7 +239,13 @@ step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
 step_test() { cargo test --workspace; }
 step_build() { cargo build --release -p duplex-cli -p duplex --examples --bins; }
-step_bench() { cargo bench --workspace --no-run; }
+# Compiles, never times: the Criterion benches, and the comparison harness
+# (bench/, its own workspace) in the release mode bench/compare.sh runs it in.
+step_bench() {
+  cargo bench --workspace --no-run
+  cargo build --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
+  cargo test --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
+}
 step_tls() { ensure_venv; DUPLEX_BIN="$DUPLEX_BIN" PYTHON="$VENV/bin/python" bash "$ROOT/e2e/tls/run.sh"; }
 step_browser() { DUPLEX_BIN="$DUPLEX_BIN" bash "$ROOT/e2e/browser/run.sh"; }
 
