@@ -7,6 +7,7 @@ mod connect;
 mod limits;
 mod page;
 mod serve;
+mod shutdown;
 
 use std::process::ExitCode;
 

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use duplex::{Config, PendingRequest};
 use http::{Method, Request, Response, StatusCode, header};
@@ -15,18 +16,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 /// The page, embedded in the binary.
 const INDEX_HTML: &str = include_str!("page/index.html");
 
 /// Serves a connection whose first request was not an Upgrade, over TCP or
 /// TLS.
-pub(crate) async fn serve_http<S>(
-    pending: PendingRequest<S>,
-    config: &Config,
-    shutdown: CancellationToken,
-) where
+pub(crate) async fn serve_http<S>(pending: PendingRequest<S>, config: &Config, shutdown: Shutdown)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (stream, raw) = pending.into_parts();
@@ -50,7 +47,7 @@ pub(crate) async fn serve_http<S>(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
+        () = shutdown.fired() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -63,7 +60,7 @@ pub(crate) async fn serve_http<S>(
 fn respond(
     request: Request<Incoming>,
     config: Arc<Config>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
     let is_upgrade = request
         .headers()
@@ -93,7 +90,7 @@ fn respond(
 fn upgrade(
     mut request: Request<Incoming>,
     config: &Config,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
     match duplex::negotiate(&request, config) {
         Ok((answer, accepted)) => {
@@ -102,7 +99,7 @@ fn upgrade(
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let ws = accepted.into_websocket(TokioIo::new(upgraded));
-                        crate::serve::echo(ws, shutdown).await;
+                        crate::serve::echo(ws, shutdown.fired()).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }

@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::shutdown::{Fired, Shutdown};
 use clap::Args;
 use duplex::{CloseCode, Config, Event, PendingRequest, TlsAcceptor, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::LimitArgs;
@@ -128,7 +128,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
 
     let config = Arc::new(config);
-    let shutdown = CancellationToken::new();
+    let shutdown = Shutdown::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(args.max_connections));
     let signal = shutdown_signal();
@@ -180,7 +180,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         open = tracker.len(),
         "shutting down: closing connections with 1001"
     );
-    shutdown.cancel();
+    shutdown.fire();
     tracker.close();
     let grace = config.close_timeout + std::time::Duration::from_secs(1);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -244,13 +244,13 @@ async fn handle_tls(
     stream: TcpStream,
     acceptor: &TlsAcceptor,
     config: &Config,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     deadline: Instant,
 ) {
     let peer = stream.peer_addr().ok();
     let tls = tokio::select! {
         tls = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => tls,
-        () = shutdown.cancelled() => return,
+        () = shutdown.fired() => return,
     };
     match tls {
         Ok(Ok(tls)) => handle(tls, config, shutdown, deadline).await,
@@ -259,7 +259,7 @@ async fn handle_tls(
     }
 }
 
-async fn handle<S>(stream: S, config: &Config, shutdown: CancellationToken, deadline: Instant)
+async fn handle<S>(stream: S, config: &Config, shutdown: Shutdown, deadline: Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -267,7 +267,7 @@ where
         pending = Box::pin(tokio::time::timeout_at(deadline, PendingRequest::read(stream, config))) => {
             pending.unwrap_or(Err(duplex::Error::HandshakeTimeout))
         }
-        () = shutdown.cancelled() => return,
+        () = shutdown.fired() => return,
     };
     let pending = match pending {
         Ok(pending) => pending,
@@ -281,7 +281,7 @@ where
         return;
     }
     match Box::pin(pending.accept(config)).await {
-        Ok(ws) => echo(ws, shutdown).await,
+        Ok(ws) => echo(ws, shutdown.fired()).await,
         Err(e) => tracing::debug!(error = %e, "handshake failed"),
     }
 }
@@ -293,22 +293,18 @@ where
 /// arguments, then as locals), and this future lives as long as the
 /// connection, so its size is memory per idle connection.
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn echo<S>(mut ws: WebSocket<S>, shutdown: CancellationToken) -> impl Future<Output = ()>
+pub(crate) fn echo<S>(mut ws: WebSocket<S>, mut shutdown: Fired) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async move {
-        // Made once: a fresh `cancelled()` per message registers with and
-        // leaves the token's waiter list every time.
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
         let mut closing = false;
         loop {
             let event = tokio::select! {
                 // Messages first; the shutdown is seen whenever none is ready.
                 biased;
                 event = ws.next() => event,
-                () = &mut cancelled, if !closing => {
+                () = &mut shutdown, if !closing => {
                     closing = true;
                     let _ = ws.close_with(CloseCode::GOING_AWAY, "server shutting down").await;
                     continue;
