@@ -28,6 +28,16 @@ pub struct Config {
     /// How long to wait for the peer's answer to our Close frame, and then
     /// for the TCP connection to end. Default 10 s, as Python websockets.
     pub close_timeout: Duration,
+    /// Keepalive: send a Ping this often. Default 20 s, as Python
+    /// websockets; `None` turns keepalive off. A peer that vanished without
+    /// closing (a dropped network, a suspended laptop) otherwise holds its
+    /// connection, and its memory, forever. Pings go out while the
+    /// connection is read (`next`, `recv` or the `Stream`).
+    pub ping_interval: Option<Duration>,
+    /// Keepalive: fail the connection (close code 1011, reported as 1006)
+    /// when a keepalive Ping has no Pong this long after it was sent.
+    /// Default 20 s, as Python websockets.
+    pub ping_timeout: Duration,
     /// `send` waits while more than this many bytes are queued for the
     /// socket (back-pressure). Default 1 MiB: big enough to batch many small
     /// messages into one write, small enough to bound memory per slow peer.
@@ -53,6 +63,8 @@ impl Default for Config {
             max_handshake_size: 16 << 10,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
             write_buffer_high_water: 1 << 20,
             read_buffer_size: 16 << 10,
             deflate: Some(DeflateConfig::default()),

@@ -41,6 +41,10 @@ pub enum Error {
     /// `close()` with a reason over 123 bytes of UTF-8.
     #[error("close reason of {0} bytes is longer than 123")]
     CloseReasonTooLong(usize),
+    /// A keepalive Ping had no Pong within the configured timeout: the
+    /// peer is gone or stuck. The connection was failed with 1011.
+    #[error("keepalive ping timed out: no pong within {0:?}")]
+    KeepaliveTimeout(std::time::Duration),
     /// The connection is closed.
     #[error("connection closed")]
     Closed,

@@ -34,6 +34,15 @@ const MAX_WRITE_SLICES: usize = 16;
 /// buffer, so that an idle connection holds none.
 const FIRST_READ: usize = 512;
 
+/// The error of a poll that may still be pending (pending is fine: the
+/// write finishes later, before the next read).
+fn ready_now(poll: Poll<Result<(), Error>>) -> Result<(), Error> {
+    match poll {
+        Poll::Ready(result) => result,
+        Poll::Pending => Ok(()),
+    }
+}
+
 /// The four states of the browser's `readyState`, with the same numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -111,7 +120,77 @@ pub struct WebSocket<S> {
     close: Option<(u16, String, bool)>,
     /// Runs while we wait for the peer's Close or for the TCP connection to end.
     close_timer: Option<Pin<Box<Sleep>>>,
+    /// Keepalive pings, if on (boxed: most of it is the timer).
+    keepalive: Option<Box<Keepalive>>,
     eof: bool,
+}
+
+/// The keepalive state: when the next Ping is due, or which Pong is awaited
+/// and until when.
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    /// Started on the first poll, in the runtime's context.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The payload of the Ping in flight, if any.
+    awaiting: Option<[u8; 4]>,
+    /// Numbers the Pings, so that a stale Pong is not taken for the latest.
+    sent: u32,
+}
+
+/// What the keepalive timer asks for.
+enum KeepaliveDue {
+    Nothing,
+    /// Send this Ping payload now.
+    Ping([u8; 4]),
+    /// The awaited Pong did not come in time.
+    TimedOut(Duration),
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        Keepalive {
+            interval,
+            timeout,
+            timer: None,
+            awaiting: None,
+            sent: 0,
+        }
+    }
+
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> KeepaliveDue {
+        let interval = self.interval;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return KeepaliveDue::Nothing;
+        }
+        if self.awaiting.is_some() {
+            return KeepaliveDue::TimedOut(self.timeout);
+        }
+        self.sent = self.sent.wrapping_add(1);
+        let payload = self.sent.to_be_bytes();
+        self.awaiting = Some(payload);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        timer.as_mut().reset(deadline);
+        // Registers the new deadline with the timer.
+        let _ = timer.as_mut().poll(cx);
+        KeepaliveDue::Ping(payload)
+    }
+
+    /// A Pong came: if it answers the Ping in flight, the next is due one
+    /// interval from now.
+    fn on_pong(&mut self, payload: &[u8]) {
+        if self.awaiting.is_some_and(|p| p[..] == *payload) {
+            self.awaiting = None;
+            if let Some(timer) = &mut self.timer {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.interval);
+            }
+        }
+    }
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -151,6 +230,9 @@ where
             open_delivered: false,
             close: None,
             close_timer: None,
+            keepalive: config
+                .ping_interval
+                .map(|interval| Box::new(Keepalive::new(interval, config.ping_timeout))),
             eof: false,
         }
     }
@@ -363,7 +445,13 @@ where
                     Ok(duplex_proto::Event::Message(m)) => {
                         return Poll::Ready(Some(Event::Message(m)));
                     }
-                    Ok(duplex_proto::Event::Ping(_) | duplex_proto::Event::Pong(_)) => continue,
+                    Ok(duplex_proto::Event::Ping(_)) => continue,
+                    Ok(duplex_proto::Event::Pong(payload)) => {
+                        if let Some(keepalive) = &mut self.keepalive {
+                            keepalive.on_pong(&payload);
+                        }
+                        continue;
+                    }
                     Ok(duplex_proto::Event::Close(frame)) => {
                         let (code, reason) = match frame {
                             Some(f) => (f.code.0, f.reason),
@@ -391,6 +479,9 @@ where
             {
                 return Poll::Ready(Some(self.abort(e)));
             }
+            if let Some(event) = self.poll_keepalive(cx) {
+                return Poll::Ready(Some(event));
+            }
             if let Some(timer) = &mut self.close_timer
                 && timer.as_mut().poll(cx).is_ready()
             {
@@ -409,6 +500,41 @@ where
                 }
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Some(self.abort(e))),
+            }
+        }
+    }
+
+    /// Sends a keepalive Ping when one is due; fails the connection when
+    /// the last one went unanswered. Only while open: once a Close is sent,
+    /// the close timer bounds the wait instead.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.conn.close_sent() {
+            return None;
+        }
+        match self.keepalive.as_mut()?.poll_due(cx) {
+            KeepaliveDue::Nothing => None,
+            KeepaliveDue::Ping(payload) => {
+                // Queued; written with the rest before the next read. Cannot
+                // fail: no Close was sent, and the payload is 4 bytes.
+                let _ = self.conn.send_ping(&payload);
+                if let Err(e) = ready_now(self.poll_write_pending(cx)) {
+                    return Some(self.abort(e));
+                }
+                None
+            }
+            KeepaliveDue::TimedOut(timeout) => {
+                tracing::info!(role = ?self.conn.role(), ?timeout,
+                    "failing the connection: keepalive ping timed out");
+                // §7.1.7: fail the connection; 1011 as Python websockets
+                // sends. Our side reports 1006, as the closing handshake
+                // cannot complete with a peer that does not answer.
+                let _ = self.conn.send_close(Some(CloseFrame::new(
+                    CloseCode::INTERNAL_ERROR,
+                    "keepalive ping timeout",
+                )));
+                self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                self.phase = Phase::ShuttingDown;
+                Some(Event::Error(Error::KeepaliveTimeout(timeout)))
             }
         }
     }
@@ -627,5 +753,127 @@ where
     type Item = Event;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn config(interval: Option<u64>, timeout: u64) -> crate::Config {
+        crate::Config {
+            ping_interval: interval.map(Duration::from_millis),
+            ping_timeout: Duration::from_millis(timeout),
+            ..crate::Config::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_pings_a_live_peer_and_the_connection_stays_open() {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        let mut server = WebSocket::from_raw(a, Role::Server, &config(Some(50), 100));
+        // The client answers Pings by itself while it is read.
+        let mut client = WebSocket::from_raw(b, Role::Client, &config(None, 1));
+        let client_task = tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(event) = client.next().await {
+                events.push(event);
+            }
+            events
+        });
+        assert!(matches!(server.next().await, Some(Event::Open)));
+        // Ten intervals: ten Pings, ten Pongs, no timeout.
+        let quiet = tokio::time::timeout(Duration::from_millis(500), server.next()).await;
+        assert!(
+            quiet.is_err(),
+            "no event while pings are answered: {quiet:?}"
+        );
+        assert!(server.keepalive.as_ref().unwrap().sent >= 9);
+        server.close(1000, "done").await.unwrap();
+        while let Some(event) = server.next().await {
+            if let Event::Close {
+                code, was_clean, ..
+            } = event
+            {
+                assert_eq!((code, was_clean), (1000, true));
+            }
+        }
+        let events = client_task.await.unwrap();
+        assert!(
+            matches!(
+                events.last(),
+                Some(Event::Close {
+                    code: 1000,
+                    was_clean: true,
+                    ..
+                })
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_failed_with_1011_after_the_timeout() {
+        let (a, mut peer) = tokio::io::duplex(64 << 10);
+        let mut server = WebSocket::from_raw(a, Role::Server, &config(Some(50), 100));
+        assert!(matches!(server.next().await, Some(Event::Open)));
+        let started = tokio::time::Instant::now();
+        match server.next().await {
+            Some(Event::Error(Error::KeepaliveTimeout(t))) => {
+                assert_eq!(t, Duration::from_millis(100));
+            }
+            other => panic!("expected a keepalive timeout, got {other:?}"),
+        }
+        // One interval to the Ping, one timeout for its Pong.
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        // The Close is written and, as a server, the TCP connection ended.
+        match server.next().await {
+            Some(Event::Close {
+                code, was_clean, ..
+            }) => assert_eq!((code, was_clean), (1006, false)),
+            other => panic!("expected Close, got {other:?}"),
+        }
+        assert!(server.next().await.is_none());
+        // The peer got the Ping (0x89, 4-byte payload) and then a Close
+        // with 1011 (0x03f3).
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(&wire[..6], &[0x89, 4, 0, 0, 0, 1]);
+        let close = &wire[6..];
+        assert_eq!(&close[..2], &[0x88, 24]);
+        assert_eq!(&close[2..4], &[0x03, 0xf3]);
+        assert_eq!(&close[4..], b"keepalive ping timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_or_unsolicited_pong_does_not_count() {
+        let mut keepalive = Keepalive::new(Duration::from_secs(1), Duration::from_secs(1));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(keepalive.poll_due(&mut cx), KeepaliveDue::Nothing));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let KeepaliveDue::Ping(payload) = keepalive.poll_due(&mut cx) else {
+            panic!("a Ping is due");
+        };
+        keepalive.on_pong(b"other");
+        keepalive.on_pong(&[0, 0, 0, 0]);
+        assert_eq!(keepalive.awaiting, Some(payload));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(
+            keepalive.poll_due(&mut cx),
+            KeepaliveDue::TimedOut(_)
+        ));
+        keepalive.on_pong(&payload);
+        assert_eq!(keepalive.awaiting, None);
+    }
+
+    #[test]
+    fn keepalive_is_on_by_default_and_can_be_turned_off() {
+        let (a, _b) = tokio::io::duplex(64);
+        let ws = WebSocket::from_raw(a, Role::Server, &crate::Config::default());
+        assert!(ws.keepalive.is_some());
+        let (a, _b) = tokio::io::duplex(64);
+        let ws = WebSocket::from_raw(a, Role::Server, &config(None, 1));
+        assert!(ws.keepalive.is_none());
     }
 }
