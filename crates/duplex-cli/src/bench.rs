@@ -326,19 +326,29 @@ fn build_frame(text: bool, size: usize, key: [u8; 4]) -> Vec<u8> {
 /// A masked Close frame with 1000, to end each connection cleanly.
 fn build_close(key: [u8; 4]) -> Vec<u8> {
     let body = CloseFrame::new(CloseCode::NORMAL, "").encode();
-    let header = FrameHeader::new(OpCode::Close, body.len(), Some(key));
+    build_control(OpCode::Close, &body, key)
+}
+
+/// A masked control frame (a Close, or a Pong answering a Ping).
+fn build_control(opcode: OpCode, body: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let header = FrameHeader::new(opcode, body.len(), Some(key));
     let mut frame = Vec::with_capacity(header.len() + body.len());
     header.write(&mut frame);
     let start = frame.len();
-    frame.extend_from_slice(&body);
+    frame.extend_from_slice(body);
     apply_mask(&mut frame[start..], key, 0);
     frame
 }
 
 /// Follows the server's frames, header by header, skipping payloads, until
-/// one whole data message has gone by.
+/// one whole data message has gone by. Pings are kept to be answered
+/// (servers with keepalive, duplex's included, drop a peer that never
+/// answers).
 #[derive(Debug)]
 struct ReplyParser {
+    /// The payload of the latest Ping, owed a Pong (§5.5.3: answering the
+    /// latest is enough).
+    pong: Option<Vec<u8>>,
     /// The payload size the reply must have.
     expected: u64,
     /// Payload bytes of the current frame still to skip.
@@ -367,6 +377,7 @@ struct Fed {
 impl ReplyParser {
     fn new(expected: usize) -> Self {
         ReplyParser {
+            pong: None,
             expected: expected as u64,
             remaining: 0,
             fin: false,
@@ -417,8 +428,22 @@ impl ReplyParser {
             if header.rsv1 || header.rsv2 || header.rsv3 {
                 return Err(ProtocolError::ReservedBits.into());
             }
+            if header.opcode == OpCode::Ping {
+                // Control payloads are at most 125 bytes: wait for all of it.
+                let end = pos + len + header.payload_len as usize;
+                let Some(payload) = buf.get(pos + len..end) else {
+                    return Ok(Fed {
+                        consumed: pos,
+                        done: false,
+                    });
+                };
+                self.pong = Some(payload.to_vec());
+                pos = end;
+                continue;
+            }
             match (header.opcode, self.in_message) {
                 (OpCode::Close, _) => return Err(BenchError::Closed),
+                // (Pings were taken whole above.)
                 (OpCode::Ping | OpCode::Pong, _) => self.control = true,
                 (OpCode::Text | OpCode::Binary, false) | (OpCode::Continuation, true) => {
                     self.control = false;
@@ -483,17 +508,39 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads until one whole reply of `expected` payload bytes went by.
-    async fn read_reply(&mut self, stream: &mut Conn, expected: usize) -> Result<(), BenchError> {
+    /// Reads until one whole reply of `expected` payload bytes went by;
+    /// returns the payload of a Ping seen on the way, owed a Pong.
+    async fn read_reply(
+        &mut self,
+        stream: &mut Conn,
+        expected: usize,
+    ) -> Result<Option<Vec<u8>>, BenchError> {
         let mut parser = ReplyParser::new(expected);
         loop {
             let fed = parser.feed(&self.buf[self.start..self.end])?;
             self.start += fed.consumed;
             if fed.done {
-                return Ok(());
+                return Ok(parser.pong);
             }
             self.read_some(stream).await?;
         }
+    }
+
+    /// Idle mode: answers the Pings buffered so far. A Close ends the
+    /// connection; a data frame is an error (nothing else should come).
+    async fn answer_pings(&mut self, stream: &mut Conn, key: [u8; 4]) -> Result<(), BenchError> {
+        let mut parser = ReplyParser::new(0);
+        let fed = parser.feed(&self.buf[self.start..self.end])?;
+        self.start += fed.consumed;
+        if fed.done || parser.in_message {
+            return Err(BenchError::UnexpectedReply(
+                "a data message on an idle connection".into(),
+            ));
+        }
+        if let Some(payload) = parser.pong {
+            send(stream, &build_control(OpCode::Pong, &payload, key)).await?;
+        }
+        Ok(())
     }
 }
 
@@ -627,6 +674,8 @@ impl Progress {
 struct Frames {
     message: Vec<u8>,
     close: Vec<u8>,
+    /// The masking key of the run, for Pongs.
+    key: [u8; 4],
 }
 
 fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
@@ -634,6 +683,7 @@ fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
     let frames = Arc::new(Frames {
         message: build_frame(plan.text, plan.size, key),
         close: build_close(key),
+        key,
     });
     let progress = Arc::new(Progress::default());
     let (window_tx, window_rx) = watch::channel(None::<Window>);
@@ -809,7 +859,9 @@ async fn echo_conn(
                 return Ok(());
             }
             send(&mut stream, &frames.message).await?;
-            reader.read_reply(&mut stream, plan.size).await?;
+            if let Some(ping) = reader.read_reply(&mut stream, plan.size).await? {
+                send(&mut stream, &build_control(OpCode::Pong, &ping, frames.key)).await?;
+            }
             let done = Instant::now();
             progress.replies.fetch_add(1, Ordering::Relaxed);
             if done >= window.start && done < window.end {
@@ -843,14 +895,15 @@ fn run_idle(plan: &Plan) -> Result<Report, BenchError> {
     let (done_tx, done_rx) = watch::channel(false);
     let rss_before = plan.server_pid.map(read_proc_rss).transpose()?;
     let bar = progress_bar(plan, plan.conns as u64, "opening");
-    let close = Arc::new(build_close(rand_key()));
+    let key = rand_key();
+    let close = Arc::new(build_close(key));
     let workers: Vec<_> = shares(plan.conns, plan.threads)
         .map(|share| {
             let plan = plan.clone();
             let progress = Arc::clone(&progress);
             let done_rx = done_rx.clone();
             let close = Arc::clone(&close);
-            std::thread::spawn(move || idle_thread(&plan, share, &progress, done_rx, &close))
+            std::thread::spawn(move || idle_thread(&plan, share, &progress, done_rx, &close, key))
         })
         .collect();
     drop(done_rx);
@@ -891,8 +944,9 @@ fn idle_thread(
     plan: &Plan,
     conns: usize,
     progress: &Arc<Progress>,
-    mut done: watch::Receiver<bool>,
+    done: watch::Receiver<bool>,
     close_frame: &Arc<Vec<u8>>,
+    key: [u8; 4],
 ) {
     let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
@@ -910,15 +964,27 @@ fn idle_thread(
             let next = Rc::clone(&next);
             let plan = plan.clone();
             let progress = Arc::clone(progress);
+            let done = done.clone();
+            let close_frame = Arc::clone(close_frame);
             openers.push(tokio::task::spawn_local(async move {
-                let mut held = Vec::new();
+                let mut holders = Vec::new();
                 while next.get() < conns {
                     next.set(next.get() + 1);
                     let mut reader = Reader::new(4096);
                     match open(&plan, &mut reader).await {
                         Ok(stream) => {
                             progress.opened.fetch_add(1, Ordering::Relaxed);
-                            held.push(stream);
+                            let held = Held {
+                                stream,
+                                reader,
+                                key,
+                            };
+                            let progress = Arc::clone(&progress);
+                            let done = done.clone();
+                            let close_frame = Arc::clone(&close_frame);
+                            holders.push(tokio::task::spawn_local(async move {
+                                held.hold(&progress, done, &close_frame).await;
+                            }));
                         }
                         Err(e) => {
                             progress.note_error(&e);
@@ -926,26 +992,52 @@ fn idle_thread(
                         }
                     }
                 }
-                held
+                holders
             }));
         }
-        let mut held = Vec::with_capacity(conns);
+        let mut holders = Vec::with_capacity(conns);
         for opener in openers {
-            held.extend(opener.await.unwrap_or_default());
+            holders.extend(opener.await.unwrap_or_default());
         }
-        // Hold them until the controller has read the server's RSS.
-        let _ = done.wait_for(|done| *done).await;
-        let closing: Vec<_> = held
-            .into_iter()
-            .map(|stream| {
-                let close_frame = Arc::clone(close_frame);
-                tokio::task::spawn_local(async move { close(stream, &close_frame).await })
-            })
-            .collect();
-        for task in closing {
-            let _ = task.await;
+        for holder in holders {
+            let _ = holder.await;
         }
     });
+}
+
+/// One idle connection, held open until the controller is done with it.
+struct Held {
+    stream: Conn,
+    reader: Reader,
+    key: [u8; 4],
+}
+
+impl Held {
+    /// Answers the server's Pings (keepalive) until `done`, then closes.
+    async fn hold(
+        mut self,
+        progress: &Progress,
+        mut done: watch::Receiver<bool>,
+        close_frame: &[u8],
+    ) {
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = done.wait_for(|done| *done) => break,
+                read = self.reader.read_some(&mut self.stream) => read,
+            };
+            let answered = match read {
+                Ok(()) => self.reader.answer_pings(&mut self.stream, self.key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answered {
+                progress.note_error(&e);
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        close(self.stream, close_frame).await;
+    }
 }
 
 fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -1404,6 +1496,31 @@ mod tests {
                 done: true
             }
         );
+        // The Ping's payload is owed a Pong.
+        assert_eq!(parser.pong, Some(server_frame(0x89, 3)[2..].to_vec()));
+        // In any chunking: a Ping is only taken once all of it is there.
+        for chunk in [1, 2, 3, 5] {
+            let mut parser = ReplyParser::new(24);
+            assert_eq!(
+                feed_in_chunks(&mut parser, &reply, chunk).unwrap(),
+                reply.len()
+            );
+            assert_eq!(parser.pong.as_deref(), Some(&server_frame(0x89, 3)[2..]));
+        }
+    }
+
+    #[test]
+    fn pongs_are_masked_control_frames() {
+        let key = [1, 2, 3, 4];
+        let pong = build_control(OpCode::Pong, b"abc", key);
+        let (header, len) = FrameHeader::parse(&pong).unwrap().unwrap();
+        assert_eq!(
+            (header.opcode, header.fin, header.mask),
+            (OpCode::Pong, true, Some(key))
+        );
+        let mut payload = pong[len..].to_vec();
+        apply_mask(&mut payload, key, 0);
+        assert_eq!(payload, b"abc");
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub(crate) struct LimitArgs {
     /// Seconds to wait for the closing handshake.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub(crate) close_timeout: f64,
+    /// Seconds between keepalive Pings; 0 turns keepalive off.
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub(crate) ping_interval: f64,
+    /// Seconds a keepalive Ping may wait for its Pong before the connection
+    /// is failed (close code 1011).
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub(crate) ping_timeout: f64,
     /// Bytes queued for a slow peer before sending waits.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub(crate) write_buffer: usize,
@@ -37,6 +44,12 @@ impl LimitArgs {
         config.max_handshake_size = self.max_handshake_size;
         config.handshake_timeout = seconds("--handshake-timeout", self.handshake_timeout)?;
         config.close_timeout = seconds("--close-timeout", self.close_timeout)?;
+        config.ping_interval = if self.ping_interval == 0.0 {
+            None
+        } else {
+            Some(seconds("--ping-interval", self.ping_interval)?)
+        };
+        config.ping_timeout = seconds("--ping-timeout", self.ping_timeout)?;
         config.write_buffer_high_water = self.write_buffer.max(1);
         if self.no_deflate {
             config.deflate = None;

@@ -93,6 +93,8 @@ fn bad_flags_fail_with_a_message() {
         vec!["serve", "--close-timeout", "-1"],
         vec!["connect", "ftp://127.0.0.1/"],
         vec!["connect", "ws://127.0.0.1:1/", "--header", "no colon"],
+        vec!["serve", "--ping-interval=-1"],
+        vec!["serve", "--ping-timeout", "0"],
         vec!["bench", "ws://127.0.0.1:1/", "--conns", "0"],
         vec!["bench", "ws://127.0.0.1:1/", "--size", "1G"],
         vec!["bench", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
@@ -155,7 +157,9 @@ fn sigterm_closes_connections_with_1001() {
 
 #[test]
 fn bench_echoes_and_measures_the_server() {
-    let server = Server::start(&[]);
+    // Keepalive every 100 ms: bench must answer the Pings, or the server
+    // fails its connections (1011) and they count as errors.
+    let server = Server::start(&["--ping-interval", "0.1", "--ping-timeout", "0.3"]);
     let pid = server.child.id().to_string();
     let url = format!("ws://{}/", server.addr);
     let (out, json) = bench(
@@ -166,7 +170,7 @@ fn bench_echoes_and_measures_the_server() {
             "--size",
             "1024",
             "--secs",
-            "0.5",
+            "1",
             "--warmup",
             "0.1",
             "--server-pid",
@@ -188,7 +192,7 @@ fn bench_echoes_and_measures_the_server() {
             "--conns",
             "50",
             "--settle",
-            "0.2",
+            "1",
             "--server-pid",
             &pid,
         ],
@@ -216,4 +220,37 @@ fn bench_says_why_connections_failed() {
         json["first_error"].as_str().unwrap().contains("refused"),
         "{json}"
     );
+}
+
+#[test]
+fn keepalive_fails_a_silent_client_with_1011() {
+    let server = Server::start(&["--ping-interval", "0.2", "--ping-timeout", "0.3"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    // Read everything until the server ends the connection; answer nothing.
+    let started = std::time::Instant::now();
+    let mut wire = Vec::new();
+    stream.read_to_end(&mut wire).unwrap();
+    let elapsed = started.elapsed();
+    let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(wire.starts_with(b"HTTP/1.1 101"));
+    let frames = &wire[head_end..];
+    // A Ping with a 4-byte payload, then a Close with 1011.
+    assert_eq!(&frames[..2], &[0x89, 4]);
+    let close = &frames[6..];
+    assert_eq!(close[0], 0x88);
+    assert_eq!(&close[2..4], &1011u16.to_be_bytes());
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    server.wait_for_log("keepalive ping timed out");
 }
