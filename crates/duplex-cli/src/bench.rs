@@ -665,6 +665,37 @@ impl Progress {
         }
     }
 
+    /// Waits until every connection opened or failed, showing progress.
+    fn wait_until_all_tried(&self, conns: usize, bar: &ProgressBar) {
+        loop {
+            let opened = self.opened.load(Ordering::Relaxed);
+            bar.set_position(opened);
+            if opened + self.failed.load(Ordering::Relaxed) >= conns as u64 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A thread's runtime; if it cannot start, its connections count as
+    /// failed.
+    fn runtime_for(&self, conns: usize) -> Option<tokio::runtime::Runtime> {
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match built {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a runtime");
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| format!("cannot start a runtime: {e}"));
+                }
+                self.failed.fetch_add(conns as u64, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     fn first_error(&self) -> Option<String> {
         self.first_error.lock().ok().and_then(|first| first.clone())
     }
@@ -700,12 +731,7 @@ fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
     drop(window_rx);
 
     // Wait for every connection to be open (or failed) before the clock starts.
-    while progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed)
-        < plan.conns as u64
-    {
-        bar.set_position(progress.opened.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    progress.wait_until_all_tried(plan.conns, &bar);
     let opened = progress.opened.load(Ordering::Relaxed);
     let start = Instant::now() + plan.warmup;
     let window = Window {
@@ -787,15 +813,10 @@ fn echo_thread(
     window: watch::Receiver<Option<Window>>,
 ) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::new()));
-    let runtime = match current_thread_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a runtime");
-            progress.failed.fetch_add(conns as u64, Ordering::Relaxed);
-            let mut s = Stats::new();
-            s.errors = conns as u64;
-            return s;
-        }
+    let Some(runtime) = progress.runtime_for(conns) else {
+        let mut s = Stats::new();
+        s.errors = conns as u64;
+        return s;
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
@@ -907,13 +928,7 @@ fn run_idle(plan: &Plan) -> Result<Report, BenchError> {
         })
         .collect();
     drop(done_rx);
-    while progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed)
-        < plan.conns as u64
-    {
-        bar.set_position(progress.opened.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bar.set_position(progress.opened.load(Ordering::Relaxed));
+    progress.wait_until_all_tried(plan.conns, &bar);
     bar.set_message("settling");
     std::thread::sleep(plan.settle);
     let rss_after = plan.server_pid.map(read_proc_rss).transpose()?;
@@ -948,13 +963,8 @@ fn idle_thread(
     close_frame: &Arc<Vec<u8>>,
     key: [u8; 4],
 ) {
-    let runtime = match current_thread_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a runtime");
-            progress.failed.fetch_add(conns as u64, Ordering::Relaxed);
-            return;
-        }
+    let Some(runtime) = progress.runtime_for(conns) else {
+        return;
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
@@ -1038,12 +1048,6 @@ impl Held {
         }
         close(self.stream, close_frame).await;
     }
-}
-
-fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
 }
 
 /// Splits `conns` connections over `threads` threads, as evenly as can be.
