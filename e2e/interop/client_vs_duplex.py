@@ -30,34 +30,17 @@ import random
 import signal
 import sys
 import time
-from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, Fail, check, counting
+
 MiB = 1 << 20
 STEP_TIMEOUT = 30.0
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise Fail(what)
-    print(f"  ok: {what}", flush=True)
-
-
-class CountingConnection(ClientConnection):
-    """Counts the bytes received on the TCP connection."""
-
-    rx_bytes = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.rx_bytes += len(data)
-        super().data_received(data)
+CountingConnection = counting(ClientConnection)
 
 
 async def start_server(duplex: str) -> tuple[asyncio.subprocess.Process, str]:

@@ -30,32 +30,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, Fail, check, counting
+
 RUN_TIMEOUT = 60.0
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise Fail(what)
-    print(f"  ok: {what}", flush=True)
-
-
-class CountingServerConnection(ServerConnection):
-    """Counts the bytes received on the TCP connection."""
-
-    rx_bytes = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.rx_bytes += len(data)
-        super().data_received(data)
+CountingServerConnection = counting(ServerConnection)
 
 
 @dataclass
