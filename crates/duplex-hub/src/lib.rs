@@ -1,0 +1,26 @@
+//! The push-server layer: named topics that WebSocket clients subscribe to,
+//! publishing to every subscriber of a topic, and an optional Redis pub/sub
+//! backplane so that several `duplex serve` processes act as one.
+//!
+//! - [`Hub`] owns the topics ([`hub`]): [`Hub::subscribe`] gives a
+//!   [`Subscription`] with a bounded queue of its own; [`Hub::publish`]
+//!   queues a message for every subscriber of the topic. A subscriber whose
+//!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
+//!   than let the publisher wait or memory grow: the server closes that
+//!   connection (1008, "slow consumer").
+//! - [`backplane`] carries every local publish to Redis and every other
+//!   node's publish from it, tagged with a random node id so that no node
+//!   delivers its own messages twice.
+//! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
+//!   text format.
+//!
+//! Messages are [`duplex::Message`]s: a payload is reference-counted, so a
+//! message published to ten thousand subscribers is stored once.
+
+pub mod backplane;
+pub mod hub;
+pub mod metrics;
+
+pub use backplane::BackplaneError;
+pub use hub::{Hub, HubConfig, HubError, RecvError, Subscription, validate_topic};
+pub use metrics::Metrics;

@@ -1,0 +1,112 @@
+//! The backplane against a real Redis: a `redis-server` this test starts on
+//! a free loopback port (Debian's package; the test command installs it).
+//! Two hubs stand for two `duplex serve` processes.
+
+#[path = "support/redis.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use duplex::Message;
+use duplex_hub::backplane::Backplane;
+use duplex_hub::{Hub, HubConfig, Subscription};
+use support::Redis;
+
+async fn next(sub: &mut Subscription) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .expect("a message within 10 s")
+        .expect("the subscription is open")
+}
+
+async fn nothing_more(sub: &mut Subscription) {
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "unexpected {more:?}");
+}
+
+/// Publishes until the other node has it (a fresh pattern subscription may
+/// take a moment), then returns what arrived.
+async fn publish_until_received(from: &Hub, to: &mut Subscription, text: &str) -> Message {
+    // (Used before any other traffic on the topic.)
+    for _ in 0..50 {
+        from.publish(to.topic(), Message::text(text)).unwrap();
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), to.recv()).await {
+            return m;
+        }
+    }
+    panic!("{text:?} never crossed the backplane");
+}
+
+#[tokio::test]
+async fn two_nodes_share_topics_and_nobody_gets_a_message_twice() {
+    let redis = Redis::start();
+    let a = Hub::new(HubConfig::default());
+    let b = Hub::new(HubConfig::default());
+    let _pa = Backplane::redis(&a, &redis.url()).await.unwrap();
+    let _pb = Backplane::redis(&b, &redis.url()).await.unwrap();
+    let mut on_a = a.subscribe("news").unwrap();
+    let mut on_b = b.subscribe("news").unwrap();
+
+    // Published on B: B's subscriber at once, A's through Redis.
+    assert_eq!(
+        publish_until_received(&b, &mut on_a, "warm-up").await,
+        Message::text("warm-up")
+    );
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_b.recv()).await {}
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await {}
+
+    b.publish("news", Message::binary(vec![1u8, 2, 3])).unwrap();
+    assert_eq!(next(&mut on_b).await, Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(next(&mut on_a).await, Message::binary(vec![1u8, 2, 3]));
+    // Published on A: once on A (not again from Redis), once on B.
+    a.publish("news", Message::text("from a")).unwrap();
+    assert_eq!(next(&mut on_a).await, Message::text("from a"));
+    assert_eq!(next(&mut on_b).await, Message::text("from a"));
+    nothing_more(&mut on_a).await;
+    nothing_more(&mut on_b).await;
+    // Another topic does not leak into this one.
+    a.publish("sport", Message::text("goal")).unwrap();
+    nothing_more(&mut on_b).await;
+
+    let (sa, sb) = (a.metrics().snapshot(), b.metrics().snapshot());
+    assert!(
+        sa.backplane_in >= 2 && sb.backplane_in >= 1,
+        "{sa:?} {sb:?}"
+    );
+    assert_eq!(sa.backplane_dropped + sb.backplane_dropped, 0);
+}
+
+#[tokio::test]
+async fn the_backplane_comes_back_after_redis_restarts() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let a = Hub::new(HubConfig::default());
+    let b = Hub::new(HubConfig::default());
+    let _pa = Backplane::redis(&a, &redis.url()).await.unwrap();
+    let _pb = Backplane::redis(&b, &redis.url()).await.unwrap();
+    let mut on_a = a.subscribe("t").unwrap();
+    publish_until_received(&b, &mut on_a, "before").await;
+
+    drop(redis);
+    // Published while Redis is down: the first fails and is counted as
+    // dropped; the ones queued behind it wait for the reconnection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        b.publish("t", Message::text("during")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _redis = Redis::start_on(port);
+    // Both directions come back: B's publisher and A's subscription.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        b.publish("t", Message::text("after")).unwrap();
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), on_a.recv()).await {
+            if m == Message::text("after") {
+                break;
+            }
+            assert_eq!(m, Message::text("during"));
+        }
+        assert!(Instant::now() < deadline, "the backplane did not come back");
+    }
+    assert!(b.metrics().snapshot().backplane_dropped >= 1);
+}
