@@ -65,6 +65,16 @@ pub(crate) fn run(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Err
     result
 }
 
+/// Adds the certificates of every `--ca` file to the client's roots.
+pub(crate) fn trust(mut builder: ClientBuilder, ca: &[PathBuf]) -> Result<ClientBuilder, String> {
+    for path in ca {
+        for root in duplex::tls::load_certificates(path).map_err(|e| format!("--ca {e}"))? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    Ok(builder)
+}
+
 async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut config = Config::client();
     args.limits.apply(&mut config)?;
@@ -83,11 +93,7 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Erro
             HeaderValue::try_from(value.trim()).map_err(|e| format!("--header {header:?}: {e}"))?;
         builder = builder.header(name, value);
     }
-    for path in &args.ca {
-        for root in duplex::tls::load_certificates(path).map_err(|e| format!("--ca {e}"))? {
-            builder = builder.add_root_certificate(root);
-        }
-    }
+    builder = trust(builder, &args.ca)?;
     let mut ws = builder
         .connect()
         .await

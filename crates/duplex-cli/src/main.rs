@@ -1,13 +1,15 @@
-//! The `duplex` command: `serve`, `connect` (and, as they land, `publish`
-//! and `bench`). This crate only parses flags and wires the library's
-//! layers together; no protocol logic lives here.
+//! The `duplex` command: `serve`, `connect`, `publish` and `bench`. This
+//! crate only parses flags and wires the library's layers together; no
+//! protocol logic lives here.
 
 mod bench;
 mod connect;
 mod limits;
 mod page;
+mod publish;
 mod serve;
 mod shutdown;
+mod topics;
 
 use std::process::ExitCode;
 
@@ -23,11 +25,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve WebSocket echo on every path, and a test page at GET /.
+    /// Serve WebSocket echo on every path, topics on /topics/NAME (publish
+    /// and subscribe; shared over Redis with --redis), and a test page at
+    /// GET /.
     Serve(serve::ServeArgs),
     /// Connect to a WebSocket server: stdin lines go out as text messages,
     /// received messages are printed.
     Connect(connect::ConnectArgs),
+    /// Publish messages to a topic of a duplex server: every subscriber
+    /// gets them.
+    Publish(publish::PublishArgs),
     /// Load a WebSocket server and measure it: echo throughput and latency,
     /// or memory per idle connection.
     Bench(bench::BenchArgs),
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

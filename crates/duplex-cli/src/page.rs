@@ -1,15 +1,18 @@
 //! Plain HTTP on the WebSocket port, through hyper: the test page at
-//! `GET /`, 404 for other paths, 405 for other methods. An Upgrade request
-//! on a kept-alive HTTP connection is accepted through hyper's upgrade.
+//! `GET /`, `GET /metrics`, `POST /topics/{name}` (see [`crate::topics`]),
+//! 404 for other paths, 405 for other methods. An Upgrade request on a
+//! kept-alive HTTP connection is accepted through hyper's upgrade.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::serve::Shared;
 use crate::shutdown::Shutdown;
+use crate::topics::{self, text};
 use bytes::Bytes;
-use duplex::{Config, PendingRequest};
+use duplex::PendingRequest;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -22,8 +25,11 @@ const INDEX_HTML: &str = include_str!("page/index.html");
 
 /// Serves a connection whose first request was not an Upgrade, over TCP or
 /// TLS.
-pub(crate) async fn serve_http<S>(pending: PendingRequest<S>, config: &Config, shutdown: Shutdown)
-where
+pub(crate) async fn serve_http<S>(
+    pending: PendingRequest<S>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (stream, raw) = pending.into_parts();
@@ -32,12 +38,11 @@ where
         prefix: Bytes::from(raw),
         inner: stream,
     });
-    let config = Arc::new(config.clone());
     let service_shutdown = shutdown.clone();
     let service = service_fn(move |request| {
-        let config = Arc::clone(&config);
+        let shared = Arc::clone(&shared);
         let shutdown = service_shutdown.clone();
-        async move { Ok::<_, Infallible>(respond(request, config, shutdown)) }
+        async move { Ok::<_, Infallible>(respond(request, shared, shutdown).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -57,9 +62,9 @@ where
     }
 }
 
-fn respond(
+async fn respond(
     request: Request<Incoming>,
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
     let is_upgrade = request
@@ -68,14 +73,20 @@ fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        return upgrade(request, &config, shutdown);
+        return upgrade(request, &shared, shutdown);
     }
-    match (request.method(), request.uri().path()) {
+    let path = request.uri().path().to_owned();
+    if let Some(topic) = topics::topic_of(&path) {
+        let max = shared.config.max_message_size;
+        return topics::publish(request, topic, &shared.hub, max).await;
+    }
+    match (request.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/") => Response::builder()
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
             .header(header::CACHE_CONTROL, "no-cache")
             .body(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())))
             .expect("static response"),
+        (&Method::GET | &Method::HEAD, "/metrics") => topics::metrics(&shared.hub),
         (&Method::GET | &Method::HEAD, _) => text(StatusCode::NOT_FOUND, "not found\n"),
         _ => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -89,17 +100,24 @@ fn respond(
 
 fn upgrade(
     mut request: Request<Incoming>,
-    config: &Config,
+    shared: &Arc<Shared>,
     shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
-    match duplex::negotiate(&request, config) {
+    let subscription = match topics::topic_of(request.uri().path()).map(|t| shared.hub.subscribe(t))
+    {
+        None => None,
+        Some(Ok(subscription)) => Some(subscription),
+        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    };
+    match duplex::negotiate(&request, &shared.config) {
         Ok((answer, accepted)) => {
             let on_upgrade = hyper::upgrade::on(&mut request);
+            let hub = shared.hub.clone();
             tokio::spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let ws = accepted.into_websocket(TokioIo::new(upgraded));
-                        crate::serve::echo(ws, shutdown.fired()).await;
+                        crate::serve::connection(ws, subscription, &hub, shutdown.fired()).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }
@@ -120,13 +138,6 @@ fn upgrade(
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .expect("static response")
-}
 
 /// A stream that first yields bytes already read from it.
 struct Replay<S> {

@@ -1,5 +1,7 @@
-//! `duplex serve`: echo on every path, the test page at `GET /`, a bounded
-//! number of connections, and a graceful shutdown that closes every
+//! `duplex serve`: echo on every path but `/topics/{name}` (publish and
+//! subscribe, see [`crate::topics`]; with `--redis`, shared by every server
+//! on that Redis), the test page at `GET /`, counters at `GET /metrics`, a
+//! bounded number of connections, and a graceful shutdown that closes every
 //! connection with 1001 on SIGTERM or Ctrl-C.
 //!
 //! With `--tls-cert` and `--tls-key` it serves `wss://` and the page over
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use crate::shutdown::{Fired, Shutdown};
 use clap::Args;
 use duplex::{CloseCode, Config, Event, PendingRequest, TlsAcceptor, WebSocket};
+use duplex_hub::{Hub, HubConfig};
+use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -24,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::LimitArgs;
-use crate::page;
+use crate::{page, topics};
 
 /// Arguments of `duplex serve`.
 #[derive(Debug, Args)]
@@ -47,8 +51,30 @@ pub(crate) struct ServeArgs {
     /// PKCS#1 or SEC1.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Redis URL (redis://host:port/db): share topics with every `duplex
+    /// serve` on the same Redis. Checked at start.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Messages queued for one topic subscriber; one that falls further
+    /// behind is closed with 1008 ("slow consumer").
+    #[arg(long, default_value_t = HubConfig::default().queue, value_name = "N")]
+    topic_queue: usize,
+    /// Topics with subscribers, at most; more subscriptions are refused.
+    #[arg(long, default_value_t = HubConfig::default().max_topics, value_name = "N")]
+    max_topics: usize,
+    /// Seconds one message may take to write to a topic subscriber before
+    /// its connection is dropped (it stopped reading).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    topic_send_timeout: f64,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) hub: Hub,
 }
 
 /// The certificate files and the acceptor they feed, when serving TLS.
@@ -107,6 +133,32 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    if args.topic_queue == 0 || args.max_topics == 0 {
+        return Err("--topic-queue and --max-topics must be at least 1".into());
+    }
+    let send_timeout = std::time::Duration::try_from_secs_f64(args.topic_send_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--topic-send-timeout {}: must be a positive number of seconds",
+                args.topic_send_timeout
+            )
+        })?;
+    let hub = Hub::new(HubConfig {
+        queue: args.topic_queue,
+        max_topics: args.max_topics,
+        send_timeout,
+    });
+    // Held for the server's life: dropping it stops the relaying.
+    let _backplane = match &args.redis {
+        Some(url) => Some(
+            duplex_hub::backplane::Backplane::redis(&hub, url)
+                .await
+                .map_err(|e| format!("cannot use --redis: {e}"))?,
+        ),
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {
             acceptor: TlsAcceptor::from_pem_files(cert, key)
@@ -127,7 +179,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     stdout.flush()?;
     tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
 
-    let config = Arc::new(config);
+    let shared = Arc::new(Shared { config, hub });
     let shutdown = Shutdown::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(args.max_connections));
@@ -150,19 +202,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                     tracing::warn!(%peer, max = args.max_connections, "refusing connection: --max-connections reached");
                     continue;
                 };
-                let config = Arc::clone(&config);
+                let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
                 let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
                 tracker.spawn(async move {
-                    if let Err(e) = stream.set_nodelay(config.nodelay) {
+                    if let Err(e) = stream.set_nodelay(shared.config.nodelay) {
                         tracing::debug!(error = %e, "set_nodelay failed");
                     }
                     // One budget for the TLS handshake and the HTTP request.
-                    let deadline = Instant::now() + config.handshake_timeout;
+                    let deadline = Instant::now() + shared.config.handshake_timeout;
                     match acceptor {
-                        None => handle(stream, &config, shutdown, deadline).await,
+                        None => handle(stream, &shared, shutdown, deadline).await,
                         Some(acceptor) => {
-                            Box::pin(handle_tls(stream, &acceptor, &config, shutdown, deadline)).await
+                            Box::pin(handle_tls(stream, &acceptor, &shared, shutdown, deadline)).await
                         }
                     }
                     drop(slot);
@@ -182,7 +234,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     );
     shutdown.fire();
     tracker.close();
-    let grace = config.close_timeout + std::time::Duration::from_secs(1);
+    let grace = shared.config.close_timeout + std::time::Duration::from_secs(1);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after the close timeout; exiting anyway");
     }
@@ -243,7 +295,7 @@ async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
 async fn handle_tls(
     stream: TcpStream,
     acceptor: &TlsAcceptor,
-    config: &Config,
+    shared: &Arc<Shared>,
     shutdown: Shutdown,
     deadline: Instant,
 ) {
@@ -253,18 +305,18 @@ async fn handle_tls(
         () = shutdown.fired() => return,
     };
     match tls {
-        Ok(Ok(tls)) => handle(tls, config, shutdown, deadline).await,
+        Ok(Ok(tls)) => handle(tls, shared, shutdown, deadline).await,
         Ok(Err(e)) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
     }
 }
 
-async fn handle<S>(stream: S, config: &Config, shutdown: Shutdown, deadline: Instant)
+async fn handle<S>(stream: S, shared: &Arc<Shared>, shutdown: Shutdown, deadline: Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let pending = tokio::select! {
-        pending = Box::pin(tokio::time::timeout_at(deadline, PendingRequest::read(stream, config))) => {
+        pending = Box::pin(tokio::time::timeout_at(deadline, PendingRequest::read(stream, &shared.config))) => {
             pending.unwrap_or(Err(duplex::Error::HandshakeTimeout))
         }
         () = shutdown.fired() => return,
@@ -277,12 +329,75 @@ where
         }
     };
     if !pending.is_upgrade() {
-        Box::pin(page::serve_http(pending, config, shutdown)).await;
+        Box::pin(page::serve_http(pending, Arc::clone(shared), shutdown)).await;
         return;
     }
-    match Box::pin(pending.accept(config)).await {
-        Ok(ws) => echo(ws, shutdown.fired()).await,
-        Err(e) => tracing::debug!(error = %e, "handshake failed"),
+    let path = pending.request().uri().path().to_owned();
+    let subscription = match topics::topic_of(&path).map(|topic| shared.hub.subscribe(topic)) {
+        None => None,
+        Some(Ok(subscription)) => Some(subscription),
+        Some(Err(e)) => {
+            tracing::info!(error = %e, "refusing a subscription");
+            let body = format!("{e}\n");
+            let response = http::Response::builder()
+                .status(http::StatusCode::BAD_REQUEST)
+                .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(http::header::CONTENT_LENGTH, body.len())
+                .body(body)
+                .expect("static response");
+            let _ = pending.reject(response).await;
+            return;
+        }
+    };
+    let ws = match Box::pin(pending.accept(&shared.config)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    connection(ws, subscription, &shared.hub, shutdown.fired()).await;
+}
+
+/// Runs an accepted connection: a topic session (boxed: rarer, and larger)
+/// or the echo. Not an `async fn`, for the reason given on [`echo`].
+pub(crate) fn connection<S>(
+    ws: WebSocket<S>,
+    subscription: Option<duplex_hub::Subscription>,
+    hub: &Hub,
+    shutdown: Fired,
+) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let open = Open::new(hub);
+    match subscription {
+        Some(subscription) => {
+            Either::Left(Box::pin(topics::session(ws, subscription, open, shutdown)))
+        }
+        None => Either::Right(echo(ws, shutdown, open)),
+    }
+}
+
+/// Counts an open WebSocket connection in `/metrics` for as long as it
+/// lives, and gives the connection its hub.
+#[derive(Debug)]
+pub(crate) struct Open(Hub);
+
+impl Open {
+    fn new(hub: &Hub) -> Open {
+        hub.metrics().connection_opened();
+        Open(hub.clone())
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.0
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.metrics().connection_closed();
     }
 }
 
@@ -293,11 +408,12 @@ where
 /// arguments, then as locals), and this future lives as long as the
 /// connection, so its size is memory per idle connection.
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn echo<S>(mut ws: WebSocket<S>, mut shutdown: Fired) -> impl Future<Output = ()>
+fn echo<S>(mut ws: WebSocket<S>, mut shutdown: Fired, open: Open) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async move {
+        let _open = open;
         let mut closing = false;
         loop {
             let event = tokio::select! {

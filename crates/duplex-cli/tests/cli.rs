@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Server, bench, connect};
+use common::{BIN, Server, bench, connect, http_status};
 
 #[test]
 fn echo_hello_through_serve_and_connect() {
@@ -34,42 +34,25 @@ fn many_lines_come_back_in_order_without_deflate() {
     assert!(stderr.contains("extensions: -"), "{stderr}");
 }
 
-fn http_status(addr: &str, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 #[test]
 fn the_page_and_plain_http() {
     let server = Server::start(&[]);
     let close = "Connection: close\r\n\r\n";
     let (status, text) = http_status(
         &server.addr,
-        &format!("GET / HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{close}"),
     );
     assert_eq!(status, 200);
     assert!(text.contains("text/html"));
     assert!(text.contains(r#"new WebSocket("ws://localhost:8080")"#));
     let (status, _) = http_status(
         &server.addr,
-        &format!("GET /nope HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("GET /nope HTTP/1.1\r\nHost: x\r\n{close}"),
     );
     assert_eq!(status, 404);
     let (status, _) = http_status(
         &server.addr,
-        &format!("DELETE / HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("DELETE / HTTP/1.1\r\nHost: x\r\n{close}"),
     );
     assert_eq!(status, 405);
     let (status, text) = http_status(

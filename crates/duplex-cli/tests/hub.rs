@@ -1,0 +1,229 @@
+//! Topics through the built binary: `duplex serve` with `/topics/{name}`,
+//! `duplex publish`, `POST /topics/{name}`, `GET /metrics`, a subscriber
+//! that stops reading, and two servers sharing topics over a real Redis
+//! (a `redis-server` started here).
+
+mod common;
+#[path = "../../duplex-hub/tests/support/redis.rs"]
+mod redis;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, http_status, stderr_of};
+use redis::Redis;
+
+/// A `duplex connect` subscribed to a topic; its printed lines arrive on a
+/// channel. Its stdin stays open (so it stays connected) until dropped.
+struct Subscriber {
+    child: Child,
+    _stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    fn start(addr: &str, topic: &str) -> Subscriber {
+        let mut child = Command::new(BIN)
+            .args(["connect", &format!("ws://{addr}/topics/{topic}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Subscribed once the handshake is done: connect says so on stderr.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.starts_with("connected to"), "{line:?}");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Subscriber {
+            child,
+            _stdin: stdin,
+            lines,
+        }
+    }
+
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a message within 10 s")
+    }
+
+    fn nothing_more(&self) {
+        let more = self.lines.recv_timeout(Duration::from_millis(300));
+        assert!(more.is_err(), "unexpected {more:?}");
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish(addr: &str, topic: &str, messages: &[&str]) {
+    let out = Command::new(BIN)
+        .args(["publish", &format!("ws://{addr}"), topic])
+        .args(messages)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status and the body.
+fn http(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let (status, text) = http_status(addr, request);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// The value of one sample of `GET /metrics`.
+fn metric(addr: &str, name: &str) -> u64 {
+    let (status, body) = http(addr, "GET", "/metrics", "", b"");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn publish_subscribe_and_post_on_one_server() {
+    let server = Server::start(&[]);
+    let sub = Subscriber::start(&server.addr, "news");
+    let other = Subscriber::start(&server.addr, "sport");
+
+    publish(&server.addr, "news", &["hello", "world"]);
+    assert_eq!(sub.next(), "hello");
+    assert_eq!(sub.next(), "world");
+
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/topics/news",
+        "Content-Type: text/plain\r\n",
+        b"via http",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "{\"topic\":\"news\",\"delivered\":1}\n");
+    assert_eq!(sub.next(), "via http");
+    other.nothing_more();
+
+    assert_eq!(metric(&server.addr, "duplex_published_total"), 3);
+    assert_eq!(metric(&server.addr, "duplex_subscribers"), 2);
+    assert_eq!(metric(&server.addr, "duplex_topics"), 2);
+    assert_eq!(metric(&server.addr, "duplex_connections"), 2);
+
+    // Bad topic names get 400, as a subscription and as a POST.
+    let (status, _) = http(
+        &server.addr,
+        "GET",
+        "/topics/a%20b",
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        b"",
+    );
+    assert_eq!(status, 400);
+    let (status, _) = http(&server.addr, "POST", "/topics/", "", b"x");
+    assert_eq!(status, 400);
+    // The echo on every other path is as before.
+    let out = common::connect(&format!("ws://{}/", server.addr), "hello\n", &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped() {
+    let server = Server::start(&["--topic-queue", "4", "--topic-send-timeout", "0.5"]);
+    // Subscribes, then never reads.
+    let mut silent = TcpStream::connect(&server.addr).unwrap();
+    silent
+        .write_all(
+            b"GET /topics/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = [0u8; 12];
+    silent.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    // Enough to fill the socket buffers and the queue of four.
+    let body = vec![7u8; 256 << 10];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&server.addr, "duplex_connections") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the silent subscriber was never dropped"
+        );
+        let (status, _) = http(&server.addr, "POST", "/topics/t", "", &body);
+        assert_eq!(status, 200);
+    }
+    assert_eq!(metric(&server.addr, "duplex_subscribers"), 0);
+    assert!(metric(&server.addr, "duplex_slow_consumers_total") >= 1);
+    assert_eq!(metric(&server.addr, "duplex_stalled_subscribers_total"), 1);
+    server.wait_for_log("dropping a subscriber that stopped reading");
+}
+
+#[test]
+fn two_servers_share_topics_over_redis() {
+    let redis = Redis::start();
+    let a = Server::start(&["--redis", &redis.url()]);
+    let b = Server::start(&["--redis", &redis.url()]);
+    let on_a = Subscriber::start(&a.addr, "news");
+    let on_b = Subscriber::start(&b.addr, "news");
+
+    publish(&b.addr, "news", &["from b"]);
+    assert_eq!(on_a.next(), "from b");
+    assert_eq!(on_b.next(), "from b");
+    publish(&a.addr, "news", &["from a"]);
+    assert_eq!(on_a.next(), "from a");
+    assert_eq!(on_b.next(), "from a");
+    // Each exactly once: a server skips its own messages coming back.
+    on_a.nothing_more();
+    on_b.nothing_more();
+    let (status, _) = http(&a.addr, "POST", "/topics/news", "", b"\x01\x02");
+    assert_eq!(status, 200);
+    assert_eq!(on_b.next(), "0102", "binary, printed as hex");
+    assert!(metric(&b.addr, "duplex_backplane_received_total") >= 2);
+}
+
+#[test]
+fn serve_with_an_unreachable_redis_fails_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--redis", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("cannot use --redis") && stderr.contains(&url),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no `listening on` line");
+}
