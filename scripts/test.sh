@@ -5,7 +5,7 @@
 #
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings
-#   test             cargo test --workspace
+#   test             cargo test --workspace (the hub's tests start their own redis-server)
 #   build            cargo build --release -p duplex-cli -p duplex --examples --bins
 #   autobahn-server  kosoku -m fuzzingclient against `duplex serve`, judged strictly
 #   autobahn-client  kosoku -m fuzzingserver against the example `autobahn_client`, judged strictly
@@ -23,7 +23,9 @@
 #
 # Installs what it needs, idempotently: a Python venv at target/venv with the pins of
 # e2e/requirements.txt (kosoku, websockets), reinstalled when the pins change; the
-# browser step installs Debian's chromium and playwright-core itself.
+# browser step installs Debian's chromium and playwright-core itself; the test step
+# installs Debian's redis-server when it is missing (tests start their own, on free
+# loopback ports; none uses a running Redis).
 #
 # Environment:
 #   DUPLEX_AUTOBAHN_CASES        case selection for both roles, kosoku patterns separated
@@ -183,6 +185,12 @@ stop_duplex_serve() {
 }
 
 # ---------------------------------------------------------------- python venv
+apt_install() { # apt_install PACKAGE...: Debian packages, quietly
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "$@" >/dev/null
+}
+
 ensure_venv() {
   local stamp="$VENV/.duplex-requirements" python
   if [ -x "$VENV/bin/python" ] && cmp -s "$REQUIREMENTS" "$stamp" \
@@ -201,9 +209,7 @@ ensure_venv() {
       log "error: $python has no venv module; install python3-venv" >&2
       return 1
     fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq python3-venv >/dev/null
+    apt_install python3-venv
   fi
   log "python: creating $VENV with $(tr "\n" " " <"$REQUIREMENTS")"
   rm -rf "$VENV"
@@ -237,7 +243,16 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 # ---------------------------------------------------------------- the steps
 step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
-step_test() { cargo test --workspace; }
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  log "redis: installing redis-server (apt), for the backplane tests"
+  if [ "$(id -u)" != 0 ]; then
+    log "error: redis-server not found; install Debian's redis-server" >&2
+    return 1
+  fi
+  apt_install redis-server
+}
+step_test() { ensure_redis; cargo test --workspace; }
 step_build() { cargo build --release -p duplex-cli -p duplex --examples --bins; }
 # Compiles, never times: the Criterion benches, and the comparison harness
 # (bench/, its own workspace) in the release mode bench/compare.sh runs it in.
