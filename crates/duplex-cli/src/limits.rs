@@ -29,6 +29,10 @@ pub(crate) struct LimitArgs {
     /// is failed (close code 1011).
     #[arg(long, default_value_t = 20.0, value_name = "SECS")]
     pub(crate) ping_timeout: f64,
+    /// Seconds a send may wait for a peer that takes no byte (it stopped
+    /// reading) before the connection is dropped; 0 waits forever.
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub(crate) write_timeout: f64,
     /// Bytes queued for a slow peer before sending waits.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub(crate) write_buffer: usize,
@@ -50,6 +54,11 @@ impl LimitArgs {
             Some(seconds("--ping-interval", self.ping_interval)?)
         };
         config.ping_timeout = seconds("--ping-timeout", self.ping_timeout)?;
+        config.write_timeout = if self.write_timeout == 0.0 {
+            None
+        } else {
+            Some(seconds("--write-timeout", self.write_timeout)?)
+        };
         config.write_buffer_high_water = self.write_buffer.max(1);
         if self.no_deflate {
             config.deflate = None;

@@ -78,6 +78,7 @@ fn bad_flags_fail_with_a_message() {
         vec!["connect", "ws://127.0.0.1:1/", "--header", "no colon"],
         vec!["serve", "--ping-interval=-1"],
         vec!["serve", "--ping-timeout", "0"],
+        vec!["serve", "--write-timeout", "-1"],
         vec!["bench", "ws://127.0.0.1:1/", "--conns", "0"],
         vec!["bench", "ws://127.0.0.1:1/", "--size", "1G"],
         vec!["bench", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
@@ -236,4 +237,42 @@ fn keepalive_fails_a_silent_client_with_1011() {
         "{elapsed:?}"
     );
     server.wait_for_log("keepalive ping timed out");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = Server::start(&["--write-timeout", "0.3", "--ping-interval", "0"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    // 16 KiB binary frames, masked with a zero key, sent until the server's
+    // echo fills every buffer between us and stops taking them; never read.
+    let mut frame = vec![0x82, 0xfe, 0x40, 0x00, 0, 0, 0, 0];
+    frame.resize(8 + (16 << 10), b'x');
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    while stream.write_all(&frame).is_ok() {
+        sent += frame.len();
+        assert!(sent < 1 << 30, "the server never stopped taking frames");
+    }
+    server.wait_for_log("the peer stopped reading");
+    // The server dropped the connection: what it had sent, then the end.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("expected the end of the connection, got {e}"),
+        }
+    }
 }

@@ -38,6 +38,14 @@ pub struct Config {
     /// when a keepalive Ping has no Pong this long after it was sent.
     /// Default 20 s, as Python websockets.
     pub ping_timeout: Duration,
+    /// How long a `send`, `feed`, `flush`, `ping` or `close` may wait for
+    /// the socket to take any byte before the connection is failed
+    /// ([`Error::WriteTimeout`](crate::Error::WriteTimeout), reported as
+    /// 1006). Default 20 s, as long as keepalive waits for a Pong: a peer
+    /// that takes nothing for that long could not answer a Ping either.
+    /// Without it, a peer that stops reading holds the sender, and its
+    /// connection, forever. `None` waits forever.
+    pub write_timeout: Option<Duration>,
     /// `send` waits while more than this many bytes are queued for the
     /// socket (back-pressure). Default 1 MiB: big enough to batch many small
     /// messages into one write, small enough to bound memory per slow peer.
@@ -65,6 +73,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
+            write_timeout: Some(Duration::from_secs(20)),
             write_buffer_high_water: 1 << 20,
             read_buffer_size: 16 << 10,
             deflate: Some(DeflateConfig::default()),

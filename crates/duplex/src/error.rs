@@ -45,6 +45,10 @@ pub enum Error {
     /// peer is gone or stuck. The connection was failed with 1011.
     #[error("keepalive ping timed out: no pong within {0:?}")]
     KeepaliveTimeout(std::time::Duration),
+    /// The peer took no byte of what we had to send for this long: it
+    /// stopped reading. The connection was dropped (reported as 1006).
+    #[error("write timed out: the peer took nothing for {0:?}")]
+    WriteTimeout(std::time::Duration),
     /// The connection is closed.
     #[error("connection closed")]
     Closed,

@@ -122,6 +122,14 @@ pub struct WebSocket<S> {
     close_timer: Option<Pin<Box<Sleep>>>,
     /// Keepalive pings, if on (boxed: most of it is the timer).
     keepalive: Option<Box<Keepalive>>,
+    write_timeout: Option<Duration>,
+    /// Runs while an application's write waits on a socket that takes
+    /// nothing, with the value of `written` when it last started; dropped
+    /// as soon as the write completes.
+    write_timer: Option<(Pin<Box<Sleep>>, u64)>,
+    /// Bytes the socket has taken, for the write timer to see progress
+    /// made by either half of a split connection.
+    written: u64,
     eof: bool,
 }
 
@@ -248,6 +256,9 @@ where
             keepalive: config
                 .ping_interval
                 .map(|interval| Box::new(Keepalive::new(interval, config.ping_timeout))),
+            write_timeout: config.write_timeout,
+            write_timer: None,
+            written: 0,
             eof: false,
         }
     }
@@ -326,13 +337,13 @@ where
 
     /// Writes everything queued and flushes the stream.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+        std::future::poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     /// Sends a ping with `payload` (at most 125 bytes).
     pub async fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
         self.conn.send_ping(&payload.into())?;
-        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+        std::future::poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     /// `close(code, reason)`: starts the closing handshake. The `Close` event
@@ -360,7 +371,7 @@ where
         self.conn
             .send_close(Some(CloseFrame::new(code, reason.to_owned())))?;
         self.start_close_timer();
-        std::future::poll_fn(|cx| self.poll_write_pending(cx)).await
+        std::future::poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     /// The next event; `None` after the `Close` event.
@@ -398,14 +409,70 @@ where
         }
     }
 
+    /// Room to queue a message: waits, writing, while the pending output
+    /// is over the high-water mark.
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.conn.close_sent() || self.phase != Phase::Running {
             return Poll::Ready(Err(Error::Closed));
         }
-        while self.conn.pending_output_len() >= self.write_high_water {
-            ready!(self.poll_write_some(cx))?;
+        let high_water = self.write_high_water;
+        self.poll_write_until(cx, |conn| conn.pending_output_len() < high_water)
+    }
+
+    /// Everything queued written and flushed, for the application.
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        ready!(self.poll_write_until(cx, |conn| !conn.wants_write()))?;
+        Pin::new(&mut self.stream)
+            .poll_flush(cx)
+            .map_err(Error::from)
+    }
+
+    /// Writes until `done`, on behalf of the application, bounded by the
+    /// write timeout: the wait fails when the socket takes no byte for that
+    /// long. (The reading side needs no such bound: it never waits on a
+    /// write, and keepalive covers a silent peer.)
+    fn poll_write_until(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: impl Fn(&Connection) -> bool,
+    ) -> Poll<Result<(), Error>> {
+        while !done(&self.conn) {
+            match self.poll_write_some(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    self.write_timer = None;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return self.poll_write_stalled(cx),
+            }
         }
+        self.write_timer = None;
         Poll::Ready(Ok(()))
+    }
+
+    /// The socket is full: start the write timer, or restart it if bytes
+    /// went out since it started, and fail the connection when it runs out.
+    fn poll_write_stalled(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let Some(timeout) = self.write_timeout else {
+            return Poll::Pending;
+        };
+        let written = self.written;
+        let (timer, mark) = self.write_timer.get_or_insert_with(|| {
+            let deadline = tokio::time::Instant::now() + timeout;
+            (Box::pin(tokio::time::sleep_until(deadline)), written)
+        });
+        if *mark != written {
+            *mark = written;
+            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        ready!(timer.as_mut().poll(cx));
+        self.write_timer = None;
+        tracing::info!(role = ?self.conn.role(), ?timeout,
+            "failing the connection: the peer stopped reading");
+        // No Close frame: the socket would not take it.
+        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+        self.phase = Phase::Ended;
+        Poll::Ready(Err(Error::WriteTimeout(timeout)))
     }
 
     /// Writes once from the pending output: one vectored write when large
@@ -427,6 +494,7 @@ where
             return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
         }
         self.conn.advance_output(n);
+        self.written = self.written.wrapping_add(n as u64);
         Poll::Ready(Ok(()))
     }
 
@@ -694,7 +762,7 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut().poll_write_pending(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     /// Sends a Close frame with 1000 (if none was sent) and flushes it.
@@ -705,7 +773,7 @@ where
                 .send_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
             this.start_close_timer();
         }
-        this.poll_write_pending(cx)
+        this.poll_flush_inner(cx)
     }
 }
 
@@ -889,6 +957,87 @@ mod tests {
         ));
         keepalive.on_pong(&payload);
         assert_eq!(keepalive.awaiting, None);
+    }
+
+    /// A server whose writes wait once 4 KiB are queued, with `timeout`,
+    /// over a pipe that holds 1 KiB.
+    fn stalling_server(
+        timeout: Option<u64>,
+    ) -> (WebSocket<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (a, peer) = tokio::io::duplex(1024);
+        let config = crate::Config {
+            write_timeout: timeout.map(Duration::from_millis),
+            write_buffer_high_water: 4096,
+            ..config(None, 1)
+        };
+        (WebSocket::from_raw(a, Role::Server, &config), peer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_fails_the_write_after_the_timeout() {
+        let (mut server, _peer) = stalling_server(Some(100));
+        let started = tokio::time::Instant::now();
+        let error = loop {
+            if let Err(e) = server.feed(vec![7u8; 1000]).await {
+                break e;
+            }
+        };
+        assert!(
+            matches!(error, Error::WriteTimeout(t) if t == Duration::from_millis(100)),
+            "{error:?}"
+        );
+        // The pipe filled at once; nothing was taken for 100 ms after.
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        match server.next().await {
+            Some(Event::Open) => {}
+            other => panic!("expected Open, got {other:?}"),
+        }
+        match server.next().await {
+            Some(Event::Close {
+                code, was_clean, ..
+            }) => assert_eq!((code, was_clean), (1006, false)),
+            other => panic!("expected Close, got {other:?}"),
+        }
+        assert!(server.next().await.is_none());
+        assert!(matches!(server.send("more").await, Err(Error::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_keeps_taking_bytes_is_not_timed_out() {
+        let (mut server, mut peer) = stalling_server(Some(100));
+        // 512 bytes every 80 ms: slower than the sender, never silent for
+        // the whole timeout.
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            let mut buf = [0u8; 512];
+            loop {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                match peer.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        for _ in 0..20 {
+            server.send(vec![7u8; 1000]).await.unwrap();
+        }
+        drop(server);
+        // 20 frames of a 4-byte header and 1000 bytes.
+        assert_eq!(reader.await.unwrap(), 20 * 1004);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_write_timeout_a_stalled_write_waits() {
+        let (mut server, _peer) = stalling_server(None);
+        let stalled = tokio::time::timeout(Duration::from_secs(3600), async {
+            loop {
+                server.feed(vec![7u8; 1000]).await?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), Error>(())
+        })
+        .await;
+        assert!(stalled.is_err(), "{stalled:?}");
     }
 
     #[test]
