@@ -138,7 +138,6 @@ fn upgrade(
     }
 }
 
-
 /// A stream that first yields bytes already read from it.
 struct Replay<S> {
     prefix: Bytes,
