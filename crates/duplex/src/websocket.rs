@@ -861,6 +861,17 @@ mod tests {
         }
     }
 
+    /// The next event is a Close reported as 1006, and the last.
+    async fn expect_abnormal_close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) {
+        match ws.next().await {
+            Some(Event::Close {
+                code, was_clean, ..
+            }) => assert_eq!((code, was_clean), (1006, false)),
+            other => panic!("expected Close, got {other:?}"),
+        }
+        assert!(ws.next().await.is_none());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keepalive_pings_a_live_peer_and_the_connection_stays_open() {
         let (a, b) = tokio::io::duplex(64 << 10);
@@ -920,13 +931,7 @@ mod tests {
         // One interval to the Ping, one timeout for its Pong.
         assert_eq!(started.elapsed(), Duration::from_millis(150));
         // The Close is written and, as a server, the TCP connection ended.
-        match server.next().await {
-            Some(Event::Close {
-                code, was_clean, ..
-            }) => assert_eq!((code, was_clean), (1006, false)),
-            other => panic!("expected Close, got {other:?}"),
-        }
-        assert!(server.next().await.is_none());
+        expect_abnormal_close(&mut server).await;
         // The peer got the Ping (0x89, 4-byte payload) and then a Close
         // with 1011 (0x03f3).
         let mut wire = Vec::new();
@@ -992,13 +997,7 @@ mod tests {
             Some(Event::Open) => {}
             other => panic!("expected Open, got {other:?}"),
         }
-        match server.next().await {
-            Some(Event::Close {
-                code, was_clean, ..
-            }) => assert_eq!((code, was_clean), (1006, false)),
-            other => panic!("expected Close, got {other:?}"),
-        }
-        assert!(server.next().await.is_none());
+        expect_abnormal_close(&mut server).await;
         assert!(matches!(server.send("more").await, Err(Error::Closed)));
     }
 
