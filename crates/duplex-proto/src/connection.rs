@@ -13,6 +13,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use crate::broadcast::Broadcast;
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{ProtocolError, SendError};
 use crate::extensions::deflate::{Deflate, DeflateError};
@@ -503,17 +504,52 @@ impl Connection {
                 Message::Binary(data) => self.send_binary(data),
             };
         }
-        if self.close_sent {
-            return Err(SendError::Closed);
-        }
         let (opcode, payload) = match message {
             Message::Text(text) => (OpCode::Text, text.clone().into_bytes()),
             Message::Binary(data) => (OpCode::Binary, data.clone()),
         };
-        put_header(
-            &mut self.output,
-            &FrameHeader::new(opcode, payload.len(), None),
-        );
+        self.attach_frame(opcode, false, payload)
+    }
+
+    /// Queues a message sent to many connections: with the bytes the first
+    /// connection that could compressed for all (see [`Broadcast`]) where
+    /// this one's permessage-deflate parameters allow, as
+    /// [`send`](Self::send) otherwise.
+    pub fn send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), SendError> {
+        let shared = self
+            .deflate
+            .as_deref()
+            .and_then(|deflate| broadcast.compressed_for(deflate));
+        let Some(compressed) = shared else {
+            return self.send(broadcast.message());
+        };
+        let opcode = match broadcast.message() {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        };
+        if compressed.len() < ATTACH_MIN || self.rng.is_some() {
+            if self.close_sent {
+                return Err(SendError::Closed);
+            }
+            self.write_frame(opcode, true, compressed);
+            return Ok(());
+        }
+        self.attach_frame(opcode, true, compressed.clone())
+    }
+
+    /// Queues a frame whose payload goes out by reference.
+    fn attach_frame(
+        &mut self,
+        opcode: OpCode,
+        rsv1: bool,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let mut header = FrameHeader::new(opcode, payload.len(), None);
+        header.rsv1 = rsv1;
+        put_header(&mut self.output, &header);
         self.attached_len += payload.len();
         self.attached.push_back(Attached {
             at: self.output_written + self.output.len() as u64,

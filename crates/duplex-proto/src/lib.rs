@@ -27,6 +27,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod broadcast;
 mod close;
 mod connection;
 mod error;
@@ -38,6 +39,7 @@ mod message;
 mod role;
 mod utf8;
 
+pub use broadcast::Broadcast;
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use connection::{Connection, Event, Limits, State};
 pub use error::{ProtocolError, SendError};

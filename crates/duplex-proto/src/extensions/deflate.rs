@@ -611,69 +611,40 @@ impl Deflate {
         }
     }
 
+    /// Whether a message of `len` bytes that this end sends may go out as
+    /// the bytes [`compress_once`] made for every connection (see
+    /// [`Broadcast`](crate::Broadcast)): only without context takeover in
+    /// this direction, where each message starts from an empty window
+    /// (§7.1.1), and only where no match of a 32 KiB window can reach
+    /// further back than the negotiated one (15 bits, or a message that fits
+    /// the window).
+    pub fn can_share(&self, len: usize) -> bool {
+        let (no_context_takeover, bits) = self.own_direction();
+        no_context_takeover
+            && self.should_compress(len)
+            && (bits >= MAX_WINDOW_BITS || len <= 1 << bits)
+    }
+
+    /// The zlib level this codec compresses at.
+    pub fn level(&self) -> u32 {
+        self.level.level()
+    }
+
     /// Appends `payload` compressed as one message to `out` (RFC 7692
     /// §7.2.1): raw DEFLATE, sync-flushed, without the final `00 00 ff ff`.
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DeflateError> {
         let (no_context_takeover, bits) = self.own_direction();
-        let start = out.len();
-        let result = self.deflate_into(payload, out, zlib_window_bits(bits));
+        let level = self.level;
+        let compressor = self.compressor.get_or_insert_with(|| {
+            Compress::new_with_window_bits(level, false, zlib_window_bits(bits))
+        });
+        let result = compress_message(compressor, payload, out);
         if result.is_err() || no_context_takeover {
             // §7.1.1: no context takeover: the next message starts from an
             // empty window, so nothing needs keeping.
             self.compressor = None;
         }
-        if let Err(e) = result {
-            out.truncate(start);
-            return Err(e);
-        }
-        let produced = &out[start..];
-        if produced.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        } else if !produced.is_empty() {
-            out.truncate(start);
-            self.compressor = None;
-            return Err(DeflateError::CompressFailed(
-                "sync flush did not end with an empty stored block".into(),
-            ));
-        }
-        if out.len() == start {
-            // Nothing to flush: an empty stored block once the receiver
-            // appends the tail (see the module docs).
-            out.push(0x00);
-        }
-        Ok(())
-    }
-
-    fn deflate_into(
-        &mut self,
-        mut input: &[u8],
-        out: &mut Vec<u8>,
-        bits: u8,
-    ) -> Result<(), DeflateError> {
-        let level = self.level;
-        let compressor = self
-            .compressor
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        loop {
-            if out.capacity() - out.len() < 64 {
-                // Half the input is a fair guess for text; the Vec doubles
-                // when it is not enough.
-                out.reserve((input.len() / 2).max(256));
-            }
-            let (in_before, out_before) = (compressor.total_in(), out.len());
-            compressor
-                .compress_vec(input, out, FlushCompress::Sync)
-                .map_err(|e| DeflateError::CompressFailed(e.to_string()))?;
-            let consumed = (compressor.total_in() - in_before) as usize;
-            input = &input[consumed..];
-            // zlib is done once it consumed everything and left output room.
-            if input.is_empty() && out.len() < out.capacity() {
-                return Ok(());
-            }
-            if consumed == 0 && out.len() == out_before {
-                return Err(DeflateError::CompressFailed("no progress".into()));
-            }
-        }
+        result
     }
 
     /// Appends the decompressed data of one frame's payload to `out`. Fails
@@ -788,6 +759,74 @@ fn inflate_into(
 }
 
 /// The window flate2 is asked for: `bits`, except 9 for 8 (module docs).
+/// `payload` compressed as one message from an empty 32 KiB window at zlib
+/// `level`: what a sender without context takeover sends (§7.2.1), the same
+/// for every connection that [`can_share`](Deflate::can_share) it.
+pub fn compress_once(payload: &[u8], level: u32) -> Result<Vec<u8>, DeflateError> {
+    let mut compressor =
+        Compress::new_with_window_bits(Compression::new(level.min(9)), false, MAX_WINDOW_BITS);
+    let mut out = Vec::new();
+    compress_message(&mut compressor, payload, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `payload` compressed as one message to `out`: sync-flushed, the
+/// final `00 00 ff ff` removed (§7.2.1), an empty result made `00` (see the
+/// module docs). On error `out` is as it was.
+fn compress_message(
+    compressor: &mut Compress,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), DeflateError> {
+    let start = out.len();
+    if let Err(e) = deflate_into(compressor, payload, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let produced = &out[start..];
+    if produced.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    } else if !produced.is_empty() {
+        out.truncate(start);
+        return Err(DeflateError::CompressFailed(
+            "sync flush did not end with an empty stored block".into(),
+        ));
+    }
+    if out.len() == start {
+        // Nothing to flush: an empty stored block once the receiver
+        // appends the tail.
+        out.push(0x00);
+    }
+    Ok(())
+}
+
+fn deflate_into(
+    compressor: &mut Compress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), DeflateError> {
+    loop {
+        if out.capacity() - out.len() < 64 {
+            // Half the input is a fair guess for text; the Vec doubles
+            // when it is not enough.
+            out.reserve((input.len() / 2).max(256));
+        }
+        let (in_before, out_before) = (compressor.total_in(), out.len());
+        compressor
+            .compress_vec(input, out, FlushCompress::Sync)
+            .map_err(|e| DeflateError::CompressFailed(e.to_string()))?;
+        let consumed = (compressor.total_in() - in_before) as usize;
+        input = &input[consumed..];
+        // zlib is done once it consumed everything and left output room.
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if consumed == 0 && out.len() == out_before {
+            return Err(DeflateError::CompressFailed("no progress".into()));
+        }
+    }
+}
+
 fn zlib_window_bits(bits: u8) -> u8 {
     clamp_bits(bits).max(MIN_ZLIB_WINDOW_BITS)
 }
