@@ -61,5 +61,5 @@ pub use tls::{TlsAcceptor, TlsError};
 pub use websocket::{Event, ReadyState, WebSocket, WebSocketReader, WebSocketWriter};
 
 pub use duplex_proto::extensions::deflate::DeflateConfig;
-pub use duplex_proto::{CloseCode, CloseFrame, Message, Role, Utf8Bytes};
+pub use duplex_proto::{Broadcast, CloseCode, CloseFrame, Message, Role, Utf8Bytes};
 pub use http;

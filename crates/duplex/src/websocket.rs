@@ -12,7 +12,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use duplex_proto::{CloseCode, CloseFrame, Connection, MAX_REASON_LEN, Message, Role, State};
+use duplex_proto::{
+    Broadcast, CloseCode, CloseFrame, Connection, MAX_REASON_LEN, Message, Role, State,
+};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -332,6 +334,21 @@ where
         let message = message.into();
         std::future::poll_fn(|cx| self.poll_ready_inner(cx)).await?;
         self.conn.send(&message)?;
+        Ok(())
+    }
+
+    /// Sends a message that many connections send, compressing it at most
+    /// once for all of them (see [`Broadcast`]): the way to fan one message
+    /// out to many subscribers with permessage-deflate.
+    pub async fn send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error> {
+        self.feed_broadcast(broadcast).await?;
+        self.flush().await
+    }
+
+    /// [`feed`](Self::feed) for a [`Broadcast`].
+    pub async fn feed_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.conn.send_broadcast(broadcast)?;
         Ok(())
     }
 
