@@ -109,7 +109,7 @@ fn upgrade(
         Some(Ok(subscription)) => Some(subscription),
         Some(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
-    match duplex::negotiate(&request, &shared.config) {
+    match duplex::negotiate(&request, shared.config_for(request.uri().path())) {
         Ok((answer, accepted)) => {
             let on_upgrade = hyper::upgrade::on(&mut request);
             let hub = shared.hub.clone();

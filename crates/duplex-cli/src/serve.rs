@@ -74,7 +74,36 @@ pub(crate) struct ServeArgs {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// `config` for `/topics/…`: with permessage-deflate, the server resets
+    /// its compressor after each message (`server_no_context_takeover`), so
+    /// that a message published to many subscribers is compressed once for
+    /// all ([`duplex::Broadcast`]) and an idle subscriber holds no
+    /// compressor.
+    pub(crate) topic_config: Config,
     pub(crate) hub: Hub,
+}
+
+impl Shared {
+    fn new(config: Config, hub: Hub) -> Shared {
+        let mut topic_config = config.clone();
+        if let Some(deflate) = &mut topic_config.deflate {
+            deflate.server_no_context_takeover = true;
+        }
+        Shared {
+            config,
+            topic_config,
+            hub,
+        }
+    }
+
+    /// The configuration to accept a WebSocket on `path` with.
+    pub(crate) fn config_for(&self, path: &str) -> &Config {
+        if topics::topic_of(path).is_some() {
+            &self.topic_config
+        } else {
+            &self.config
+        }
+    }
 }
 
 /// The certificate files and the acceptor they feed, when serving TLS.
@@ -179,7 +208,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     stdout.flush()?;
     tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
 
-    let shared = Arc::new(Shared { config, hub });
+    let shared = Arc::new(Shared::new(config, hub));
     let shutdown = Shutdown::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(args.max_connections));
@@ -349,7 +378,7 @@ where
             return;
         }
     };
-    let ws = match Box::pin(pending.accept(&shared.config)).await {
+    let ws = match Box::pin(pending.accept(shared.config_for(&path))).await {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(error = %e, "handshake failed");

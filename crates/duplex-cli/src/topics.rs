@@ -52,11 +52,12 @@ pub(crate) async fn session<S>(
                 None => break,
             },
             received = subscription.recv(), if !closing => match received {
-                Ok(message) => {
+                Ok(broadcast) => {
                     let timeout = hub.config().send_timeout;
-                    // Fails only once the connection is closing; its Close
-                    // event follows from `next`.
-                    if tokio::time::timeout(timeout, ws.send(message)).await.is_err() {
+                    // Compressed once for every subscriber that can share
+                    // it. Fails only once the connection is closing; its
+                    // Close event follows from `next`.
+                    if tokio::time::timeout(timeout, ws.send_broadcast(&broadcast)).await.is_err() {
                         tracing::info!(topic, ?timeout, "dropping a subscriber that stopped reading");
                         hub.metrics().lagged_closed();
                         return;
@@ -193,10 +194,10 @@ mod tests {
             body_of(response).await,
             "{\"topic\":\"t\",\"delivered\":1}\n"
         );
-        assert_eq!(sub.recv().await.unwrap(), Message::text("hello"));
+        assert_eq!(*sub.recv().await.unwrap().message(), Message::text("hello"));
         let response = publish(post(b"\x00\x01", None), "t", &hub, 100).await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(sub.recv().await.unwrap(), Message::binary(&b"\x00\x01"[..]));
+        assert_eq!(*sub.recv().await.unwrap().message(), Message::binary(&b"\x00\x01"[..]));
     }
 
     #[tokio::test]

@@ -19,6 +19,8 @@ use redis::Redis;
 /// A `duplex connect` subscribed to a topic; its printed lines arrive on a
 /// channel. Its stdin stays open (so it stays connected) until dropped.
 struct Subscriber {
+    /// What `connect` said once connected: the negotiated extensions.
+    connected: String,
     child: Child,
     _stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -26,8 +28,13 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(addr: &str, topic: &str) -> Subscriber {
+        Subscriber::connect(addr, &format!("/topics/{topic}"))
+    }
+
+    /// A `duplex connect` to any path.
+    fn connect(addr: &str, path: &str) -> Subscriber {
         let mut child = Command::new(BIN)
-            .args(["connect", &format!("ws://{addr}/topics/{topic}")])
+            .args(["connect", &format!("ws://{addr}{path}")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -49,6 +56,7 @@ impl Subscriber {
         });
         let stdin = child.stdin.take().unwrap();
         Subscriber {
+            connected: line,
             child,
             _stdin: stdin,
             lines,
@@ -107,6 +115,43 @@ fn metric(addr: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn subscribers_with_deflate_share_one_compression() {
+    let server = Server::start(&[]);
+    let a = Subscriber::start(&server.addr, "prices");
+    let b = Subscriber::start(&server.addr, "prices");
+    // Topic connections reset the server's compressor after each message,
+    // which is what lets them share one compressed copy.
+    for sub in [&a, &b] {
+        assert!(
+            sub.connected.contains("permessage-deflate")
+                && sub.connected.contains("server_no_context_takeover"),
+            "{}",
+            sub.connected
+        );
+    }
+    let echo = Subscriber::connect(&server.addr, "/echo");
+    assert!(
+        !echo.connected.contains("server_no_context_takeover"),
+        "{}",
+        echo.connected
+    );
+    let body: String = (0..2000).map(|i| format!("{{\"id\":{i}}},")).collect();
+    let (status, response) = http(
+        &server.addr,
+        "POST",
+        "/topics/prices",
+        "Content-Type: text/plain\r\n",
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (status, response.as_str()),
+        (200, "{\"topic\":\"prices\",\"delivered\":2}\n")
+    );
+    assert_eq!(a.next(), body);
+    assert_eq!(b.next(), body);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use duplex::Message;
+use duplex::{Broadcast, Message};
 use tokio::sync::mpsc;
 
 use crate::backplane::Outbound;
@@ -120,7 +120,7 @@ struct Topic {
 
 #[derive(Debug)]
 struct Subscriber {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Arc<Broadcast>>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -198,16 +198,18 @@ impl Hub {
         Ok(self.deliver(topic, &message))
     }
 
-    /// Queues `message` for the local subscribers of `topic`.
+    /// Queues `message` for the local subscribers of `topic`: one
+    /// [`Broadcast`] for all, so that it is compressed at most once.
     pub(crate) fn deliver(&self, topic: &str, message: &Message) -> usize {
         let mut topics = self.topics();
         let Some(entry) = topics.get_mut(topic) else {
             return 0;
         };
+        let broadcast = Arc::new(Broadcast::new(message.clone()));
         let mut delivered = 0;
         let mut lagged = 0;
         entry.subscribers.retain(|_, subscriber| {
-            match subscriber.queue.try_send(message.clone()) {
+            match subscriber.queue.try_send(Arc::clone(&broadcast)) {
                 Ok(()) => {
                     delivered += 1;
                     true
@@ -281,7 +283,7 @@ pub struct Subscription {
     hub: Hub,
     topic: String,
     id: u64,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Arc<Broadcast>>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -291,8 +293,10 @@ impl Subscription {
         &self.topic
     }
 
-    /// The next message published to the topic.
-    pub async fn recv(&mut self) -> Result<Message, RecvError> {
+    /// The next message published to the topic, shared with every other
+    /// subscriber: send it with
+    /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
+    pub async fn recv(&mut self) -> Result<Arc<Broadcast>, RecvError> {
         match self.rx.recv().await {
             Some(message) => Ok(message),
             None if self.lagged.load(Ordering::Acquire) => {
@@ -332,11 +336,17 @@ mod tests {
             2
         );
         for sub in [&mut a, &mut b] {
-            assert_eq!(sub.recv().await.unwrap(), Message::text("one"));
-            assert_eq!(sub.recv().await.unwrap(), Message::binary(&b"two"[..]));
+            assert_eq!(*sub.recv().await.unwrap().message(), Message::text("one"));
+            assert_eq!(
+                *sub.recv().await.unwrap().message(),
+                Message::binary(&b"two"[..])
+            );
         }
         assert_eq!(hub.publish("sport", Message::text("goal")).unwrap(), 1);
-        assert_eq!(other.recv().await.unwrap(), Message::text("goal"));
+        assert_eq!(
+            *other.recv().await.unwrap().message(),
+            Message::text("goal")
+        );
         let snapshot = hub.metrics().snapshot();
         assert_eq!(snapshot.published, 3);
         assert_eq!(snapshot.delivered, 5);
@@ -369,10 +379,10 @@ mod tests {
         // The third does not fit the slow subscriber's queue of two.
         assert_eq!(hub.publish("t", Message::text("2")).unwrap(), 1);
         assert_eq!(hub.subscriber_count("t"), 1);
-        assert_eq!(slow.recv().await.unwrap(), Message::text("0"));
-        assert_eq!(slow.recv().await.unwrap(), Message::text("1"));
-        assert_eq!(slow.recv().await, Err(RecvError::Lagged(2)));
-        assert_eq!(fast.recv().await.unwrap(), Message::text("2"));
+        assert_eq!(*slow.recv().await.unwrap().message(), Message::text("0"));
+        assert_eq!(*slow.recv().await.unwrap().message(), Message::text("1"));
+        assert!(matches!(slow.recv().await, Err(RecvError::Lagged(2))));
+        assert_eq!(*fast.recv().await.unwrap().message(), Message::text("2"));
         assert_eq!(hub.metrics().snapshot().lagged, 1);
     }
 
