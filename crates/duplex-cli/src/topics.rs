@@ -54,10 +54,20 @@ pub(crate) async fn session<S>(
             received = subscription.recv(), if !closing => match received {
                 Ok(broadcast) => {
                     let timeout = hub.config().send_timeout;
-                    // Compressed once for every subscriber that can share
-                    // it. Fails only once the connection is closing; its
-                    // Close event follows from `next`.
-                    if tokio::time::timeout(timeout, ws.send_broadcast(&broadcast)).await.is_err() {
+                    // What else is queued goes out in the same write (a
+                    // queue's worth at most). Each message is compressed
+                    // once for every subscriber that can share it. Fails
+                    // only once the connection is closing; its Close event
+                    // follows from `next`.
+                    let batch = async {
+                        ws.feed_broadcast(&broadcast).await?;
+                        for _ in 1..hub.config().queue {
+                            let Some(next) = subscription.try_recv() else { break };
+                            ws.feed_broadcast(&next).await?;
+                        }
+                        ws.flush().await
+                    };
+                    if tokio::time::timeout(timeout, batch).await.is_err() {
                         tracing::info!(topic, ?timeout, "dropping a subscriber that stopped reading");
                         hub.metrics().lagged_closed();
                         return;
@@ -197,7 +207,10 @@ mod tests {
         assert_eq!(*sub.recv().await.unwrap().message(), Message::text("hello"));
         let response = publish(post(b"\x00\x01", None), "t", &hub, 100).await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(*sub.recv().await.unwrap().message(), Message::binary(&b"\x00\x01"[..]));
+        assert_eq!(
+            *sub.recv().await.unwrap().message(),
+            Message::binary(&b"\x00\x01"[..])
+        );
     }
 
     #[tokio::test]

@@ -305,6 +305,13 @@ impl Subscription {
             None => Err(RecvError::Closed),
         }
     }
+
+    /// A message already queued, without waiting, to send what piled up in
+    /// one write. `None` when nothing is queued, or when the subscription
+    /// ended ([`recv`](Self::recv) says why).
+    pub fn try_recv(&mut self) -> Option<Arc<Broadcast>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for Subscription {
@@ -322,6 +329,30 @@ mod tests {
             queue,
             ..HubConfig::default()
         })
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_queued_without_waiting() {
+        let hub = hub(8);
+        let mut sub = hub.subscribe("t").unwrap();
+        assert!(sub.try_recv().is_none());
+        for text in ["a", "b", "c"] {
+            hub.publish("t", Message::text(text)).unwrap();
+        }
+        assert_eq!(*sub.recv().await.unwrap().message(), Message::text("a"));
+        assert_eq!(*sub.try_recv().unwrap().message(), Message::text("b"));
+        assert_eq!(*sub.try_recv().unwrap().message(), Message::text("c"));
+        assert!(sub.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_the_same_broadcast() {
+        let hub = hub(8);
+        let mut a = hub.subscribe("t").unwrap();
+        let mut b = hub.subscribe("t").unwrap();
+        hub.publish("t", Message::text("once")).unwrap();
+        let (a, b) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one Broadcast, so one compression");
     }
 
     #[tokio::test]
