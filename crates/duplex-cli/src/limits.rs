@@ -30,8 +30,9 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = 20.0, value_name = "SECS")]
     pub(crate) ping_timeout: f64,
     /// Seconds a send may wait for a peer that takes no byte (it stopped
-    /// reading) before the connection is dropped; 0 waits forever.
-    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    /// reading) before the connection is dropped; 0, the default, waits as
+    /// long as TCP does. 60 suits a server facing untrusted clients.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub(crate) write_timeout: f64,
     /// Bytes queued for a slow peer before sending waits.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]

@@ -41,10 +41,13 @@ pub struct Config {
     /// How long a `send`, `feed`, `flush`, `ping` or `close` may wait for
     /// the socket to take any byte before the connection is failed
     /// ([`Error::WriteTimeout`](crate::Error::WriteTimeout), reported as
-    /// 1006). Default 20 s, as long as keepalive waits for a Pong: a peer
-    /// that takes nothing for that long could not answer a Ping either.
-    /// Without it, a peer that stops reading holds the sender, and its
-    /// connection, forever. `None` waits forever.
+    /// 1006). Without one, a peer that stops reading holds the sender, and
+    /// its connection, until TCP gives up (memory stays bounded by the
+    /// write buffer). Default `None`, as in tungstenite, `ws` and Python
+    /// websockets: a busy peer may legitimately not read for a long time
+    /// while it sends (the Autobahn fuzzer, running cases in parallel on a
+    /// loaded machine, went over 20 s). A server facing untrusted clients
+    /// should set one, a minute or so.
     pub write_timeout: Option<Duration>,
     /// `send` waits while more than this many bytes are queued for the
     /// socket (back-pressure). Default 1 MiB: big enough to batch many small
@@ -73,7 +76,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
-            write_timeout: Some(Duration::from_secs(20)),
+            write_timeout: None,
             write_buffer_high_water: 1 << 20,
             read_buffer_size: 16 << 10,
             deflate: Some(DeflateConfig::default()),
