@@ -101,6 +101,7 @@ impl FrameHeader {
     ///
     /// Returns `Ok(None)` when `buf` does not hold the whole header yet, and
     /// otherwise the header and its length in bytes.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else {
             return Ok(None);

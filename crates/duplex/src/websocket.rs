@@ -428,11 +428,16 @@ where
 
     /// Room to queue a message: waits, writing, while the pending output
     /// is over the high-water mark.
+    #[inline]
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.conn.close_sent() || self.phase != Phase::Running {
             return Poll::Ready(Err(Error::Closed));
         }
         let high_water = self.write_high_water;
+        if self.conn.pending_output_len() < high_water {
+            // The path of nearly every message: kept small enough to inline.
+            return Poll::Ready(Ok(()));
+        }
         self.poll_write_until(cx, |conn| conn.pending_output_len() < high_water)
     }
 
