@@ -49,17 +49,9 @@ impl LimitArgs {
         config.max_handshake_size = self.max_handshake_size;
         config.handshake_timeout = seconds("--handshake-timeout", self.handshake_timeout)?;
         config.close_timeout = seconds("--close-timeout", self.close_timeout)?;
-        config.ping_interval = if self.ping_interval == 0.0 {
-            None
-        } else {
-            Some(seconds("--ping-interval", self.ping_interval)?)
-        };
+        config.ping_interval = seconds_or_off("--ping-interval", self.ping_interval)?;
         config.ping_timeout = seconds("--ping-timeout", self.ping_timeout)?;
-        config.write_timeout = if self.write_timeout == 0.0 {
-            None
-        } else {
-            Some(seconds("--write-timeout", self.write_timeout)?)
-        };
+        config.write_timeout = seconds_or_off("--write-timeout", self.write_timeout)?;
         config.write_buffer_high_water = self.write_buffer.max(1);
         if self.no_deflate {
             config.deflate = None;
@@ -70,9 +62,19 @@ impl LimitArgs {
     }
 }
 
-fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
+/// A positive number of seconds given to `flag`.
+pub(crate) fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{flag} {secs}: must be a positive number of seconds"))
+}
+
+/// `None` for 0 (the feature is off), else [`seconds`].
+fn seconds_or_off(flag: &str, secs: f64) -> Result<Option<Duration>, String> {
+    if secs == 0.0 {
+        Ok(None)
+    } else {
+        seconds(flag, secs).map(Some)
+    }
 }

@@ -103,11 +103,9 @@ fn upgrade(
     shared: &Arc<Shared>,
     shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
-    let subscription = match topics::topic_of(request.uri().path()).map(|t| shared.hub.subscribe(t))
-    {
-        None => None,
-        Some(Ok(subscription)) => Some(subscription),
-        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    let subscription = match shared.subscription_for(request.uri().path()) {
+        Ok(subscription) => subscription,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
     match duplex::negotiate(&request, shared.config_for(request.uri().path())) {
         Ok((answer, accepted)) => {

@@ -96,6 +96,17 @@ impl Shared {
         }
     }
 
+    /// The subscription a WebSocket on `path` gets: `None` off `/topics/`,
+    /// an error for a bad topic name or too many topics.
+    pub(crate) fn subscription_for(
+        &self,
+        path: &str,
+    ) -> Result<Option<duplex_hub::Subscription>, duplex_hub::HubError> {
+        topics::topic_of(path)
+            .map(|topic| self.hub.subscribe(topic))
+            .transpose()
+    }
+
     /// The configuration to accept a WebSocket on `path` with.
     pub(crate) fn config_for(&self, path: &str) -> &Config {
         if topics::topic_of(path).is_some() {
@@ -165,15 +176,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.topic_queue == 0 || args.max_topics == 0 {
         return Err("--topic-queue and --max-topics must be at least 1".into());
     }
-    let send_timeout = std::time::Duration::try_from_secs_f64(args.topic_send_timeout)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            format!(
-                "--topic-send-timeout {}: must be a positive number of seconds",
-                args.topic_send_timeout
-            )
-        })?;
+    let send_timeout = crate::limits::seconds("--topic-send-timeout", args.topic_send_timeout)?;
     let hub = Hub::new(HubConfig {
         queue: args.topic_queue,
         max_topics: args.max_topics,
@@ -362,10 +365,9 @@ where
         return;
     }
     let path = pending.request().uri().path().to_owned();
-    let subscription = match topics::topic_of(&path).map(|topic| shared.hub.subscribe(topic)) {
-        None => None,
-        Some(Ok(subscription)) => Some(subscription),
-        Some(Err(e)) => {
+    let subscription = match shared.subscription_for(&path) {
+        Ok(subscription) => subscription,
+        Err(e) => {
             tracing::info!(error = %e, "refusing a subscription");
             let body = format!("{e}\n");
             let response = http::Response::builder()
