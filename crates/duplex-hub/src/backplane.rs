@@ -163,21 +163,24 @@ impl Backplane {
 async fn connect_publisher(
     client: &redis::Client,
 ) -> Result<redis::aio::MultiplexedConnection, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
-    }
+    within_connect_timeout(client.get_multiplexed_async_connection()).await
 }
 
 async fn connect_subscriber(client: &redis::Client) -> Result<redis::aio::PubSub, String> {
-    let work = async {
+    within_connect_timeout(async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(format!("{CHANNEL_PREFIX}*")).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
+        Ok(pubsub)
+    })
+    .await
+}
+
+/// `work` bounded by [`CONNECT_TIMEOUT`], its error as text.
+async fn within_connect_timeout<T>(
+    work: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, work).await {
-        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
     }
