@@ -4,11 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Server, bench, connect, http_status};
+use common::{BIN, Server, bench, connect, http_status, raw_upgrade};
 
 #[test]
 fn echo_hello_through_serve_and_connect() {
@@ -209,15 +208,9 @@ fn bench_says_why_connections_failed() {
 #[test]
 fn keepalive_fails_a_silent_client_with_1011() {
     let server = Server::start(&["--ping-interval", "0.2", "--ping-timeout", "0.3"]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    let mut stream = raw_upgrade(&server.addr, "/");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
         .unwrap();
     // Read everything until the server ends the connection; answer nothing.
     let started = std::time::Instant::now();
@@ -242,13 +235,7 @@ fn keepalive_fails_a_silent_client_with_1011() {
 #[test]
 fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let server = Server::start(&["--write-timeout", "0.3", "--ping-interval", "0"]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+    let mut stream = raw_upgrade(&server.addr, "/");
     // 16 KiB binary frames, masked with a zero key, sent until the server's
     // echo fills every buffer between us and stops taking them; never read.
     let mut frame = vec![0x82, 0xfe, 0x40, 0x00, 0, 0, 0, 0];

@@ -7,13 +7,12 @@ mod common;
 #[path = "../../duplex-hub/tests/support/redis.rs"]
 mod redis;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server, http_status, stderr_of};
+use common::{BIN, Server, UPGRADE_HEADERS, http_status, raw_upgrade, stderr_of};
 use redis::Redis;
 
 /// A `duplex connect` subscribed to a topic; its printed lines arrive on a
@@ -182,13 +181,7 @@ fn publish_subscribe_and_post_on_one_server() {
     assert_eq!(metric(&server.addr, "duplex_connections"), 2);
 
     // Bad topic names get 400, as a subscription and as a POST.
-    let (status, _) = http(
-        &server.addr,
-        "GET",
-        "/topics/a%20b",
-        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
-        b"",
-    );
+    let (status, _) = http(&server.addr, "GET", "/topics/a%20b", UPGRADE_HEADERS, b"");
     assert_eq!(status, 400);
     let (status, _) = http(&server.addr, "POST", "/topics/", "", b"x");
     assert_eq!(status, 400);
@@ -201,13 +194,7 @@ fn publish_subscribe_and_post_on_one_server() {
 fn a_subscriber_that_stops_reading_is_dropped() {
     let server = Server::start(&["--topic-queue", "4", "--topic-send-timeout", "0.5"]);
     // Subscribes, then never reads.
-    let mut silent = TcpStream::connect(&server.addr).unwrap();
-    silent
-        .write_all(
-            b"GET /topics/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+    let mut silent = raw_upgrade(&server.addr, "/topics/t");
     let mut head = [0u8; 12];
     silent.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 101");
@@ -253,12 +240,7 @@ fn two_servers_share_topics_over_redis() {
 
 #[test]
 fn serve_with_an_unreachable_redis_fails_at_start() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("redis://127.0.0.1:{port}/");
+    let url = format!("redis://127.0.0.1:{}/", redis::free_port());
     let out = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--redis", &url])
         .stdin(Stdio::null())

@@ -95,6 +95,22 @@ impl Drop for Server {
     }
 }
 
+/// The headers of a WebSocket upgrade request (with RFC 6455's sample
+/// key), for requests written by hand.
+pub(crate) const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// A TCP connection to `addr` that has sent a WebSocket upgrade request
+/// for `path` and read nothing yet: a client that does only what a test
+/// makes it do.
+pub(crate) fn raw_upgrade(addr: &str, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .unwrap();
+    stream
+}
+
 /// Runs `duplex connect URL EXTRA...` with `stdin` as its input.
 pub(crate) fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
     let mut child = Command::new(BIN)
