@@ -131,6 +131,11 @@ pub enum HandshakeError {
     /// A required header is absent.
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    /// An HTTP/2 CONNECT whose `:protocol` pseudo-header is missing or not
+    /// `websocket` (RFC 8441 §4): a plain CONNECT asks for a tunnel, which
+    /// a WebSocket server does not offer.
+    #[error("the :protocol of an HTTP/2 CONNECT must be \"websocket\", got {0:?}")]
+    BadConnectProtocol(String),
     /// A header that must appear once appears on several lines.
     #[error("{0} header appears more than once")]
     DuplicateHeader(&'static str),

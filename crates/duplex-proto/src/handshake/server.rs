@@ -9,6 +9,10 @@
 //! status with a plain-text reason), serialised with
 //! [`write_response`](super::write_response).
 //!
+//! Over HTTP/2 (RFC 8441) the request is an extended CONNECT instead of a
+//! GET with `Upgrade`: [`validate_connect_request`] checks it, and the same
+//! [`response`] answers 200 instead of 101, since there is no key to hash.
+//!
 //! Subprotocol choice ([`select_protocol`]) follows the server's order of
 //! preference; Origin checks belong to the I/O layer (RFC 6455 §10.2 leaves
 //! the policy to the server), and extension negotiation to the extensions
@@ -26,8 +30,9 @@ use super::{
 /// What a valid Upgrade request asked for, as [`validate_request`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestInfo {
-    /// The client's `Sec-WebSocket-Key`, trimmed; [`response`] hashes it.
-    pub key: String,
+    /// The client's `Sec-WebSocket-Key`, trimmed, which [`response`] hashes;
+    /// `None` over HTTP/2, where RFC 8441 §5 drops the key and the accept.
+    pub key: Option<String>,
     /// The subprotocols offered in `Sec-WebSocket-Protocol`, in the client's
     /// order, gathered from every line of the header (RFC 6455 §4.1 allows
     /// the list to span several).
@@ -119,13 +124,7 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<RequestInfo, HandshakeErr
     if !header_has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::BadConnection);
     }
-    match single_header(headers, &header::SEC_WEBSOCKET_VERSION, VERSION_NAME)? {
-        None => return Err(HandshakeError::MissingHeader(VERSION_NAME)),
-        Some(version) if version != VERSION.as_bytes() => {
-            return Err(HandshakeError::UnsupportedVersion);
-        }
-        Some(_) => {}
-    }
+    check_version(headers)?;
     let key = match single_header(headers, &header::SEC_WEBSOCKET_KEY, KEY_NAME)? {
         None => return Err(HandshakeError::MissingHeader(KEY_NAME)),
         Some(raw) => match std::str::from_utf8(raw) {
@@ -133,6 +132,64 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<RequestInfo, HandshakeErr
             _ => return Err(HandshakeError::BadKey),
         },
     };
+    let (protocols, extensions) = offers(headers)?;
+    Ok(RequestInfo {
+        key: Some(key),
+        protocols,
+        extensions,
+    })
+}
+
+/// Checks that `req` is a WebSocket request over HTTP/2 (RFC 8441 §4–5):
+/// an extended CONNECT whose `:protocol` pseudo-header is `websocket`.
+///
+/// `protocol` is that pseudo-header's value, which `http::Request` does not
+/// carry: the HTTP/2 layer passes it (hyper has it as the request extension
+/// `hyper::ext::Protocol`). The other rules are HTTP/1.1's where they still
+/// apply: `Sec-WebSocket-Version` 13 exactly once, subprotocols as tokens,
+/// extension offers kept raw. There is no key, and no `Upgrade` or
+/// `Connection` header (HTTP/2 forbids connection-specific headers,
+/// RFC 9113 §8.2.2, and its own layer refuses them). A CONNECT carries the
+/// frames as its body, so a body is no fault here.
+///
+/// The method check comes first so that a server can try this and
+/// [`validate_request`] by the request's method alone.
+pub fn validate_connect_request<B>(
+    req: &Request<B>,
+    protocol: Option<&str>,
+) -> Result<RequestInfo, HandshakeError> {
+    if req.method() != Method::CONNECT {
+        return Err(HandshakeError::MethodNotGet);
+    }
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case("websocket") => {}
+        other => {
+            return Err(HandshakeError::BadConnectProtocol(
+                other.unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let headers = req.headers();
+    check_version(headers)?;
+    let (protocols, extensions) = offers(headers)?;
+    Ok(RequestInfo {
+        key: None,
+        protocols,
+        extensions,
+    })
+}
+
+/// `Sec-WebSocket-Version` present once and 13 (RFC 6455 §4.2.1 item 6).
+fn check_version(headers: &http::HeaderMap) -> Result<(), HandshakeError> {
+    match single_header(headers, &header::SEC_WEBSOCKET_VERSION, VERSION_NAME)? {
+        None => Err(HandshakeError::MissingHeader(VERSION_NAME)),
+        Some(version) if version != VERSION.as_bytes() => Err(HandshakeError::UnsupportedVersion),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The subprotocols offered (each a token) and the raw extension offers.
+fn offers(headers: &http::HeaderMap) -> Result<(Vec<String>, Vec<String>), HandshakeError> {
     let protocols = header_list(headers, &header::SEC_WEBSOCKET_PROTOCOL)
         .map(|item| match std::str::from_utf8(item) {
             Ok(name) if is_token(name) => Ok(name.to_owned()),
@@ -152,14 +209,13 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<RequestInfo, HandshakeErr
                 .map_err(|_| HandshakeError::BadHeaderValue(EXTENSIONS_NAME))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RequestInfo {
-        key,
-        protocols,
-        extensions,
-    })
+    Ok((protocols, extensions))
 }
 
-/// The 101 Switching Protocols response accepting `info` (RFC 6455 §4.2.2).
+/// The response accepting `info`: 101 Switching Protocols with the
+/// `Sec-WebSocket-Accept` of its key (RFC 6455 §4.2.2), or, for a request
+/// over HTTP/2 (no key), 200 with neither `Upgrade` nor the accept
+/// (RFC 8441 §5).
 ///
 /// `protocol` is the chosen subprotocol, which must be one the client offered
 /// ([`select_protocol`] returns only such); `extensions` is the
@@ -181,15 +237,19 @@ pub fn response(
         "RFC 6455 §4.2.2: the server must choose a subprotocol the client offered"
     );
     let mut res = Response::new(());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if info.key.is_some() {
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    }
     let headers = res.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    let accept = accept_key(info.key.as_bytes());
-    headers.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::try_from(accept).expect("base64 is a valid header value"),
-    );
+    if let Some(key) = &info.key {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept = accept_key(key.as_bytes());
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::try_from(accept).expect("base64 is a valid header value"),
+        );
+    }
     if let Some(protocol) = protocol {
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -307,7 +367,7 @@ mod tests {
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()["origin"], "http://example.com");
         let info = validate_request(&req).unwrap();
-        assert_eq!(info.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(info.key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(info.protocols, ["chat", "superchat"]);
         assert!(info.extensions.is_empty());
     }
@@ -600,5 +660,86 @@ mod tests {
         );
         assert_eq!(select_protocol(&offered, &["Chat".to_string()]), None);
         assert_eq!(select_protocol(&[], &supported), None);
+    }
+
+    /// An RFC 8441 §5 request as Chromium sends it, with `:protocol` given
+    /// apart as the HTTP/2 layer does.
+    fn connect_request() -> Request<()> {
+        Request::builder()
+            .method(Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri("https://server.example.com/chat")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat, superchat")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .header("origin", "http://example.com")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn http2_connect_is_validated_without_a_key() {
+        let info = validate_connect_request(&connect_request(), Some("websocket")).unwrap();
+        assert_eq!(info.key, None);
+        assert_eq!(info.protocols, ["chat", "superchat"]);
+        assert_eq!(info.extensions, ["permessage-deflate"]);
+    }
+
+    #[test]
+    fn http2_connect_needs_the_websocket_protocol() {
+        let req = connect_request();
+        assert_eq!(
+            validate_connect_request(&req, None),
+            Err(HandshakeError::BadConnectProtocol(String::new()))
+        );
+        assert_eq!(
+            validate_connect_request(&req, Some("webtransport")),
+            Err(HandshakeError::BadConnectProtocol("webtransport".into()))
+        );
+        let mut get = connect_request();
+        *get.method_mut() = Method::GET;
+        assert_eq!(
+            validate_connect_request(&get, Some("websocket")),
+            Err(HandshakeError::MethodNotGet)
+        );
+    }
+
+    #[test]
+    fn http2_connect_checks_version_and_protocol_tokens() {
+        let mut req = connect_request();
+        req.headers_mut().remove("sec-websocket-version");
+        assert_eq!(
+            validate_connect_request(&req, Some("websocket")),
+            Err(HandshakeError::MissingHeader(VERSION_NAME))
+        );
+        req.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(
+            validate_connect_request(&req, Some("websocket")),
+            Err(HandshakeError::UnsupportedVersion)
+        );
+        let mut req = connect_request();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("a b"));
+        assert!(matches!(
+            validate_connect_request(&req, Some("websocket")),
+            Err(HandshakeError::InvalidProtocol(_))
+        ));
+    }
+
+    #[test]
+    fn http2_response_is_200_without_accept_or_upgrade() {
+        let info = validate_connect_request(&connect_request(), Some("websocket")).unwrap();
+        let res = response(&info, Some("chat"), Some("permessage-deflate"));
+        assert_eq!(res.status(), StatusCode::OK);
+        let headers = res.headers();
+        assert!(headers.get(header::SEC_WEBSOCKET_ACCEPT).is_none());
+        assert!(headers.get(header::UPGRADE).is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert_eq!(headers[header::SEC_WEBSOCKET_PROTOCOL], "chat");
+        assert_eq!(
+            headers[header::SEC_WEBSOCKET_EXTENSIONS],
+            "permessage-deflate"
+        );
     }
 }
