@@ -42,10 +42,12 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod error;
-mod server;
+pub mod server;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -54,7 +56,12 @@ mod websocket;
 pub use client::{ClientBuilder, connect};
 pub use config::Config;
 pub use error::Error;
-pub use server::{Accepted, PendingRequest, accept, accept_with, negotiate, serve, serve_listener};
+#[cfg(feature = "hyper")]
+pub use server::{
+    ConnectionInfo, Server, ServerHandle, ServerStats, ServerStream, Upgrade, UpgradeError,
+    is_upgrade_request, serve,
+};
+pub use server::{accept, accept_with};
 pub use stream::MaybeTlsStream;
 #[cfg(feature = "tls")]
 pub use tls::{TlsAcceptor, TlsError};

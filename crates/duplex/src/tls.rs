@@ -47,6 +47,7 @@ pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<S>;
 
 /// The ALPN protocol both ends offer: the opening handshake is HTTP/1.1.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+const ALPN_H2: &[u8] = b"h2";
 
 /// The largest certificate or key file read. Real chains are a few KiB; the
 /// bound keeps a wrong path (`/dev/zero`, a log file) from eating memory.
@@ -470,6 +471,9 @@ fn client_error(host: &str, e: std::io::Error) -> TlsError {
 #[derive(Clone)]
 pub struct TlsAcceptor {
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// Whether every config, the current one and each replacement, offers
+    /// ALPN `h2` before `http/1.1` ([`TlsAcceptor::offer_http2`]).
+    http2: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for TlsAcceptor {
@@ -484,7 +488,23 @@ impl TlsAcceptor {
     pub fn new(config: impl Into<Arc<ServerConfig>>) -> Self {
         TlsAcceptor {
             current: Arc::new(RwLock::new(config.into())),
+            http2: Arc::default(),
         }
+    }
+
+    /// Offers HTTP/2 by ALPN (`h2`, then `http/1.1`) on this config and on
+    /// every one that replaces it (a reload keeps it). Only for a server
+    /// that speaks HTTP/2 on the connection, as [`Server`](crate::Server)
+    /// does; a stream handed straight to [`accept`](crate::accept) must stay
+    /// on `http/1.1`.
+    pub fn offer_http2(&self) {
+        self.http2.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.replace(self.config());
+    }
+
+    /// Whether [`offer_http2`](Self::offer_http2) was called.
+    pub fn offers_http2(&self) -> bool {
+        self.http2.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// An acceptor for a PEM certificate chain and key
@@ -504,7 +524,14 @@ impl TlsAcceptor {
 
     /// Uses `config` for every handshake from now on.
     pub fn replace(&self, config: impl Into<Arc<ServerConfig>>) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config.into();
+        let mut config = config.into();
+        if self.offers_http2() && config.alpn_protocols.first().map(Vec::as_slice) != Some(ALPN_H2)
+        {
+            let mut with_h2 = (*config).clone();
+            with_h2.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+            config = Arc::new(with_h2);
+        }
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
     }
 
     /// Loads the files again and, if they are good, uses them from now on;

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::Error;
+use crate::server::shutdown::Fired;
 
 /// The most a single read reserves for the rest of a large message whose
 /// header announced its size, beyond the configured read buffer size. Large
@@ -125,6 +126,9 @@ pub struct WebSocket<S> {
     /// Keepalive pings, if on (boxed: most of it is the timer).
     keepalive: Option<Box<Keepalive>>,
     write_timeout: Option<Duration>,
+    /// The server's shutdown, for a WebSocket of the server core: when it
+    /// fires, the connection starts its closing handshake with 1001.
+    shutdown: Option<Fired>,
     /// Runs while an application's write waits on a socket that takes
     /// nothing, with the value of `written` when it last started; dropped
     /// as soon as the write completes.
@@ -259,6 +263,7 @@ where
                 .ping_interval
                 .map(|interval| Box::new(Keepalive::new(interval, config.ping_timeout))),
             write_timeout: config.write_timeout,
+            shutdown: None,
             write_timer: None,
             written: 0,
             eof: false,
@@ -270,6 +275,13 @@ where
     pub fn from_raw(stream: S, role: Role, config: &crate::Config) -> Self {
         let conn = Connection::new(role, config.limits());
         Self::from_parts(stream, conn, config, Negotiated::default(), &[])
+    }
+
+    /// Starts the closing handshake with 1001 ("going away") once
+    /// `shutdown` fires, as Python websockets' server does on close: the
+    /// application sees the Close event from `next` as for any other close.
+    pub(crate) fn close_on(&mut self, shutdown: Fired) {
+        self.shutdown = Some(shutdown);
     }
 
     /// `readyState`.
@@ -598,6 +610,11 @@ where
                 // before each read: a connection with bytes waiting is alive,
                 // and the check would cost every message.)
                 Poll::Pending => {
+                    if self.poll_server_shutdown(cx) {
+                        // The Close is queued: write it, and read on until
+                        // the peer answers or the close timer runs out.
+                        continue;
+                    }
                     return match self.poll_keepalive(cx) {
                         Some(event) => Poll::Ready(Some(event)),
                         None => Poll::Pending,
@@ -616,6 +633,30 @@ where
                 Err(e) => return Poll::Ready(Some(self.abort(e))),
             }
         }
+    }
+
+    /// Whether the server's shutdown just fired and a Close with 1001 was
+    /// queued. Looked at only when the socket is idle, like keepalive: a
+    /// connection that still has messages to read finishes them first.
+    fn poll_server_shutdown(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(shutdown) = &mut self.shutdown else {
+            return false;
+        };
+        if Pin::new(shutdown).poll(cx).is_pending() {
+            return false;
+        }
+        self.shutdown = None;
+        if self.conn.close_sent() {
+            return false;
+        }
+        tracing::debug!(role = ?self.conn.role(), "server shutting down: closing with 1001");
+        // Cannot fail: no Close was sent yet, and the reason is short.
+        let _ = self.conn.send_close(Some(CloseFrame::new(
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+        )));
+        self.start_close_timer();
+        true
     }
 
     /// Sends a keepalive Ping when one is due; fails the connection when

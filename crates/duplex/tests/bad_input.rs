@@ -10,19 +10,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn echo_server(config: Config) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(duplex::serve_listener(
-        listener,
-        config,
-        |mut ws| async move {
-            while let Ok(Some(message)) = ws.recv().await {
-                if ws.send(message).await.is_err() {
-                    break;
-                }
+    let server = duplex::Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .config(config);
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(|mut ws| async move {
+        while let Ok(Some(message)) = ws.recv().await {
+            if ws.send(message).await.is_err() {
+                break;
             }
-        },
-    ));
+        }
+    }));
     addr
 }
 
@@ -247,11 +246,13 @@ async fn client_fails_on_masked_server_frames() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let pending = duplex::PendingRequest::read(stream, &Config::server())
-            .await
-            .unwrap();
-        let (mut stream, raw) = pending.into_parts();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut raw = Vec::new();
+        while !raw.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).await.unwrap();
+            raw.push(byte[0]);
+        }
         let text = String::from_utf8(raw).unwrap();
         let key = text
             .lines()

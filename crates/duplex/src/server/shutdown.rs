@@ -1,4 +1,4 @@
-//! The server's shutdown signal: fired once (SIGTERM, Ctrl-C), awaited by
+//! A shutdown signal: fired once (the server shutting down), awaited by
 //! every connection.
 //!
 //! A connection waits for it beside its socket for its whole life, and polls

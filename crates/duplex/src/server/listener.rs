@@ -1,0 +1,545 @@
+//! [`Server`]: the accept loop, TLS, the connection limits, the handshake
+//! timeout, and one HTTP path for every request (hyper, HTTP/1.1 and
+//! HTTP/2) that ends in the application's service or handler.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::time::Instant;
+
+use duplex_proto::handshake::HandshakeError;
+use duplex_proto::handshake::server::reject;
+
+use super::handle::{ConnectionInfo, ServerHandle};
+use super::stream::ServerStream;
+use super::upgrade::{Upgrade, is_upgrade_request};
+use crate::{Config, WebSocket};
+
+/// The default for [`Server::max_connections`]: far above what one process
+/// serves in practice, and low enough that a flood of connections cannot
+/// exhaust the file descriptors a server raised its limit to.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A WebSocket server: a listener, a [`Config`], optionally TLS, limits,
+/// and a [`ServerHandle`] to shut it down.
+///
+/// Every connection goes through hyper, so that a WebSocket can arrive as
+/// an HTTP/1.1 Upgrade (on a fresh connection or a kept-alive one) or as an
+/// HTTP/2 extended CONNECT (RFC 8441, several on one connection), and is
+/// counted, timed and shut down the same way.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let server = duplex::Server::bind("127.0.0.1:8080").await?;
+/// let handle = server.handle();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     handle.shutdown(); // every WebSocket gets 1001
+/// });
+/// server
+///     .serve(|mut ws| async move {
+///         while let Ok(Some(message)) = ws.recv().await {
+///             if ws.send(message).await.is_err() {
+///                 break;
+///             }
+///         }
+///     })
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::TlsAcceptor>,
+    http2: bool,
+    shutdown_timeout: Option<Duration>,
+    handle: ServerHandle,
+}
+
+impl Server {
+    /// Listens on `addr` (port 0 for any free port).
+    pub async fn bind(addr: impl ToSocketAddrs) -> std::io::Result<Server> {
+        Ok(Server::from_listener(TcpListener::bind(addr).await?))
+    }
+
+    /// Serves on a listener the caller bound.
+    pub fn from_listener(listener: TcpListener) -> Server {
+        Server {
+            listener,
+            config: Config::server(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            http2: true,
+            shutdown_timeout: None,
+            handle: ServerHandle::new(DEFAULT_MAX_CONNECTIONS),
+        }
+    }
+
+    /// The limits, timeouts and extensions of every connection (default
+    /// [`Config::server`]). `handshake_timeout` bounds the TLS handshake and
+    /// the HTTP request head together.
+    pub fn config(mut self, config: Config) -> Server {
+        self.config = config;
+        self
+    }
+
+    /// Serves `wss://` (and `https://`) with `acceptor`. With HTTP/2 on,
+    /// its ALPN offers `h2` before `http/1.1`
+    /// ([`TlsAcceptor::offer_http2`](crate::TlsAcceptor::offer_http2)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::TlsAcceptor) -> Server {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Whether to speak HTTP/2 (default on): by ALPN over TLS, by the
+    /// connection preface over plain TCP (prior knowledge, as `curl
+    /// --http2-prior-knowledge` does). WebSockets then also arrive as
+    /// extended CONNECT streams (RFC 8441), several on one connection.
+    pub fn http2(mut self, on: bool) -> Server {
+        self.http2 = on;
+        self
+    }
+
+    /// The most WebSockets open at once, however they were upgraded (each
+    /// HTTP/2 stream counts); one more is refused with 503 before it is
+    /// upgraded. The same number bounds the TCP connections that are not a
+    /// WebSocket of their own (HTTP requests, handshakes in progress, HTTP/2
+    /// connections); past it new connections are closed at once. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(self, max: usize) -> Server {
+        self.handle.set_max_websockets(max.max(1));
+        self
+    }
+
+    /// How long a shutdown waits for connections to close before dropping
+    /// them. Default: the close timeout and one second more, so that a
+    /// peer that answers the 1001 in time closes cleanly.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Server {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle to shut the server down and read its counters.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Accepts every WebSocket, on any path, with the server's config, and
+    /// runs `handler` on each in a task of its own. A plain HTTP request is
+    /// answered 426 Upgrade Required. Returns once the server has shut down
+    /// ([`ServerHandle::shutdown`]).
+    pub async fn serve<H, F>(self, handler: H) -> std::io::Result<()>
+    where
+        H: Fn(WebSocket<ServerStream>) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let config = self.config.clone();
+        self.serve_with(move |_, _| Ok(config.clone()), handler)
+            .await
+    }
+
+    /// As [`serve`](Self::serve), with a hook that sees each upgrade
+    /// request first (its path, headers and the peer's address) and either
+    /// accepts it with a [`Config`] or refuses it with a response (a 403
+    /// for a foreign `Origin`, a 404 for an unknown path).
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use duplex::{Config, Server};
+    /// use http::{Response, StatusCode};
+    ///
+    /// Server::bind("127.0.0.1:8080")
+    ///     .await?
+    ///     .serve_with(
+    ///         |request, _conn| match request.uri.path() {
+    ///             "/chat" => Ok(Config::server()),
+    ///             _ => Err(Response::builder()
+    ///                 .status(StatusCode::NOT_FOUND)
+    ///                 .body("no WebSocket here\n".to_owned())
+    ///                 .unwrap()),
+    ///         },
+    ///         |mut ws| async move {
+    ///             let _ = ws.send("welcome").await;
+    ///         },
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn serve_with<A, H, F>(self, accept: A, handler: H) -> std::io::Result<()>
+    where
+        A: Fn(&Parts, &ConnectionInfo) -> Result<Config, Response<String>> + Send + Sync + 'static,
+        H: Fn(WebSocket<ServerStream>) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let service = HookService(Arc::new(Hook { accept, handler }));
+        self.serve_service(service).await
+    }
+
+    /// Serves every request with a hyper `service`, which upgrades the
+    /// requests it wants with [`Upgrade`] and answers the others (a page, a
+    /// health check, a push service's `POST`). Each request carries the
+    /// [`ServerHandle`] and a [`ConnectionInfo`] in its extensions.
+    ///
+    /// An axum `Router` or any tower service serves here through
+    /// `hyper_util::service::TowerToHyperService`.
+    pub async fn serve_service<S, B>(self, service: S) -> std::io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Server {
+            listener,
+            config,
+            #[cfg(feature = "tls")]
+            tls,
+            http2,
+            shutdown_timeout,
+            handle,
+        } = self;
+        #[cfg(feature = "tls")]
+        if http2 && let Some(tls) = &tls {
+            tls.offer_http2();
+        }
+        let local_addr = listener.local_addr()?;
+        let config = Arc::new(config);
+        let refusals = RateLimitedLog::default();
+        let mut graceful = handle.graceful();
+        loop {
+            let (stream, peer_addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving
+                        // the connections there are.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut graceful => break,
+            };
+            if handle.stats().connections >= handle.max_websockets() {
+                refusals.warn(peer_addr, handle.max_websockets());
+                continue;
+            }
+            let connection = Connection {
+                info: ConnectionInfo {
+                    peer_addr,
+                    local_addr,
+                    #[cfg(feature = "tls")]
+                    tls: tls.is_some(),
+                    #[cfg(not(feature = "tls"))]
+                    tls: false,
+                },
+                config: Arc::clone(&config),
+                http2,
+                handle: handle.clone(),
+            };
+            let service = service.clone();
+            #[cfg(feature = "tls")]
+            let tls = tls.clone();
+            handle.spawn(async move {
+                let _counted = connection.handle.connection();
+                if let Err(e) = stream.set_nodelay(connection.config.nodelay) {
+                    tracing::debug!(error = %e, "set_nodelay failed");
+                }
+                let deadline = Instant::now() + connection.config.handshake_timeout;
+                #[cfg(feature = "tls")]
+                if let Some(tls) = tls {
+                    Box::pin(connection.serve_tls(stream, &tls, deadline, service)).await;
+                    return;
+                }
+                connection.serve_tcp(stream, deadline, service).await;
+            });
+        }
+        drop(listener);
+        tracing::info!(
+            websockets = handle.stats().websockets,
+            "shutting down: closing every WebSocket with 1001"
+        );
+        let timeout = shutdown_timeout.unwrap_or(config.close_timeout + Duration::from_secs(1));
+        handle.drain(timeout).await;
+        Ok(())
+    }
+}
+
+/// What one TCP connection's task knows.
+struct Connection {
+    info: ConnectionInfo,
+    config: Arc<Config>,
+    http2: bool,
+    handle: ServerHandle,
+}
+
+impl Connection {
+    #[cfg(feature = "tls")]
+    async fn serve_tls<S, B>(
+        self,
+        stream: TcpStream,
+        acceptor: &crate::TlsAcceptor,
+        deadline: Instant,
+        service: S,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let peer = self.info.peer_addr;
+        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        };
+        let h2 = self.http2 && tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve_http(tls, h2, service).await;
+    }
+
+    async fn serve_tcp<S, B>(self, stream: TcpStream, deadline: Instant, service: S)
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let h2 = if self.http2 {
+            match tokio::time::timeout_at(deadline, starts_with_h2_preface(&stream)).await {
+                Ok(Some(h2)) => h2,
+                Ok(None) => return,
+                Err(_) => {
+                    return tracing::debug!(peer = %self.info.peer_addr, "no request in time");
+                }
+            }
+        } else {
+            false
+        };
+        self.serve_http(stream, h2, service).await;
+    }
+
+    /// Serves HTTP on `io` until the connection ends, is upgraded (HTTP/1.1),
+    /// or the server shuts down (then gracefully: an idle HTTP/1.1
+    /// connection closes, HTTP/2 gets a GOAWAY and finishes its streams).
+    async fn serve_http<I, S, B>(self, io: I, h2: bool, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let mut graceful = self.handle.graceful();
+        let service = WithContext {
+            inner: service,
+            info: self.info,
+            handle: self.handle.clone(),
+        };
+        let config = &self.config;
+        let result = if h2 {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .enable_connect_protocol()
+                .max_header_list_size(u32::try_from(config.max_handshake_size).unwrap_or(u32::MAX));
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = &mut graceful => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        } else {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.handshake_timeout)
+                // hyper's floor is 8 KiB; a head over the limit gets 431.
+                .max_buf_size(config.max_handshake_size.max(8192));
+            let connection = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = &mut graceful => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.info.peer_addr, error = %e, "HTTP connection ended with an error");
+        }
+    }
+}
+
+/// Whether a plain TCP connection opens with the HTTP/2 preface (RFC 9113
+/// §3.4), looked at without taking the bytes; `None` if it closed first.
+async fn starts_with_h2_preface(stream: &TcpStream) -> Option<bool> {
+    // "PRI " starts no HTTP/1.1 request a WebSocket server answers.
+    const PREFIX: &[u8; 4] = b"PRI ";
+    let mut first = [0u8; 4];
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if first[..n] != PREFIX[..n] {
+            return Some(false);
+        }
+        if n == PREFIX.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far: peek returns at once while bytes
+        // are waiting, so give the rest a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The application's service with the server's context added to every
+/// request.
+#[derive(Clone)]
+struct WithContext<S> {
+    inner: S,
+    info: ConnectionInfo,
+    handle: ServerHandle,
+}
+
+impl<S, B> Service<Request<Incoming>> for WithContext<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        extensions.insert(self.info);
+        extensions.insert(self.handle.clone());
+        self.inner.call(request)
+    }
+}
+
+/// [`Server::serve_with`]'s hook and handler, as a service.
+struct Hook<A, H> {
+    accept: A,
+    handler: H,
+}
+
+struct HookService<A, H>(Arc<Hook<A, H>>);
+
+impl<A, H> Clone for HookService<A, H> {
+    fn clone(&self) -> Self {
+        HookService(Arc::clone(&self.0))
+    }
+}
+
+impl<A, H, F> Service<Request<Incoming>> for HookService<A, H>
+where
+    A: Fn(&Parts, &ConnectionInfo) -> Result<Config, Response<String>> + Send + Sync + 'static,
+    H: Fn(WebSocket<ServerStream>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(self.respond(request)))
+    }
+}
+
+impl<A, H, F> HookService<A, H>
+where
+    A: Fn(&Parts, &ConnectionInfo) -> Result<Config, Response<String>> + Send + Sync + 'static,
+    H: Fn(WebSocket<ServerStream>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn respond(&self, request: Request<Incoming>) -> Response<String> {
+        if !is_upgrade_request(&request) {
+            return reject(&HandshakeError::BadUpgrade);
+        }
+        let (parts, body) = request.into_parts();
+        let Some(info) = parts.extensions.get::<ConnectionInfo>().copied() else {
+            return reject(&HandshakeError::BadUpgrade);
+        };
+        let config = match (self.0.accept)(&parts, &info) {
+            Ok(config) => config,
+            Err(refusal) => {
+                tracing::info!(peer = %info.peer_addr, status = %refusal.status(), "upgrade refused");
+                return refusal;
+            }
+        };
+        let mut request = Request::from_parts(parts, body);
+        match Upgrade::new(&mut request, &config) {
+            Ok(upgrade) => {
+                let hook = Arc::clone(&self.0);
+                upgrade.on_upgrade(move |ws| (hook.handler)(ws))
+            }
+            Err(e) => {
+                tracing::info!(peer = %info.peer_addr, error = %e, "upgrade refused");
+                e.to_response()
+            }
+        }
+    }
+}
+
+/// One warning a second at most for connections closed at the limit: a
+/// flood must not flood the log too.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimitedLog {
+    fn warn(&self, peer: SocketAddr, max: usize) {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
+        if self.last.swap(now, Ordering::Relaxed) == now {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(%peer, max, suppressed, "closing a new connection: the connection limit is reached");
+    }
+}
