@@ -1,0 +1,315 @@
+//! The server core end to end over real sockets: the WebSocket limit holds
+//! however a WebSocket was upgraded (fresh or kept-alive connections), a
+//! slot frees on close, the hook accepts or refuses, every WebSocket gets
+//! 1001 at shutdown, the shutdown timeout drops what will not close, and a
+//! silent client is dropped after the handshake timeout.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use duplex::{Config, Event, Server, ServerHandle, Upgrade};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A server whose service answers `GET /` with a page and upgrades any
+/// WebSocket request to an echo.
+async fn page_and_echo(max: usize) -> (SocketAddr, ServerHandle, JoinHandle<std::io::Result<()>>) {
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .max_connections(max);
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    let service = hyper::service::service_fn(|mut request: Request<Incoming>| async move {
+        if !duplex::is_upgrade_request(&request) {
+            return Ok::<_, Infallible>(Response::new("page\n".to_owned()));
+        }
+        Ok(match Upgrade::new(&mut request, &Config::server()) {
+            Ok(upgrade) => upgrade.on_upgrade(echo),
+            Err(e) => e.to_response(),
+        })
+    });
+    let task = tokio::spawn(server.serve_service(service));
+    (addr, handle, task)
+}
+
+async fn echo(mut ws: duplex::WebSocket<duplex::ServerStream>) {
+    while let Ok(Some(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Reads one HTTP response head (and a short body, if any arrived with it).
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// A kept-alive connection: `GET /` first, then the Upgrade on the same
+/// socket. Returns the socket and the status of the upgrade's answer.
+async fn upgrade_after_get(addr: SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = vec![0u8; content_length(&head)];
+    stream.read_exact(&mut body).await.unwrap();
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    let status = head.split(' ').nth(1).unwrap().to_owned();
+    (stream, status)
+}
+
+async fn wait_for(handle: &ServerHandle, what: impl Fn(&duplex::ServerStats) -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !what(&handle.stats()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("stats never got there: {:?}", handle.stats()));
+}
+
+#[tokio::test]
+async fn the_limit_counts_upgrades_on_kept_alive_connections() {
+    let (addr, handle, _task) = page_and_echo(4).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (stream, status) = upgrade_after_get(addr).await;
+        assert_eq!(status, "101");
+        open.push(stream);
+    }
+    wait_for(&handle, |s| s.websockets == 4).await;
+    let (_refused, status) = upgrade_after_get(addr).await;
+    assert_eq!(
+        status, "503",
+        "a fifth WebSocket is refused before upgrading"
+    );
+    let (_refused, status) = upgrade_after_get(addr).await;
+    assert_eq!(status, "503");
+    assert_eq!(handle.stats().refused, 2);
+    assert_eq!(handle.stats().websockets_http1, 4);
+
+    // A slot frees when its WebSocket ends.
+    drop(open.pop());
+    wait_for(&handle, |s| s.websockets == 3).await;
+    let (_again, status) = upgrade_after_get(addr).await;
+    assert_eq!(status, "101");
+}
+
+#[tokio::test]
+async fn the_limit_counts_clients_of_the_library() {
+    let (addr, handle, _task) = page_and_echo(2).await;
+    let url = format!("ws://{addr}/");
+    let mut a = duplex::connect(&url).await.unwrap();
+    let _b = duplex::connect(&url).await.unwrap();
+    let err = duplex::connect(&url).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    a.close(1000, "").await.unwrap();
+    while a.next().await.is_some() {}
+    wait_for(&handle, |s| s.websockets == 1).await;
+    let mut c = duplex::connect(&url).await.unwrap();
+    assert!(matches!(c.next().await, Some(Event::Open)));
+    c.send("again").await.unwrap();
+    assert!(
+        matches!(c.next().await, Some(Event::Message(m)) if m == duplex::Message::text("again"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_websocket_with_1001_and_returns() {
+    let (addr, handle, task) = page_and_echo(100).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+        assert!(matches!(ws.next().await, Some(Event::Open)));
+        clients.push(ws);
+    }
+    wait_for(&handle, |s| s.websockets == 3).await;
+    handle.shutdown();
+    for mut ws in clients {
+        let close = tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await {
+                    Some(Event::Close {
+                        code,
+                        reason,
+                        was_clean,
+                    }) => break (code, reason, was_clean),
+                    Some(_) => {}
+                    None => panic!("no close event"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(close, (1001, "server shutting down".to_owned(), true));
+    }
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("serve returns once every connection is closed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drops_a_handler_that_will_not_close_after_the_timeout() {
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .shutdown_timeout(Duration::from_millis(200));
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    // This handler never reads, so it never sees the 1001.
+    let task = tokio::spawn(server.serve(|ws| async move {
+        let _keep = ws;
+        std::future::pending::<()>().await;
+    }));
+    let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+    wait_for(&handle, |s| s.websockets == 1).await;
+    handle.shutdown();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("serve returns after the shutdown timeout")
+        .unwrap()
+        .unwrap();
+    // The connection was dropped without a closing handshake.
+    let closed = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Event::Close {
+                code, was_clean, ..
+            }) => break (code, was_clean),
+            Some(_) => {}
+            None => panic!("no close event"),
+        }
+    };
+    assert_eq!(closed, (1006, false));
+    assert_eq!(handle.stats().websockets, 0);
+}
+
+#[tokio::test]
+async fn the_hook_accepts_with_a_config_or_refuses_with_a_response() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve_with(
+        |request, conn| {
+            assert!(conn.peer_addr.ip().is_loopback());
+            match request.uri.path() {
+                "/chat" => {
+                    let mut config = Config::server();
+                    config.protocols = vec!["chat.v1".to_owned()];
+                    Ok(config)
+                }
+                _ => Err(Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body("no WebSocket here\n".to_owned())
+                    .unwrap()),
+            }
+        },
+        |mut ws| async move {
+            let _ = ws.send(format!("protocol {:?}", ws.protocol())).await;
+            while ws.next().await.is_some() {}
+        },
+    ));
+    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/chat"))
+        .protocols(["chat.v1"])
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol(), Some("chat.v1"));
+    assert!(matches!(ws.next().await, Some(Event::Open)));
+    match ws.next().await {
+        Some(Event::Message(m)) => {
+            assert_eq!(m, duplex::Message::text("protocol Some(\"chat.v1\")"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = duplex::connect(&format!("ws://{addr}/elsewhere"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+
+    // A plain request to `serve_with` gets 426 and says why.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let mut config = Config::server();
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = Server::bind("127.0.0.1:0").await.unwrap().config(config);
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    tokio::spawn(server.serve(echo));
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(partial).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+            .await
+            .expect("the server ends the connection")
+            .ok();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+    wait_for(&handle, |s| s.connections == 0).await;
+}
