@@ -4,9 +4,9 @@
 #   scripts/test.sh [STEP...]        no STEP = all of them, in this order:
 #
 #   fmt              cargo fmt --all -- --check
-#   clippy           cargo clippy --workspace --all-targets -- -D warnings
-#   test             cargo test --workspace (the hub's tests start their own redis-server)
-#   build            cargo build --release -p duplex-cli -p duplex --examples --bins
+#   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
+#   test             cargo test --workspace --all-features (the hub's tests start their own redis-server)
+#   build            cargo build --release --all-features -p duplex-cli -p duplex -p duplex-hub --examples --bins
 #   autobahn-server  kosoku -m fuzzingclient against `duplex serve`, judged strictly
 #   autobahn-client  kosoku -m fuzzingserver against the example `autobahn_client`, judged strictly
 #   interop-client   Python websockets client -> duplex serve (e2e/interop/client_vs_duplex.py)
@@ -242,7 +242,7 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 
 # ---------------------------------------------------------------- the steps
 step_fmt() { cargo fmt --all -- --check; }
-step_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warnings; }
 ensure_redis() {
   command -v redis-server >/dev/null 2>&1 && return 0
   log "redis: installing redis-server (apt), for the backplane tests"
@@ -252,8 +252,8 @@ ensure_redis() {
   fi
   apt_install redis-server
 }
-step_test() { ensure_redis; cargo test --workspace; }
-step_build() { cargo build --release -p duplex-cli -p duplex --examples --bins; }
+step_test() { ensure_redis; cargo test --workspace --all-features; }
+step_build() { cargo build --release --all-features -p duplex-cli -p duplex -p duplex-hub --examples --bins; }
 # Compiles, never times: the Criterion benches, and the comparison harness
 # (bench/, its own workspace) in the release mode bench/compare.sh runs it in.
 step_bench() {

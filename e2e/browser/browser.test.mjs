@@ -12,7 +12,10 @@
 // Once more over TLS: a second `duplex serve --tls-cert --tls-key` on a free port
 // with a certificate made at run time (the `test_certs` example, rcgen), and a
 // second Chromium with --ignore-certificate-errors loads https://127.0.0.1:PORT/;
-// the page's own UI connects to its default wss:// URL and gets the echo.
+// the page's own UI connects to its default wss:// URL and gets the echo. Chromium
+// speaks HTTP/2 to it (ALPN h2), and the WebSocket travels as an RFC 8441 stream
+// of the page's own connection: checked from the page (nextHopProtocol) and from
+// the server's side (its per-HTTP-version WebSocket count in /metrics).
 //
 // Uses node's built-in test runner, so the output ends with its pass/fail summary.
 
@@ -352,7 +355,7 @@ async function startTlsServer({ cert, key }) {
   return { proc, addr, stderr };
 }
 
-test('over wss://: the page served over https:// connects with its own UI and gets the echo', async () => {
+test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo', async () => {
   const tls = await startTlsServer(makeCerts(join(OUT_DIR, 'tls')));
   const tlsBrowser = await chromium.launch({
     executablePath: CHROMIUM, args: [...LAUNCH_ARGS, '--ignore-certificate-errors'],
@@ -371,6 +374,15 @@ test('over wss://: the page served over https:// connects with its own UI and ge
     await p.locator('#log li[data-kind="message"][data-type="text"]', { hasText: msg }).last()
       .waitFor({ timeout: 5000 });
     assert.match((await p.textContent('#extensions')).trim(), /permessage-deflate/);
+    // RFC 8441: the page came over HTTP/2, and its WebSocket is a stream of
+    // that same connection. The server says so: while it is open, /metrics
+    // (fetched on that connection too) counts one WebSocket over HTTP/2 and
+    // none over HTTP/1.1.
+    assert.equal(await p.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol), 'h2');
+    const metrics = await p.evaluate(async () => (await fetch('/metrics')).text());
+    assert.match(metrics, /^duplex_websockets_open\{http="2"\} 1$/m, metrics);
+    assert.match(metrics, /^duplex_websockets_open\{http="1\.1"\} 0$/m, metrics);
+    assert.equal(await p.evaluate(() => performance.getEntriesByName(new URL('/metrics', location.href).href)[0].nextHopProtocol), 'h2');
     await p.fill('#code', '1000');
     await p.fill('#reason', 'wss done');
     await p.click('#close');

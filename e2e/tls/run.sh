@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TLS interop: `duplex serve --tls-cert --tls-key` against a Python `websockets`
 # client (OpenSSL underneath) that trusts a CA made at run time, and `duplex connect`
-# against a Python `websockets` TLS server. See python_client.py for the checks.
+# against a Python `websockets` TLS server (python_client.py); then two WebSockets
+# over one HTTP/2 connection with the pure-Python `h2` stack (h2_client.py).
 #
 #   e2e/tls/run.sh
 #
@@ -26,7 +27,7 @@ if [ -z "${DUPLEX_BIN:-}" ] && [ ! -x "$bin" ]; then
 fi
 
 python="${PYTHON:-$root/target/venv/bin/python}"
-if ! "$python" -c 'import websockets' 2>/dev/null; then
+if ! "$python" -c 'import websockets, h2' 2>/dev/null; then
   if [ -n "${PYTHON:-}" ]; then
     echo "run.sh: $python cannot import websockets" >&2
     exit 1
@@ -77,6 +78,8 @@ echo "duplex serve (pid $server_pid) on wss://$addr; its log: $work/serve.stderr
 rc=0
 "$python" "$here/python_client.py" --url "wss://$addr/" --ca "$work/certs/ca.pem" \
   --cert "$work/certs/cert.pem" --key "$work/certs/key.pem" --duplex "$bin" || rc=$?
+# WebSocket over HTTP/2 (RFC 8441) with the pure-Python h2 stack.
+"$python" "$here/h2_client.py" --url "wss://$addr/" --ca "$work/certs/ca.pem" || rc=$?
 
 # The server must still be up, and stop cleanly on SIGTERM.
 if ! kill -0 "$server_pid" 2>/dev/null; then
