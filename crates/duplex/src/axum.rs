@@ -1,5 +1,5 @@
 //! [`WebSocketUpgrade`]: an extractor for axum 0.8 handlers that upgrades
-//! to a duplex [`WebSocket`](crate::WebSocket), with a [`Config`] (limits,
+//! to a duplex [`WebSocket`], with a [`Config`] (limits,
 //! permessage-deflate, subprotocols), over HTTP/1.1 and HTTP/2.
 //!
 //! It has the shape of axum's own `WebSocketUpgrade`:

@@ -3,8 +3,24 @@
 //!
 //! The protocol itself lives in [`duplex_proto`], a sans-I/O state machine;
 //! this crate owns sockets and time: reading and writing, back-pressure,
-//! timeouts and the opening handshake over a real stream, and TLS for
-//! `wss://` on rustls (feature `tls`, on by default; see [`tls`]).
+//! timeouts and the opening handshake over a real stream, TLS for `wss://`
+//! on rustls (feature `tls`, on by default; see [`tls`]), and the server
+//! core on hyper, over HTTP/1.1 and HTTP/2 (feature `hyper`, on by default).
+//!
+//! Which door to use for a server:
+//!
+//! | you have | use |
+//! |---|---|
+//! | nothing yet: a WebSocket server of its own | [`Server`] (or [`serve`]): listener, TLS with reload, one limit for every WebSocket, handshake timeout, a hook per upgrade, shutdown with 1001 through [`ServerHandle`] |
+//! | an axum 0.8 application | [`axum::WebSocketUpgrade`](crate::axum) (feature `axum`) in a handler |
+//! | a hyper 1 service | [`Upgrade`] on the request |
+//! | a stream you accepted yourself | [`accept`] / [`accept_with`] |
+//!
+//! The last three also serve inside [`Server::serve_service`], where their
+//! WebSockets count against the server's limit and close with 1001 when it
+//! shuts down. Each speaks HTTP/2 (RFC 8441) wherever the HTTP server under
+//! it does; [`Server`] does, by ALPN over TLS and by prior knowledge over
+//! plain TCP.
 //!
 //! | browser | duplex |
 //! |---|---|
