@@ -604,7 +604,18 @@ where
                 self.phase = Phase::Ended;
                 continue;
             }
-            let read = match self.poll_read(cx) {
+            // Back-pressure on the reading side: what the protocol answers by
+            // itself (Pongs, the Close) and what the application echoes
+            // queue up for a peer that sends but does not read. Past the
+            // write buffer, read nothing more from it until the socket
+            // takes some (its writability wakes this task): a flood then
+            // costs the write buffer, not memory without bound.
+            let over_high_water = self.conn.pending_output_len() >= self.write_high_water;
+            let read = match if over_high_water {
+                Poll::Pending
+            } else {
+                self.poll_read(cx)
+            } {
                 Poll::Ready(read) => read,
                 // The socket is idle: the time to see to keepalive. (Not
                 // before each read: a connection with bytes waiting is alive,
@@ -914,7 +925,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn config(interval: Option<u64>, timeout: u64) -> crate::Config {
         crate::Config {
@@ -1039,6 +1050,36 @@ mod tests {
             ..config(None, 1)
         };
         (WebSocket::from_raw(a, Role::Server, &config), peer)
+    }
+
+    #[tokio::test]
+    async fn a_ping_flood_from_a_peer_that_does_not_read_is_not_read_past_the_write_buffer() {
+        let (mut server, mut peer) = stalling_server(None);
+        // Masked Pings with 125 bytes each: every one asks for a Pong.
+        let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+        ping.extend((0..125u8).map(|i| i ^ [1, 2, 3, 4][usize::from(i) % 4]));
+        let mut sent = 0usize;
+        let flood = async {
+            loop {
+                peer.write_all(&ping).await.unwrap();
+                sent += ping.len();
+            }
+        };
+        let serve = async { while server.next().await.is_some() {} };
+        tokio::select! {
+            () = flood => unreachable!(),
+            () = serve => panic!("the server closed"),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        // Without the bound the server reads the flood as fast as it comes,
+        // and the Pongs pile up by megabytes in 300 ms.
+        let bound = 4096 + crate::Config::default().read_buffer_size;
+        assert!(
+            server.buffered_amount() <= bound,
+            "{} queued",
+            server.buffered_amount()
+        );
+        assert!(sent < 64 << 10, "the peer could write {sent} bytes");
     }
 
     #[tokio::test(start_paused = true)]
