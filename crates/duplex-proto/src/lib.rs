@@ -24,6 +24,10 @@
 //!
 //! The opening handshake (HTTP Upgrade) is in [`handshake`]; extension
 //! negotiation and permessage-deflate in [`extensions`].
+//!
+//! Cargo features, none on by default: `testing` adds the `testing` module
+//! (an in-memory client/server pair for tests), which is not part of the
+//! stable API.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -37,6 +41,8 @@ pub mod handshake;
 mod mask;
 mod message;
 mod role;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod utf8;
 
 pub use broadcast::Broadcast;
