@@ -612,7 +612,7 @@ impl Deflate {
     }
 
     /// Whether a message of `len` bytes that this end sends may go out as
-    /// the bytes [`compress_once`] made for every connection (see
+    /// the bytes compressed once for every connection (see
     /// [`Broadcast`](crate::Broadcast)): only without context takeover in
     /// this direction, where each message starts from an empty window
     /// (§7.1.1), and only where no match of a 32 KiB window can reach
@@ -762,7 +762,7 @@ fn inflate_into(
 /// `payload` compressed as one message from an empty 32 KiB window at zlib
 /// `level`: what a sender without context takeover sends (§7.2.1), the same
 /// for every connection that [`can_share`](Deflate::can_share) it.
-pub fn compress_once(payload: &[u8], level: u32) -> Result<Vec<u8>, DeflateError> {
+pub(crate) fn compress_once(payload: &[u8], level: u32) -> Result<Vec<u8>, DeflateError> {
     let mut compressor =
         Compress::new_with_window_bits(Compression::new(level.min(9)), false, MAX_WINDOW_BITS);
     let mut out = Vec::new();
