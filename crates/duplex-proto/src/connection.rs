@@ -27,7 +27,11 @@ use crate::utf8::Utf8Validator;
 ///
 /// The defaults are those of tungstenite: large enough for any ordinary
 /// application, small enough that one connection cannot exhaust a server.
+///
+/// Start from [`Default`] and set fields: the struct is non-exhaustive, so
+/// that a later limit is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The largest frame payload accepted (default 16 MiB). Checked against
     /// the header, before any of the payload is buffered.
@@ -47,7 +51,10 @@ impl Default for Limits {
 
 /// Where the connection is in its life (RFC 6455 §4–§7). `CONNECTING` is the
 /// opening handshake, which happens before a `Connection` exists.
+///
+/// Non-exhaustive: a state added later is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Messages flow both ways.
     Open,
@@ -59,6 +66,9 @@ pub enum State {
 }
 
 /// Something the peer did.
+///
+/// Exhaustive on purpose: a peer can send data, a ping, a pong or a Close
+/// and nothing else (RFC 6455 §5.5–§5.6), so a `match` needs no wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A complete data message.

@@ -96,7 +96,11 @@ const MIN_GROWTH: usize = 1024;
 /// server sends and each `client_*` field about what the client sends: a
 /// server grants the client's requests and adds its own config, a client
 /// requests its config in its offer.
+///
+/// Start from [`Default`] and set fields: the struct is non-exhaustive, so
+/// that a later setting is not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeflateConfig {
     /// The server resets its compressor after each message (§7.1.1.1).
     /// Default `false`: context takeover is where permessage-deflate earns its
@@ -519,7 +523,11 @@ fn check_response(
 }
 
 /// Why a message could not be compressed or decompressed.
+///
+/// Non-exhaustive: a rule or failure added later is a new variant, not a
+/// breaking change.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum DeflateError {
     /// The message inflates to more than the allowed size (a connection
     /// closes with 1009).
