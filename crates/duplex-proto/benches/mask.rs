@@ -6,7 +6,8 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use duplex_proto::{apply_mask, apply_mask_scalar};
+use duplex_proto::apply_mask;
+use duplex_proto::bench_internals::apply_mask_scalar;
 use std::hint::black_box;
 
 fn masking(c: &mut Criterion) {

@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use duplex_proto::Utf8Validator;
+use duplex_proto::bench_internals::Utf8Validator;
 use std::hint::black_box;
 
 fn validation(c: &mut Criterion) {

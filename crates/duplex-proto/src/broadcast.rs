@@ -77,6 +77,7 @@ impl From<Message> for Broadcast {
 mod tests {
     use super::*;
     use crate::extensions::deflate::DeflateParams;
+    use crate::testing::{drain_events, take_output};
     use crate::{Connection, Event, Limits, Role};
 
     /// A connection of `role` with permessage-deflate on these parameters.
@@ -94,23 +95,13 @@ mod tests {
         }
     }
 
-    /// Everything `conn` has to write.
-    fn take_output(conn: &mut Connection) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        while conn.wants_write() {
-            let chunk = conn.pending_output().to_vec();
-            conn.advance_output(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        bytes
-    }
-
     /// What a peer with `params` makes of `wire`: the messages in it, and
     /// nothing else.
     fn receive(role: Role, params: DeflateParams, wire: &[u8]) -> Vec<Message> {
         let mut peer = with_deflate(role, params);
         peer.receive_data(wire);
-        std::iter::from_fn(|| peer.next_event())
+        drain_events(&mut peer)
+            .into_iter()
             .map(|event| match event {
                 Ok(Event::Message(m)) => m,
                 other => panic!("expected a message, got {other:?}"),

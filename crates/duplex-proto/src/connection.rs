@@ -27,7 +27,11 @@ use crate::utf8::Utf8Validator;
 ///
 /// The defaults are those of tungstenite: large enough for any ordinary
 /// application, small enough that one connection cannot exhaust a server.
+///
+/// Start from [`Default`] and set fields: the struct is non-exhaustive, so
+/// that a later limit is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The largest frame payload accepted (default 16 MiB). Checked against
     /// the header, before any of the payload is buffered.
@@ -47,7 +51,10 @@ impl Default for Limits {
 
 /// Where the connection is in its life (RFC 6455 §4–§7). `CONNECTING` is the
 /// opening handshake, which happens before a `Connection` exists.
+///
+/// Non-exhaustive: a state added later is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Messages flow both ways.
     Open,
@@ -59,6 +66,9 @@ pub enum State {
 }
 
 /// Something the peer did.
+///
+/// Exhaustive on purpose: a peer can send data, a ping, a pong or a Close
+/// and nothing else (RFC 6455 §5.5–§5.6), so a `match` needs no wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A complete data message.
@@ -762,52 +772,9 @@ fn inflate_error(e: DeflateError, max: usize) -> ProtocolError {
 mod tests {
     use super::*;
     use crate::close::CloseCode;
+    use crate::extensions::DeflateConfig;
+    use crate::testing::{Pair, drain_events};
     use proptest::prelude::*;
-
-    /// A client and a server connected in memory, as in quinn-proto's tests.
-    struct Pair {
-        client: Connection,
-        server: Connection,
-    }
-
-    impl Pair {
-        fn new() -> Self {
-            Pair {
-                client: Connection::new(Role::Client, Limits::default()),
-                server: Connection::new(Role::Server, Limits::default()),
-            }
-        }
-
-        /// Moves the client's output to the server and returns its events.
-        fn deliver_to_server(&mut self) -> Vec<Result<Event, ProtocolError>> {
-            transfer(&mut self.client, &mut self.server)
-        }
-
-        fn deliver_to_client(&mut self) -> Vec<Result<Event, ProtocolError>> {
-            transfer(&mut self.server, &mut self.client)
-        }
-    }
-
-    fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
-        to.receive_data(&take_output(from));
-        drain(to)
-    }
-
-    /// Everything `conn` has to write, as a socket would take it.
-    fn take_output(conn: &mut Connection) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        while conn.wants_write() {
-            let chunk = conn.pending_output();
-            assert!(!chunk.is_empty());
-            bytes.extend_from_slice(chunk);
-            conn.advance_output(chunk.len());
-        }
-        bytes
-    }
-
-    fn drain(c: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
-        std::iter::from_fn(|| c.next_event()).collect()
-    }
 
     /// A raw frame as a peer would send it: `b0` is FIN/RSV/opcode.
     fn raw(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
@@ -834,7 +801,7 @@ mod tests {
     fn server_events(bytes: &[u8]) -> (Connection, Vec<Result<Event, ProtocolError>>) {
         let mut server = Connection::new(Role::Server, Limits::default());
         server.receive_data(bytes);
-        let events = drain(&mut server);
+        let events = drain_events(&mut server);
         (server, events)
     }
 
@@ -1135,7 +1102,7 @@ mod tests {
         assert_eq!(p.server.pending_output_len(), 0);
         p.client.receive_data(&written);
         assert_eq!(
-            drain(&mut p.client),
+            drain_events(&mut p.client),
             vec![
                 Ok(Event::Message(Message::text("small first"))),
                 Ok(Event::Message(Message::Binary(big))),
@@ -1166,13 +1133,61 @@ mod tests {
         let mut p = Pair::new();
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         p.client.send_binary(&big).unwrap();
-        let bytes = p.client.pending_output().to_vec();
-        let mut events = Vec::new();
-        for chunk in bytes.chunks(1000) {
-            p.server.receive_data(chunk);
-            events.extend(drain(&mut p.server));
+        p.drive_in_chunks(&[1000]);
+        assert_eq!(
+            p.server_events(),
+            vec![Ok(Event::Message(Message::binary(big)))]
+        );
+    }
+
+    #[test]
+    fn deflate_context_takeover_shortens_a_repeated_message() {
+        let text = r#"{"symbol":"DPLX","bid":101.25,"ask":101.50}"#.repeat(3);
+        let expected = vec![Ok(Event::Message(Message::text(text.clone())))];
+        for no_context_takeover in [false, true] {
+            let config = DeflateConfig {
+                server_no_context_takeover: no_context_takeover,
+                client_no_context_takeover: no_context_takeover,
+                ..DeflateConfig::default()
+            };
+            let mut p = Pair::with_deflate(&config);
+            for role in [Role::Client, Role::Server] {
+                let mut sizes = Vec::new();
+                for _ in 0..2 {
+                    p.end(role).send_text(&text).unwrap();
+                    sizes.push(p.end(role).pending_output_len());
+                    p.deliver(role, usize::MAX);
+                    assert_eq!(p.events(role.peer()), expected);
+                }
+                assert!(sizes[0] < text.len(), "{role:?} compressed: {sizes:?}");
+                if no_context_takeover {
+                    assert_eq!(sizes[0], sizes[1], "{role:?} starts afresh");
+                } else {
+                    assert!(sizes[1] < sizes[0], "{role:?} refers back: {sizes:?}");
+                }
+            }
         }
-        assert_eq!(events, vec![Ok(Event::Message(Message::binary(big)))]);
+    }
+
+    #[test]
+    fn deflate_pings_between_compressed_messages() {
+        let mut p = Pair::with_deflate(&DeflateConfig::default());
+        p.client.send_text("one one one").unwrap();
+        p.client.send_ping(b"p").unwrap();
+        p.client.send_binary(&[9; 1000]).unwrap();
+        p.drive_in_chunks(&[3]);
+        assert_eq!(
+            p.server_events(),
+            vec![
+                Ok(Event::Message(Message::text("one one one"))),
+                Ok(Event::Ping(Bytes::from_static(b"p"))),
+                Ok(Event::Message(Message::binary(vec![9; 1000]))),
+            ]
+        );
+        assert_eq!(
+            p.client_events(),
+            vec![Ok(Event::Pong(Bytes::from_static(b"p")))]
+        );
     }
 
     proptest! {
@@ -1192,7 +1207,7 @@ mod tests {
             let mut last = 0;
             for cut in cuts.into_iter().chain([bytes.len()]) {
                 server.receive_data(&bytes[last..cut]);
-                events.extend(drain(&mut server));
+                events.extend(drain_events(&mut server));
                 last = cut;
             }
             prop_assert_eq!(events, expected);
@@ -1204,7 +1219,7 @@ mod tests {
             for role in [Role::Client, Role::Server] {
                 let mut conn = Connection::new(role, Limits::default());
                 conn.receive_data(&bytes);
-                let events = drain(&mut conn);
+                let events = drain_events(&mut conn);
                 if events.iter().any(|e| e.is_err()) {
                     prop_assert!(conn.close_sent());
                 }

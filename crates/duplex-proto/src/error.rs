@@ -9,7 +9,11 @@ use crate::close::CloseCode;
 /// When [`crate::Connection`] reports one of these it has already queued a
 /// Close frame with [`ProtocolError::close_code`], and the connection is
 /// failed: the caller writes what is pending and closes the socket.
+///
+/// Non-exhaustive: a rule or failure added later is a new variant, not a
+/// breaking change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// §5.2: opcodes 0x3–0x7 and 0xB–0xF are reserved.
     #[error("reserved opcode {0:#x}")]
@@ -97,7 +101,11 @@ impl ProtocolError {
 }
 
 /// A send the caller asked for that cannot be made.
+///
+/// Non-exhaustive: a rule or failure added later is a new variant, not a
+/// breaking change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// A Close frame was already sent or received (§5.5.1: no data after it).
     #[error("the connection is closing or closed")]

@@ -9,6 +9,9 @@
 use crate::error::ProtocolError;
 
 /// A frame's opcode (RFC 6455 §5.2, §11.8).
+///
+/// Exhaustive on purpose: these are all the opcodes RFC 6455 defines (the
+/// others are reserved and rejected), so a `match` needs no wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpCode {
     /// 0x0: continues a fragmented message.

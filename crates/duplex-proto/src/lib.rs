@@ -24,6 +24,10 @@
 //!
 //! The opening handshake (HTTP Upgrade) is in [`handshake`]; extension
 //! negotiation and permessage-deflate in [`extensions`].
+//!
+//! Cargo features, none on by default: `testing` adds the `testing` module
+//! (an in-memory client/server pair for tests); `bench-internals` exposes
+//! what the benches time on their own. Neither is part of the stable API.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -37,6 +41,8 @@ pub mod handshake;
 mod mask;
 mod message;
 mod role;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod utf8;
 
 pub use broadcast::Broadcast;
@@ -44,7 +50,15 @@ pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use connection::{Connection, Event, Limits, State};
 pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
-pub use mask::{apply_mask, apply_mask_scalar};
+pub use mask::apply_mask;
 pub use message::{Message, Utf8Bytes};
 pub use role::Role;
-pub use utf8::{InvalidUtf8, Utf8Validator};
+
+/// What the benches time on their own, which the connection otherwise keeps
+/// to itself. Behind the `bench-internals` feature; not part of the API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::mask::apply_mask_scalar;
+    pub use crate::utf8::{InvalidUtf8, Utf8Validator};
+}

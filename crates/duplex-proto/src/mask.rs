@@ -46,7 +46,9 @@ fn mask_words(buf: &mut [u8], key: [u8; 4]) {
 }
 
 /// The reference implementation, one byte at a time; the fast path must
-/// agree with it.
+/// agree with it. Only the tests and the benches use it.
+#[cfg(any(test, feature = "bench-internals"))]
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, b) in buf.iter_mut().enumerate() {
         *b ^= key[(i + offset) & 3];

@@ -13,6 +13,9 @@ use bytes::Bytes;
 use crate::utf8::{InvalidUtf8, Utf8Validator};
 
 /// A complete data message.
+///
+/// Exhaustive on purpose: RFC 6455 §5.6 has two data types, text and binary,
+/// so a `match` needs no wildcard.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message: UTF-8, checked on receipt.

@@ -4,6 +4,8 @@
 ///
 /// The role decides masking (RFC 6455 §5.1): a client masks every frame it
 /// sends and requires unmasked frames from the server; a server does the reverse.
+///
+/// Exhaustive on purpose: a connection has two ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The end that opened the connection and sent the HTTP Upgrade request.

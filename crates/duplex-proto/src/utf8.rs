@@ -9,16 +9,20 @@
 /// The bytes fed so far are not, and cannot become, valid UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid UTF-8 in text")]
+// `pub` for the `bench_internals` re-export only.
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub struct InvalidUtf8;
 
 /// Validates a stream of bytes as UTF-8, one piece at a time.
 #[derive(Debug, Default, Clone)]
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub struct Utf8Validator {
     /// An incomplete code point left over from the previous piece.
     carry: [u8; 4],
     carry_len: u8,
 }
 
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub fn new() -> Self {

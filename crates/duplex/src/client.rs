@@ -262,12 +262,10 @@ impl ClientBuilder {
     {
         let config = self.config;
         let offer = config.deflate.as_ref().map(|d| d.client_offer());
-        let request = ClientRequest {
-            uri: target.uri.clone(),
-            protocols: config.protocols.clone(),
-            extensions: offer,
-            headers: self.headers,
-        };
+        let mut request = ClientRequest::new(target.uri.clone());
+        request.protocols = config.protocols.clone();
+        request.extensions = offer;
+        request.headers = self.headers;
         let (request, handshake) = request.build()?;
         let mut head = Vec::with_capacity(256);
         write_request(&request, &mut head);

@@ -103,9 +103,11 @@ impl Config {
     }
 
     pub(crate) fn limits(&self) -> Limits {
-        Limits {
-            max_frame_size: self.max_frame_size,
-            max_message_size: self.max_message_size,
-        }
+        // `Limits` is non-exhaustive: limits this config does not set keep
+        // duplex-proto's defaults.
+        let mut limits = Limits::default();
+        limits.max_frame_size = self.max_frame_size;
+        limits.max_message_size = self.max_message_size;
+        limits
     }
 }

@@ -96,7 +96,11 @@ const MIN_GROWTH: usize = 1024;
 /// server sends and each `client_*` field about what the client sends: a
 /// server grants the client's requests and adds its own config, a client
 /// requests its config in its offer.
+///
+/// Start from [`Default`] and set fields: the struct is non-exhaustive, so
+/// that a later setting is not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeflateConfig {
     /// The server resets its compressor after each message (§7.1.1.1).
     /// Default `false`: context takeover is where permessage-deflate earns its
@@ -519,7 +523,11 @@ fn check_response(
 }
 
 /// Why a message could not be compressed or decompressed.
+///
+/// Non-exhaustive: a rule or failure added later is a new variant, not a
+/// breaking change.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum DeflateError {
     /// The message inflates to more than the allowed size (a connection
     /// closes with 1009).
@@ -612,7 +620,7 @@ impl Deflate {
     }
 
     /// Whether a message of `len` bytes that this end sends may go out as
-    /// the bytes [`compress_once`] made for every connection (see
+    /// the bytes compressed once for every connection (see
     /// [`Broadcast`](crate::Broadcast)): only without context takeover in
     /// this direction, where each message starts from an empty window
     /// (§7.1.1), and only where no match of a 32 KiB window can reach
@@ -762,7 +770,7 @@ fn inflate_into(
 /// `payload` compressed as one message from an empty 32 KiB window at zlib
 /// `level`: what a sender without context takeover sends (§7.2.1), the same
 /// for every connection that [`can_share`](Deflate::can_share) it.
-pub fn compress_once(payload: &[u8], level: u32) -> Result<Vec<u8>, DeflateError> {
+pub(crate) fn compress_once(payload: &[u8], level: u32) -> Result<Vec<u8>, DeflateError> {
     let mut compressor =
         Compress::new_with_window_bits(Compression::new(level.min(9)), false, MAX_WINDOW_BITS);
     let mut out = Vec::new();

@@ -93,7 +93,11 @@ pub fn serialize_header(extensions: &[ExtensionOffer]) -> String {
 
 /// Everything that can be wrong with a `Sec-WebSocket-Extensions` header or
 /// with an extension's parameters, one variant per rule.
+///
+/// Non-exhaustive: a rule or failure added later is a new variant, not a
+/// breaking change.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExtensionError {
     /// RFC 6455 §9.1: the value does not follow the grammar.
     #[error(

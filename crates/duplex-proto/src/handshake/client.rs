@@ -32,7 +32,11 @@ use super::{
 /// assert_eq!(request.headers()["host"], "localhost:8080");
 /// assert_eq!(handshake.protocols(), ["chat"]);
 /// ```
+///
+/// Non-exhaustive, so that a later setting is not a breaking change: start
+/// from [`ClientRequest::new`] and set fields or chain the builder methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientRequest {
     /// Where to connect: `ws://` or `wss://` (RFC 6455 §3), or `http://` /
     /// `https://`, which mean the same. The request line carries its path and
