@@ -51,7 +51,7 @@ mod stream;
 pub mod tls;
 mod websocket;
 
-pub use client::{ClientBuilder, connect};
+pub use client::{ClientBuilder, Http2Connection, Http2Error, Http2Stream, connect};
 pub use config::Config;
 pub use error::Error;
 pub use server::{Accepted, PendingRequest, accept, accept_with, negotiate, serve, serve_listener};
