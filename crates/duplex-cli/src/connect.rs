@@ -50,6 +50,12 @@ pub(crate) struct ConnectArgs {
     /// were sent).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     linger: f64,
+    /// Open the WebSocket over HTTP/2 (RFC 8441 extended CONNECT) instead
+    /// of HTTP/1.1: wss:// negotiates h2 in TLS ALPN, ws:// speaks HTTP/2
+    /// in clear text with prior knowledge (h2c). Fails if the server does
+    /// not speak HTTP/2 or does not enable extended CONNECT; no fallback.
+    #[arg(long)]
+    http2: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -82,7 +88,8 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Erro
         .map_err(|_| format!("--linger {}: not a number of seconds", args.linger))?;
     let mut builder = ClientBuilder::new(args.url.clone())
         .config(config)
-        .protocols(args.protocols.clone());
+        .protocols(args.protocols.clone())
+        .http2(args.http2);
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')

@@ -111,6 +111,20 @@ fn help_on_every_command() {
     }
 }
 
+#[test]
+fn connect_help_documents_http2() {
+    let out = Command::new(BIN)
+        .args(["connect", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--http2") && help.contains("RFC 8441") && help.contains("h2c"),
+        "{help}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_closes_connections_with_1001() {

@@ -2,8 +2,18 @@
 //! opening handshake (RFC 6455 §4.1) and extension negotiation.
 //!
 //! One budget, [`Config::handshake_timeout`], covers the whole of opening a
-//! connection: TCP connect, the TLS handshake and the HTTP Upgrade, as a
-//! browser's connection attempt is one thing that succeeds or fails.
+//! connection: TCP connect, the TLS handshake and the HTTP Upgrade (or, over
+//! HTTP/2, the extended CONNECT's answer), as a browser's connection attempt
+//! is one thing that succeeds or fails.
+//!
+//! WebSocket over HTTP/2 (RFC 8441, [`ClientBuilder::http2`]) is in
+//! [`http2`].
+
+#[cfg(feature = "hyper")]
+mod http2;
+
+#[cfg(feature = "hyper")]
+pub use http2::{Http2Connection, Http2Error, Http2Stream};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -11,6 +21,7 @@ use tokio::net::TcpStream;
 
 use duplex_proto::extensions::deflate::Deflate;
 use duplex_proto::handshake::client::ClientRequest;
+use duplex_proto::handshake::client::Negotiated as Answer;
 use duplex_proto::handshake::write_request;
 use duplex_proto::{Connection, Role};
 
@@ -44,6 +55,8 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     #[cfg(feature = "tls")]
     tls: TlsOptions,
+    #[cfg(feature = "hyper")]
+    http2: bool,
 }
 
 /// How a `wss://` connection is verified.
@@ -136,7 +149,26 @@ impl ClientBuilder {
             headers: HeaderMap::new(),
             #[cfg(feature = "tls")]
             tls: TlsOptions::default(),
+            #[cfg(feature = "hyper")]
+            http2: false,
         }
+    }
+
+    #[cfg(feature = "hyper")]
+    /// Opens the WebSocket over HTTP/2 (RFC 8441) instead of HTTP/1.1:
+    /// `wss://` with TLS ALPN `h2` alone, `ws://` as HTTP/2 with prior
+    /// knowledge (h2c); then an extended CONNECT, answered with 200, on a
+    /// stream of that connection. Fails with a typed [`Http2Error`] if the
+    /// server does not select `h2` or does not enable extended CONNECT;
+    /// there is no fallback to HTTP/1.1. Off by default.
+    ///
+    /// Subprotocols, headers, permessage-deflate, limits and timeouts work
+    /// as over HTTP/1.1. The WebSocket's stream is
+    /// [`MaybeTlsStream::Http2`]. To open several WebSockets on one
+    /// HTTP/2 connection, use [`Http2Connection`].
+    pub fn http2(mut self, enable: bool) -> Self {
+        self.http2 = enable;
+        self
     }
 
     /// Replaces the configuration (limits, timeouts, deflate, protocols).
@@ -175,7 +207,8 @@ impl ClientBuilder {
 
     /// Uses this rustls config for `wss://`, as it is: its roots, client
     /// certificate and ALPN (set `alpn_protocols` to `http/1.1` to match
-    /// the default).
+    /// the default). With [`http2`](Self::http2), its ALPN is replaced by
+    /// `h2`.
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, config: std::sync::Arc<crate::tls::rustls::ClientConfig>) -> Self {
         self.tls.config = Some(config);
@@ -183,7 +216,8 @@ impl ClientBuilder {
     }
 
     /// Connects over TCP (and TLS for `wss://`) and completes the
-    /// handshake, all within [`Config::handshake_timeout`].
+    /// handshake, all within [`Config::handshake_timeout`]; over HTTP/2 if
+    /// [`http2`](Self::http2) is set.
     pub async fn connect(self) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, Error> {
         let target = Target::parse(&self.url)?;
         #[cfg(not(feature = "tls"))]
@@ -203,6 +237,12 @@ impl ClientBuilder {
         self,
         target: Target,
     ) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, Error> {
+        #[cfg(feature = "hyper")]
+        if self.http2 {
+            let connection = Http2Connection::connect_to(&self, &target).await?;
+            // The connection lives on with the WebSocket's stream.
+            return connection.open(self, target).await;
+        }
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(self.config.nodelay)?;
         let stream = if target.tls {
@@ -237,11 +277,16 @@ impl ClientBuilder {
     }
 
     /// Completes the handshake over a stream the caller connected (TLS, a
-    /// Unix socket, a proxy tunnel...).
+    /// Unix socket, a proxy tunnel...). HTTP/1.1 only: with
+    /// [`http2`](Self::http2) set, fails with [`Http2Error::CallerStream`].
     pub async fn connect_on<S>(self, stream: S) -> Result<WebSocket<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        #[cfg(feature = "hyper")]
+        if self.http2 {
+            return Err(Http2Error::CallerStream.into());
+        }
         let target = Target::parse(&self.url)?;
         self.handshake(stream, target).await
     }
@@ -287,37 +332,8 @@ impl ClientBuilder {
             }
             buf.extend_from_slice(&chunk[..n]);
         };
-        let answer = handshake.negotiated(&response);
-        let protocol = answer.protocol;
-        let extension_values: Vec<&str> = answer.extensions.iter().map(String::as_str).collect();
-        let deflate = match &config.deflate {
-            Some(deflate_config) => deflate_config
-                .client_accept(&extension_values)
-                .map_err(|e| Error::Extension(e.to_string()))?
-                .map(|params| {
-                    Deflate::new(
-                        Role::Client,
-                        params,
-                        deflate_config.compression_level,
-                        deflate_config.threshold,
-                    )
-                }),
-            None if !extension_values.is_empty() => {
-                return Err(Error::Extension(format!(
-                    "the server answered extensions {extension_values:?} that were not offered"
-                )));
-            }
-            None => None,
-        };
-        let extensions = (!extension_values.is_empty()).then(|| extension_values.join(", "));
-        let negotiated = Negotiated {
-            url: target.uri.to_string(),
-            protocol,
-            extensions,
-        };
-        tracing::debug!(url = %negotiated.url, protocol = ?negotiated.protocol,
-            extensions = ?negotiated.extensions, "connected");
-        let conn = Connection::new(Role::Client, config.limits()).with_deflate(deflate);
+        let (conn, negotiated) =
+            open_connection(&config, &target, handshake.negotiated(&response))?;
         Ok(WebSocket::from_parts(
             stream,
             conn,
@@ -326,6 +342,47 @@ impl ClientBuilder {
             &buf[consumed..],
         ))
     }
+}
+
+/// The client's protocol state once the server answered, over HTTP/1.1 or
+/// HTTP/2: permessage-deflate accepted or refused against the offer (an
+/// answer to no offer is an error), and what the browser API reports.
+fn open_connection(
+    config: &Config,
+    target: &Target,
+    answer: Answer,
+) -> Result<(Connection, Negotiated), Error> {
+    let protocol = answer.protocol;
+    let extension_values: Vec<&str> = answer.extensions.iter().map(String::as_str).collect();
+    let deflate = match &config.deflate {
+        Some(deflate_config) => deflate_config
+            .client_accept(&extension_values)
+            .map_err(|e| Error::Extension(e.to_string()))?
+            .map(|params| {
+                Deflate::new(
+                    Role::Client,
+                    params,
+                    deflate_config.compression_level,
+                    deflate_config.threshold,
+                )
+            }),
+        None if !extension_values.is_empty() => {
+            return Err(Error::Extension(format!(
+                "the server answered extensions {extension_values:?} that were not offered"
+            )));
+        }
+        None => None,
+    };
+    let extensions = (!extension_values.is_empty()).then(|| extension_values.join(", "));
+    let negotiated = Negotiated {
+        url: target.uri.to_string(),
+        protocol,
+        extensions,
+    };
+    tracing::debug!(url = %negotiated.url, protocol = ?negotiated.protocol,
+        extensions = ?negotiated.extensions, "connected");
+    let conn = Connection::new(Role::Client, config.limits()).with_deflate(deflate);
+    Ok((conn, negotiated))
 }
 
 #[cfg(test)]

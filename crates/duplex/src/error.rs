@@ -24,6 +24,12 @@ pub enum Error {
     #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// WebSocket over HTTP/2 could not be set up: the server does not
+    /// speak HTTP/2 or does not enable extended CONNECT (RFC 8441), or
+    /// HTTP/2 failed.
+    #[error(transparent)]
+    #[cfg(feature = "hyper")]
+    Http2(#[from] crate::client::Http2Error),
     /// The opening handshake took longer than the configured timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,

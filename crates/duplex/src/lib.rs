@@ -70,6 +70,8 @@ pub mod tls;
 mod websocket;
 
 pub use client::{ClientBuilder, connect};
+#[cfg(feature = "hyper")]
+pub use client::{Http2Connection, Http2Error, Http2Stream};
 pub use config::Config;
 pub use error::Error;
 #[cfg(feature = "hyper")]

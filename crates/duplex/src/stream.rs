@@ -1,9 +1,11 @@
-//! [`MaybeTlsStream`]: one stream type for `ws://` and `wss://`, so that
-//! [`connect`](crate::connect) returns one concrete `WebSocket` type.
+//! [`MaybeTlsStream`]: one stream type for `ws://` and `wss://`, over
+//! HTTP/1.1 or HTTP/2, so that [`connect`](crate::connect) returns one
+//! concrete `WebSocket` type.
 //!
 //! The plain variant delegates straight to the inner stream (every method is
-//! `#[inline]`), and the TLS variant is boxed: a plain connection pays one
-//! branch per call and no memory for TLS state it does not use.
+//! `#[inline]`), and the TLS and HTTP/2 variants are boxed: a plain
+//! connection pays one branch per call and no memory for state it does not
+//! use.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -11,7 +13,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A client stream that is either plain (`ws://`) or TLS (`wss://`).
+#[cfg(feature = "hyper")]
+use crate::client::Http2Stream;
+
+/// A client stream that is either plain (`ws://`) or TLS (`wss://`), or a
+/// stream of an HTTP/2 connection (either scheme, RFC 8441).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream<S> {
@@ -20,30 +26,55 @@ pub enum MaybeTlsStream<S> {
     /// A `wss://` connection: TLS on rustls over the stream.
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<S>>),
+    /// A WebSocket on a stream of an HTTP/2 connection
+    /// ([`ClientBuilder::http2`](crate::ClientBuilder::http2)); the
+    /// connection itself, TLS or not, is driven by a task of its own.
+    #[cfg(feature = "hyper")]
+    Http2(Box<Http2Stream>),
 }
 
 impl<S> MaybeTlsStream<S> {
-    /// Whether this is a TLS connection.
+    /// Whether this is a TLS connection (for HTTP/2: whether the HTTP/2
+    /// connection runs over TLS).
     pub fn is_tls(&self) -> bool {
-        !matches!(self, MaybeTlsStream::Plain(_))
+        match self {
+            MaybeTlsStream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(_) => true,
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => s.is_tls(),
+        }
     }
 
-    /// The underlying transport (the TCP stream under TLS).
-    pub fn get_ref(&self) -> &S {
+    /// Whether this is a stream of an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        #[cfg(feature = "hyper")]
+        if let MaybeTlsStream::Http2(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// The underlying transport (the TCP stream under TLS); `None` for an
+    /// HTTP/2 stream, whose transport belongs to the HTTP/2 connection.
+    pub fn get_ref(&self) -> Option<&S> {
         match self {
-            MaybeTlsStream::Plain(s) => s,
+            MaybeTlsStream::Plain(s) => Some(s),
             #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => s.get_ref().0,
+            MaybeTlsStream::Tls(s) => Some(s.get_ref().0),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(_) => None,
         }
     }
 
     /// The TLS session (negotiated protocol version, ALPN, the server's
-    /// certificates), if this is a TLS connection.
+    /// certificates), if this is a TLS connection of its own; `None` for an
+    /// HTTP/2 stream, whose TLS session belongs to the HTTP/2 connection.
     #[cfg(feature = "tls")]
     pub fn tls_session(&self) -> Option<&tokio_rustls::rustls::ClientConnection> {
         match self {
-            MaybeTlsStream::Plain(_) => None,
             MaybeTlsStream::Tls(s) => Some(s.get_ref().1),
+            _ => None,
         }
     }
 }
@@ -59,6 +90,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -74,6 +107,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -87,6 +122,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -96,6 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -105,6 +144,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -114,6 +155,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "hyper")]
+            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

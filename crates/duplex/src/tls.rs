@@ -14,7 +14,10 @@
 //!   updates and an administrator's private CAs; a compiled-in bundle
 //!   (webpki-roots) would do neither.
 //! - **ALPN** `http/1.1` on both ends: the opening handshake is HTTP/1.1
-//!   (RFC 6455 §4.1), and a browser that offers `h2` must not get it.
+//!   (RFC 6455 §4.1), and a browser that offers `h2` must not get it. A
+//!   client asked for WebSocket over HTTP/2
+//!   ([`ClientBuilder::http2`](crate::ClientBuilder::http2)) offers `h2`
+//!   alone ([`http2_client_config`]).
 //! - **Server reload**: a [`TlsAcceptor`] holds its `ServerConfig` behind a
 //!   lock; [`TlsAcceptor::replace`] swaps it for new handshakes only, and
 //!   connections already open keep the certificate they started with.
@@ -47,7 +50,10 @@ pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<S>;
 
 /// The ALPN protocol both ends offer: the opening handshake is HTTP/1.1.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
-const ALPN_H2: &[u8] = b"h2";
+
+/// The ALPN protocol of HTTP/2 over TLS (RFC 9113 §3.2), offered alone by a
+/// client that opens its WebSockets with extended CONNECT (RFC 8441).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The largest certificate or key file read. Real chains are a few KiB; the
 /// bound keeps a wrong path (`/dev/zero`, a log file) from eating memory.
@@ -352,8 +358,28 @@ pub fn client_config(
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<Arc<ClientConfig>, TlsError> {
     static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    build_client_config(extra_roots, ALPN_HTTP11, &DEFAULT)
+}
+
+/// The client configuration for WebSocket over HTTP/2: as
+/// [`client_config`], with ALPN `h2` alone, so that a server which cannot
+/// speak HTTP/2 refuses the handshake or selects nothing rather than
+/// falling back to HTTP/1.1.
+#[cfg(feature = "hyper")]
+pub fn http2_client_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    build_client_config(extra_roots, ALPN_H2, &DEFAULT)
+}
+
+fn build_client_config(
+    extra_roots: &[CertificateDer<'static>],
+    alpn: &[u8],
+    default: &'static OnceLock<Arc<ClientConfig>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     if extra_roots.is_empty()
-        && let Some(config) = DEFAULT.get()
+        && let Some(config) = default.get()
     {
         return Ok(Arc::clone(config));
     }
@@ -366,10 +392,10 @@ pub fn client_config(
         .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let config = Arc::new(config);
     if extra_roots.is_empty() {
-        Ok(Arc::clone(DEFAULT.get_or_init(|| config)))
+        Ok(Arc::clone(default.get_or_init(|| config)))
     } else {
         Ok(config)
     }
@@ -657,6 +683,12 @@ mod tests {
         let b = client_config(&[]).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        #[cfg(feature = "hyper")]
+        {
+            let h2 = http2_client_config(&[]).unwrap();
+            assert!(Arc::ptr_eq(&h2, &http2_client_config(&[]).unwrap()));
+            assert_eq!(h2.alpn_protocols, vec![b"h2".to_vec()]);
+        }
         let bad_root = CertificateDer::from(vec![1u8, 2, 3]);
         assert!(matches!(
             client_config(&[bad_root]),

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::Error;
+#[cfg(feature = "hyper")]
 use crate::server::shutdown::Fired;
 
 /// The most a single read reserves for the rest of a large message whose
@@ -128,6 +129,7 @@ pub struct WebSocket<S> {
     write_timeout: Option<Duration>,
     /// The server's shutdown, for a WebSocket of the server core: when it
     /// fires, the connection starts its closing handshake with 1001.
+    #[cfg(feature = "hyper")]
     shutdown: Option<Fired>,
     /// Runs while an application's write waits on a socket that takes
     /// nothing, with the value of `written` when it last started; dropped
@@ -263,6 +265,7 @@ where
                 .ping_interval
                 .map(|interval| Box::new(Keepalive::new(interval, config.ping_timeout))),
             write_timeout: config.write_timeout,
+            #[cfg(feature = "hyper")]
             shutdown: None,
             write_timer: None,
             written: 0,
@@ -280,6 +283,7 @@ where
     /// Starts the closing handshake with 1001 ("going away") once
     /// `shutdown` fires, as Python websockets' server does on close: the
     /// application sees the Close event from `next` as for any other close.
+    #[cfg(feature = "hyper")]
     pub(crate) fn close_on(&mut self, shutdown: Fired) {
         self.shutdown = Some(shutdown);
     }
@@ -649,6 +653,12 @@ where
     /// Whether the server's shutdown just fired and a Close with 1001 was
     /// queued. Looked at only when the socket is idle, like keepalive: a
     /// connection that still has messages to read finishes them first.
+    #[cfg(not(feature = "hyper"))]
+    fn poll_server_shutdown(&mut self, _cx: &mut Context<'_>) -> bool {
+        false
+    }
+
+    #[cfg(feature = "hyper")]
     fn poll_server_shutdown(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(shutdown) = &mut self.shutdown else {
             return false;

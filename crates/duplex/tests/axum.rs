@@ -2,8 +2,6 @@
 //! WebSockets with a `Config`, served by axum's own `serve` and by duplex's
 //! `Server` (where its WebSockets count against the server's limit).
 
-#![cfg(feature = "axum")]
-
 use std::net::SocketAddr;
 
 use axum::Router;

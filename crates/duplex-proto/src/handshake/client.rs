@@ -10,15 +10,30 @@
 //! [`ClientHandshake::negotiated`] then says which subprotocol and extensions
 //! the server chose. Extension answers are returned raw: the extensions
 //! module, which built the offer, is the one that can judge them.
+//!
+//! [`ClientRequest::build_http2`] is the same handshake over HTTP/2
+//! (RFC 8441 §4–5): an extended CONNECT on a stream of an HTTP/2 connection,
+//! answered with 200. It carries the same version, subprotocol and extension
+//! headers and none of the Upgrade machinery (no key, no `Upgrade`, no
+//! `Connection`, no `Host`), so [`ClientHandshake::validate_response`] checks
+//! the status and the subprotocol and extension answers exactly as for
+//! HTTP/1.1, and [`ClientHandshake::negotiated`] reads them the same way.
+//! The `:protocol` pseudo-header is not an `http` header: the HTTP/2 layer
+//! sets it to [`CONNECT_PROTOCOL`] (with hyper, the `hyper::ext::Protocol`
+//! request extension).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::{
-    ACCEPT_NAME, EXTENSIONS_NAME, HandshakeError, MAX_HEADERS, PROTOCOL_NAME, VERSION, accept_key,
-    generate_key, header_has_token, header_list, is_token, is_valid_key, parse_limited,
+    ACCEPT_NAME, EXTENSIONS_NAME, HOST_NAME, HandshakeError, MAX_HEADERS, PROTOCOL_NAME, VERSION,
+    accept_key, generate_key, header_has_token, header_list, is_token, is_valid_key, parse_limited,
     single_header, to_header_map,
 };
+
+/// The value of the `:protocol` pseudo-header of an extended CONNECT that
+/// opens a WebSocket over HTTP/2 (RFC 8441 §5).
+pub const CONNECT_PROTOCOL: &str = "websocket";
 
 /// What to ask the server for: the URI, subprotocols, an extension offer and
 /// any extra headers.
@@ -108,37 +123,15 @@ impl ClientRequest {
             return Err(HandshakeError::BadKey);
         }
         let host = host_header(&self.uri)?;
-        for (i, name) in self.protocols.iter().enumerate() {
-            // RFC 6455 §4.1: tokens, "all unique strings".
-            if !is_token(name) || self.protocols[..i].contains(name) {
-                return Err(HandshakeError::InvalidProtocol(name.clone()));
-            }
-        }
-        let extensions = match self.extensions.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(offer) => Some(
-                HeaderValue::from_str(offer)
-                    .map_err(|_| HandshakeError::BadHeaderValue(EXTENSIONS_NAME))?,
-            ),
-        };
-        if let Some(name) = self.headers.keys().find(|name| is_reserved(name)) {
-            return Err(HandshakeError::ReservedHeader(name.as_str().to_owned()));
-        }
+        let extensions = self.checked_offer(is_reserved)?;
 
         let mut req = Request::new(());
         *req.method_mut() = Method::GET;
         *req.version_mut() = Version::HTTP_11;
         // Origin form, so the request can go to hyper as it is; the
         // authority travels in Host (RFC 9112 §3.2.1).
-        let path = match self.uri.path() {
-            "" => "/",
-            path => path,
-        };
-        let target = match self.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        };
-        *req.uri_mut() = Uri::try_from(target).map_err(|_| HandshakeError::BadRequestTarget)?;
+        *req.uri_mut() =
+            Uri::try_from(origin_form(&self.uri)).map_err(|_| HandshakeError::BadRequestTarget)?;
 
         let headers = req.headers_mut();
         if !self.headers.contains_key(header::HOST) {
@@ -153,6 +146,133 @@ impl ClientRequest {
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_str(&key).map_err(|_| HandshakeError::BadKey)?,
         );
+        let offered_extensions = self.insert_offer(headers, extensions)?;
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+
+        let handshake = ClientHandshake {
+            form: Form::Http11 {
+                accept: accept_key(key.as_bytes()),
+                key,
+            },
+            protocols: self.protocols.clone(),
+            offered_extensions,
+        };
+        Ok((req, handshake))
+    }
+
+    /// The extended CONNECT that opens a WebSocket on a stream of an HTTP/2
+    /// connection (RFC 8441 §4–5), and the state needed to check the
+    /// response.
+    ///
+    /// - `:method` is CONNECT, and the request's version is HTTP/2.
+    /// - The URI is absolute, for the HTTP/2 layer to take `:scheme`,
+    ///   `:authority` and `:path` from: `:scheme` is `http` for `ws://` and
+    ///   `https` for `wss://` (RFC 8441 §5), `:authority` is what `Host`
+    ///   would be over HTTP/1.1 — or a `Host` in [`headers`](Self::headers),
+    ///   which HTTP/2 carries there (RFC 9113 §8.3.1) —, `:path` the path
+    ///   and query.
+    /// - `Sec-WebSocket-Version: 13`, and the subprotocol and extension
+    ///   offers as over HTTP/1.1.
+    /// - No `Sec-WebSocket-Key`: the `:protocol` pseudo-header supersedes
+    ///   the key and accept exchange (RFC 8441 §5). No `Upgrade` or
+    ///   `Connection` either, nor any connection-specific header, which
+    ///   HTTP/2 forbids (RFC 9113 §8.2.2): those in
+    ///   [`headers`](Self::headers) are refused with
+    ///   [`HandshakeError::ReservedHeader`].
+    ///
+    /// The caller sets `:protocol` to [`CONNECT_PROTOCOL`]: it is a
+    /// pseudo-header, which `http` types do not carry (hyper takes it as the
+    /// `hyper::ext::Protocol` extension). It may send the request only once
+    /// the server's SETTINGS enabled extended CONNECT (RFC 8441 §3).
+    ///
+    /// ```
+    /// # use duplex_proto::handshake::ClientRequest;
+    /// let (request, _) = ClientRequest::new("wss://example.com/chat".parse().unwrap())
+    ///     .build_http2()
+    ///     .unwrap();
+    /// assert_eq!(request.method(), "CONNECT");
+    /// assert_eq!(request.uri(), "https://example.com/chat");
+    /// assert!(!request.headers().contains_key("sec-websocket-key"));
+    /// ```
+    pub fn build_http2(&self) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
+        let scheme = self.uri.scheme_str().unwrap_or("");
+        let scheme = if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("http") {
+            "http"
+        } else if scheme.eq_ignore_ascii_case("wss") || scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            return Err(HandshakeError::UnsupportedScheme(scheme.to_owned()));
+        };
+        let authority = match single_header(&self.headers, &header::HOST, HOST_NAME)? {
+            Some(host) => std::str::from_utf8(host)
+                .map_err(|_| HandshakeError::BadHeaderValue(HOST_NAME))?
+                .to_owned(),
+            None => host_header(&self.uri)?,
+        };
+        let extensions = self.checked_offer(is_reserved_http2)?;
+
+        let mut req = Request::new(());
+        *req.method_mut() = Method::CONNECT;
+        *req.version_mut() = Version::HTTP_2;
+        *req.uri_mut() = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(origin_form(&self.uri))
+            .build()
+            .map_err(|_| HandshakeError::BadRequestTarget)?;
+
+        let headers = req.headers_mut();
+        let offered_extensions = self.insert_offer(headers, extensions)?;
+        for (name, value) in &self.headers {
+            if name != header::HOST {
+                headers.append(name, value.clone());
+            }
+        }
+
+        let handshake = ClientHandshake {
+            form: Form::Http2,
+            protocols: self.protocols.clone(),
+            offered_extensions,
+        };
+        Ok((req, handshake))
+    }
+
+    /// Checks what both forms send: subprotocol names, the extension offer
+    /// (returned as a header value, `None` if empty) and that no extra
+    /// header is one `reserved` refuses.
+    fn checked_offer(
+        &self,
+        reserved: fn(&HeaderName) -> bool,
+    ) -> Result<Option<HeaderValue>, HandshakeError> {
+        for (i, name) in self.protocols.iter().enumerate() {
+            // RFC 6455 §4.1: tokens, "all unique strings".
+            if !is_token(name) || self.protocols[..i].contains(name) {
+                return Err(HandshakeError::InvalidProtocol(name.clone()));
+            }
+        }
+        let extensions = match self.extensions.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(offer) => Some(
+                HeaderValue::from_str(offer)
+                    .map_err(|_| HandshakeError::BadHeaderValue(EXTENSIONS_NAME))?,
+            ),
+        };
+        if let Some(name) = self.headers.keys().find(|name| reserved(name)) {
+            return Err(HandshakeError::ReservedHeader(name.as_str().to_owned()));
+        }
+        Ok(extensions)
+    }
+
+    /// Inserts the headers both forms share: the version, the subprotocols
+    /// offered, the extension offer. Returns whether extensions were
+    /// offered.
+    fn insert_offer(
+        &self,
+        headers: &mut HeaderMap,
+        extensions: Option<HeaderValue>,
+    ) -> Result<bool, HandshakeError> {
         headers.insert(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static(VERSION),
@@ -165,21 +285,24 @@ impl ClientRequest {
                     .map_err(|_| HandshakeError::BadHeaderValue(PROTOCOL_NAME))?,
             );
         }
-        let offered_extensions = extensions.is_some();
+        let offered = extensions.is_some();
         if let Some(extensions) = extensions {
             headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
         }
-        for (name, value) in &self.headers {
-            headers.append(name, value.clone());
-        }
+        Ok(offered)
+    }
+}
 
-        let handshake = ClientHandshake {
-            accept: accept_key(key.as_bytes()),
-            key,
-            protocols: self.protocols.clone(),
-            offered_extensions,
-        };
-        Ok((req, handshake))
+/// The path and query of `uri`, `/` if it has no path (RFC 9112 §3.2.1's
+/// origin form; RFC 8441 §5's `:path`).
+fn origin_form(uri: &Uri) -> String {
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     }
 }
 
@@ -215,14 +338,34 @@ fn is_reserved(name: &HeaderName) -> bool {
         || name.as_str().starts_with("sec-websocket-")
 }
 
+/// Whether a user may not set header `name` on an extended CONNECT: those
+/// refused over HTTP/1.1, and the connection-specific headers HTTP/2 forbids
+/// (RFC 9113 §8.2.2; `TE` may only say `trailers`, which a CONNECT has no
+/// use for).
+fn is_reserved_http2(name: &HeaderName) -> bool {
+    is_reserved(name)
+        || name == header::TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 /// What the client remembers between sending the request and reading the
-/// response: the key, the accept value it implies, and what was offered.
+/// response: which form of the handshake it sent and what was offered.
 #[derive(Debug, Clone)]
 pub struct ClientHandshake {
-    key: String,
-    accept: String,
+    form: Form,
     protocols: Vec<String>,
     offered_extensions: bool,
+}
+
+/// The two forms of the client's handshake.
+#[derive(Debug, Clone)]
+enum Form {
+    /// The Upgrade request of RFC 6455 §4.1, with its key and the accept
+    /// value it implies.
+    Http11 { key: String, accept: String },
+    /// The extended CONNECT of RFC 8441 §5: no key, no accept.
+    Http2,
 }
 
 /// What the server chose, read from a response that passed
@@ -237,14 +380,27 @@ pub struct Negotiated {
 }
 
 impl ClientHandshake {
-    /// The `Sec-WebSocket-Key` sent.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// The `Sec-WebSocket-Key` sent; `None` for the HTTP/2 form, which
+    /// sends none (RFC 8441 §5).
+    pub fn key(&self) -> Option<&str> {
+        match &self.form {
+            Form::Http11 { key, .. } => Some(key),
+            Form::Http2 => None,
+        }
     }
 
-    /// The `Sec-WebSocket-Accept` the server must answer with.
-    pub fn expected_accept(&self) -> &str {
-        &self.accept
+    /// The `Sec-WebSocket-Accept` the server must answer with; `None` for
+    /// the HTTP/2 form.
+    pub fn expected_accept(&self) -> Option<&str> {
+        match &self.form {
+            Form::Http11 { accept, .. } => Some(accept),
+            Form::Http2 => None,
+        }
+    }
+
+    /// Whether this is the HTTP/2 form ([`ClientRequest::build_http2`]).
+    pub fn is_http2(&self) -> bool {
+        matches!(self.form, Form::Http2)
     }
 
     /// The subprotocols offered, in order.
@@ -299,8 +455,22 @@ impl ClientHandshake {
     /// most one subprotocol, and only one that was offered; no extensions
     /// unless some were offered.
     ///
+    /// For the HTTP/2 form the status must be 200 (RFC 8441 §5) and there
+    /// is no `Upgrade`, `Connection` or accept to check (a
+    /// `Sec-WebSocket-Accept` is ignored: nothing was asked that it could
+    /// answer); the subprotocol and extension checks are the same.
+    ///
     /// Generic over the body so that a hyper client can pass its response.
     pub fn validate_response<B>(&self, res: &Response<B>) -> Result<(), HandshakeError> {
+        let expected_accept = match &self.form {
+            Form::Http11 { accept, .. } => accept,
+            Form::Http2 => {
+                if res.status() != StatusCode::OK {
+                    return Err(HandshakeError::ConnectStatus(res.status().as_u16()));
+                }
+                return self.validate_negotiation(res.headers());
+            }
+        };
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(HandshakeError::BadStatus(res.status().as_u16()));
         }
@@ -323,11 +493,18 @@ impl ClientHandshake {
         }
         match single_header(headers, &header::SEC_WEBSOCKET_ACCEPT, ACCEPT_NAME)? {
             None => return Err(HandshakeError::MissingHeader(ACCEPT_NAME)),
-            Some(accept) if accept != self.accept.as_bytes() => {
+            Some(accept) if accept != expected_accept.as_bytes() => {
                 return Err(HandshakeError::BadAccept);
             }
             Some(_) => {}
         }
+        self.validate_negotiation(headers)
+    }
+
+    /// The checks both forms share: at most one subprotocol, and only one
+    /// that was offered; no extensions unless some were offered
+    /// (RFC 6455 §4.1).
+    fn validate_negotiation(&self, headers: &HeaderMap) -> Result<(), HandshakeError> {
         let mut chosen = header_list(headers, &header::SEC_WEBSOCKET_PROTOCOL);
         if let Some(protocol) = chosen.next() {
             if chosen.next().is_some() {
@@ -437,8 +614,9 @@ mod tests {
              Sec-WebSocket-Protocol: chat, superchat\r\n\
              Origin: http://example.com\r\n\r\n"
         );
-        assert_eq!(hs.key(), RFC_KEY);
-        assert_eq!(hs.expected_accept(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(hs.key(), Some(RFC_KEY));
+        assert_eq!(hs.expected_accept(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert!(!hs.is_http2());
         assert_eq!(hs.protocols(), ["chat", "superchat"]);
     }
 
@@ -763,5 +941,257 @@ mod tests {
             .body(String::new())
             .unwrap();
         assert_eq!(rfc_handshake().validate_response(&res), Ok(()));
+    }
+
+    // ------------------------------------------------ HTTP/2 (RFC 8441)
+
+    fn h2_request(uri_text: &str) -> ClientRequest {
+        ClientRequest::new(uri(uri_text))
+    }
+
+    fn h2_response(status: u16) -> http::response::Builder {
+        Response::builder().status(status).version(Version::HTTP_2)
+    }
+
+    #[test]
+    fn http2_request_is_the_rfc_8441_example() {
+        // RFC 8441 §5.1.
+        let (req, hs) = h2_request("wss://server.example.com/chat")
+            .protocol("chat")
+            .protocol("superchat")
+            .header(
+                header::ORIGIN,
+                HeaderValue::from_static("http://www.example.com"),
+            )
+            .build_http2()
+            .unwrap();
+        assert_eq!(req.method(), Method::CONNECT);
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri().scheme_str(), Some("https"));
+        assert_eq!(req.uri().authority().unwrap(), "server.example.com");
+        assert_eq!(req.uri().path_and_query().unwrap(), "/chat");
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "chat, superchat"),
+                ("origin", "http://www.example.com"),
+            ]
+        );
+        assert!(hs.is_http2());
+        assert_eq!(hs.key(), None);
+        assert_eq!(hs.expected_accept(), None);
+        assert_eq!(hs.protocols(), ["chat", "superchat"]);
+        assert_eq!(CONNECT_PROTOCOL, "websocket");
+    }
+
+    #[test]
+    fn http2_scheme_follows_the_websocket_scheme() {
+        // RFC 8441 §5: "https" for wss URIs and "http" for ws URIs.
+        let scheme = |s: &str| {
+            let (req, _) = h2_request(s).build_http2().unwrap();
+            req.uri().scheme_str().unwrap().to_owned()
+        };
+        assert_eq!(scheme("ws://a/"), "http");
+        assert_eq!(scheme("WS://a/"), "http");
+        assert_eq!(scheme("http://a/"), "http");
+        assert_eq!(scheme("wss://a/"), "https");
+        assert_eq!(scheme("https://a/"), "https");
+        assert_eq!(
+            h2_request("ftp://a/").build_http2().unwrap_err(),
+            HandshakeError::UnsupportedScheme("ftp".into())
+        );
+        assert_eq!(
+            h2_request("/chat").build_http2().unwrap_err(),
+            HandshakeError::UnsupportedScheme(String::new())
+        );
+    }
+
+    #[test]
+    fn http2_authority_and_path() {
+        let parts = |s: &str| {
+            let (req, _) = h2_request(s).build_http2().unwrap();
+            (
+                req.uri().authority().unwrap().to_string(),
+                req.uri().path_and_query().unwrap().to_string(),
+            )
+        };
+        // As Host over HTTP/1.1: default ports left out, no user information.
+        assert_eq!(
+            parts("wss://example.com:443"),
+            ("example.com".into(), "/".into())
+        );
+        assert_eq!(
+            parts("ws://example.com:8080/a/b?x=1&y"),
+            ("example.com:8080".into(), "/a/b?x=1&y".into())
+        );
+        assert_eq!(
+            parts("wss://user:secret@[::1]:9001?x=1"),
+            ("[::1]:9001".into(), "/?x=1".into())
+        );
+        // A Host header becomes the authority, and is not sent as a header
+        // (RFC 9113 §8.3.1).
+        let (req, _) = h2_request("wss://127.0.0.1:8443/")
+            .header(header::HOST, HeaderValue::from_static("chat.example.com"))
+            .build_http2()
+            .unwrap();
+        assert_eq!(req.uri().authority().unwrap(), "chat.example.com");
+        assert!(!req.headers().contains_key(header::HOST));
+        assert_eq!(
+            h2_request("wss://a/")
+                .header(header::HOST, HeaderValue::from_static("a"))
+                .header(header::HOST, HeaderValue::from_static("b"))
+                .build_http2()
+                .unwrap_err(),
+            HandshakeError::DuplicateHeader("Host")
+        );
+    }
+
+    #[test]
+    fn http2_request_has_no_upgrade_machinery() {
+        let (req, _) = h2_request("ws://a/")
+            .extensions("permessage-deflate")
+            .build_http2()
+            .unwrap();
+        for name in ["sec-websocket-key", "upgrade", "connection", "host"] {
+            assert!(!req.headers().contains_key(name), "{name}");
+        }
+        assert_eq!(
+            req.headers()["sec-websocket-extensions"],
+            "permessage-deflate"
+        );
+        // Nor may a user add it back, or any connection-specific header.
+        for name in [
+            "upgrade",
+            "connection",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "content-length",
+            "transfer-encoding",
+            "te",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let err = h2_request("ws://a/")
+                .header(HeaderName::from_static(name), HeaderValue::from_static("x"))
+                .build_http2()
+                .unwrap_err();
+            assert_eq!(err, HandshakeError::ReservedHeader(name.into()), "{name}");
+        }
+        // TE and Keep-Alive stay allowed over HTTP/1.1.
+        assert!(
+            h2_request("ws://a/")
+                .header(header::TE, HeaderValue::from_static("trailers"))
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn http2_offers_are_checked_as_over_http11() {
+        let mut request = h2_request("ws://a/");
+        request.protocols = vec!["chat".into(), "chat".into()];
+        assert_eq!(
+            request.build_http2().unwrap_err(),
+            HandshakeError::InvalidProtocol("chat".into())
+        );
+        assert_eq!(
+            h2_request("ws://a/")
+                .extensions("bad\nvalue")
+                .build_http2()
+                .unwrap_err(),
+            HandshakeError::BadHeaderValue("Sec-WebSocket-Extensions")
+        );
+    }
+
+    #[test]
+    fn http2_status_must_be_200() {
+        let (_, hs) = h2_request("wss://a/").build_http2().unwrap();
+        let ok = h2_response(200).body(()).unwrap();
+        assert_eq!(hs.validate_response(&ok), Ok(()));
+        for code in [101, 204, 400, 403, 404, 501] {
+            let res = h2_response(code).body(()).unwrap();
+            assert_eq!(
+                hs.validate_response(&res),
+                Err(HandshakeError::ConnectStatus(code)),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            HandshakeError::ConnectStatus(403).to_string(),
+            "the server answered the extended CONNECT with status 403, not 200"
+        );
+        // And the HTTP/1.1 form still wants 101, not 200.
+        let res = Response::builder().status(200).body(()).unwrap();
+        assert_eq!(
+            rfc_handshake().validate_response(&res),
+            Err(HandshakeError::BadStatus(200))
+        );
+    }
+
+    #[test]
+    fn http2_needs_no_accept_upgrade_or_connection() {
+        let (_, hs) = h2_request("wss://a/").build_http2().unwrap();
+        // A stray accept answers nothing that was asked: ignored.
+        let res = h2_response(200)
+            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            .body(())
+            .unwrap();
+        assert_eq!(hs.validate_response(&res), Ok(()));
+    }
+
+    #[test]
+    fn http2_subprotocol_and_extensions_checked_as_over_http11() {
+        let (_, hs) = h2_request("wss://a/")
+            .protocol("chat")
+            .protocol("superchat")
+            .build_http2()
+            .unwrap();
+        let answer = |name: &str, value: &str| {
+            let res = h2_response(200).header(name, value).body(()).unwrap();
+            hs.validate_response(&res).map(|()| hs.negotiated(&res))
+        };
+        assert_eq!(
+            answer("sec-websocket-protocol", "superchat"),
+            Ok(Negotiated {
+                protocol: Some("superchat".into()),
+                extensions: vec![]
+            })
+        );
+        assert_eq!(
+            answer("sec-websocket-protocol", "mqtt"),
+            Err(HandshakeError::UnexpectedProtocol("mqtt".into()))
+        );
+        assert_eq!(
+            answer("sec-websocket-protocol", "chat, superchat"),
+            Err(HandshakeError::MultipleProtocols)
+        );
+        assert_eq!(
+            answer("sec-websocket-extensions", "permessage-deflate"),
+            Err(HandshakeError::UnexpectedExtensions(
+                "permessage-deflate".into()
+            ))
+        );
+        let (_, hs) = h2_request("wss://a/")
+            .extensions("permessage-deflate; client_max_window_bits")
+            .build_http2()
+            .unwrap();
+        let res = h2_response(200)
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .body(())
+            .unwrap();
+        assert_eq!(hs.validate_response(&res), Ok(()));
+        assert_eq!(
+            hs.negotiated(&res),
+            Negotiated {
+                protocol: None,
+                extensions: vec!["permessage-deflate".into()]
+            }
+        );
     }
 }

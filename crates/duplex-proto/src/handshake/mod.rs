@@ -1,5 +1,6 @@
 //! The opening handshake: the HTTP/1.1 Upgrade request and its 101 response
-//! (RFC 6455 §4).
+//! (RFC 6455 §4), and the client's HTTP/2 extended CONNECT and its 200
+//! response (RFC 8441 §4–5).
 //!
 //! This module owns what both ends share: the key and accept computation
 //! (§4.2.2, §1.3), the [`HandshakeError`] type with one variant per rule and
@@ -161,6 +162,10 @@ pub enum HandshakeError {
     /// The response status is not 101 Switching Protocols (RFC 6455 §4.1).
     #[error("expected status 101, got {0}")]
     BadStatus(u16),
+    /// The response to an extended CONNECT (WebSocket over HTTP/2) is not
+    /// 200 OK, the status by which a server agrees (RFC 8441 §5).
+    #[error("the server answered the extended CONNECT with status {0}, not 200")]
+    ConnectStatus(u16),
     /// `Sec-WebSocket-Accept` does not match the key sent (RFC 6455 §4.1).
     #[error("Sec-WebSocket-Accept does not match the key")]
     BadAccept,

@@ -96,6 +96,7 @@ pub(crate) struct Accepted {
 
 impl Accepted {
     /// The subprotocol the response names, if any.
+    #[cfg(feature = "hyper")]
     pub(crate) fn protocol(&self) -> Option<&str> {
         self.negotiated.protocol.as_deref()
     }

@@ -151,6 +151,9 @@ impl Server {
     /// runs `handler` on each in a task of its own. A plain HTTP request is
     /// answered 426 Upgrade Required. Returns once the server has shut down
     /// ([`ServerHandle::shutdown`]).
+    // The hook's refusal is a whole response, built once per refused
+    // request: its size is no cost on any path that matters.
+    #[allow(clippy::result_large_err)]
     pub async fn serve<H, F>(self, handler: H) -> std::io::Result<()>
     where
         H: Fn(WebSocket<ServerStream>) -> F + Send + Sync + 'static,

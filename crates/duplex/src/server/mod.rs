@@ -20,6 +20,7 @@ mod accept;
 mod handle;
 #[cfg(feature = "hyper")]
 mod listener;
+#[cfg(feature = "hyper")]
 pub(crate) mod shutdown;
 #[cfg(feature = "hyper")]
 mod stream;
