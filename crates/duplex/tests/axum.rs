@@ -1,6 +1,7 @@
 //! The axum extractor end to end: an axum 0.8 app upgrades to duplex
 //! WebSockets with a `Config`, served by axum's own `serve` and by duplex's
-//! `Server` (where its WebSockets count against the server's limit).
+//! `Server` (where its WebSockets count against the server's limit), over
+//! HTTP/1.1 and HTTP/2.
 
 use std::net::SocketAddr;
 
@@ -32,12 +33,14 @@ fn app() -> Router {
     Router::new().route("/echo", any(echo))
 }
 
-async fn check_echo(addr: SocketAddr) {
+async fn check_echo(addr: SocketAddr, http2: bool) {
     let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/echo"))
+        .http2(http2)
         .protocols(["other", "echo.v1"])
         .connect()
         .await
         .unwrap();
+    assert_eq!(ws.get_ref().is_http2(), http2);
     assert_eq!(ws.protocol(), Some("echo.v1"));
     assert!(ws.extensions().unwrap().starts_with("permessage-deflate"));
     assert!(matches!(ws.next().await, Some(Event::Open)));
@@ -57,7 +60,9 @@ async fn served_by_axum() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app()).await });
-    check_echo(addr).await;
+    check_echo(addr, false).await;
+    // axum's serve speaks HTTP/2 (prior knowledge here) with extended CONNECT.
+    check_echo(addr, true).await;
 
     // A plain GET is refused by the extractor with 426.
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -80,7 +85,17 @@ async fn served_by_duplex_with_its_limit() {
     let handle = server.handle();
     let service = hyper_util::service::TowerToHyperService::new(app());
     tokio::spawn(server.serve_service(service));
-    check_echo(addr).await;
+    check_echo(addr, false).await;
+    check_echo(addr, true).await;
+    // The HTTP/2 connection goes once its last stream has: wait for it, so
+    // that the next connection is not refused at the TCP limit of one.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while handle.stats().connections + handle.stats().websockets > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connections end");
 
     let _first = duplex::connect(&format!("ws://{addr}/echo")).await.unwrap();
     let err = duplex::connect(&format!("ws://{addr}/echo"))

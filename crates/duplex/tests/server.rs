@@ -316,3 +316,102 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     }
     wait_for(&handle, |s| s.connections == 0).await;
 }
+
+/// Reads events until the Close event, and returns it.
+async fn close_event<S>(ws: &mut duplex::WebSocket<S>) -> (u16, String, bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Event::Close {
+                    code,
+                    reason,
+                    was_clean,
+                }) => break (code, reason, was_clean),
+                Some(_) => {}
+                None => panic!("no close event"),
+            }
+        }
+    })
+    .await
+    .expect("a close event in time")
+}
+
+#[tokio::test]
+async fn http2_streams_share_a_connection_count_against_the_limit_and_get_1001() {
+    let (addr, handle, task) = page_and_echo(2).await;
+    // Prior knowledge over plain TCP (h2c): the same server core.
+    let base = duplex::ClientBuilder::new(format!("ws://{addr}/")).http2(true);
+    let h2 = duplex::Http2Connection::connect(&base).await.unwrap();
+    let mut a = h2
+        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/a")))
+        .await
+        .unwrap();
+    let mut b = h2
+        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/b")))
+        .await
+        .unwrap();
+    for (ws, text) in [(&mut a, "on a"), (&mut b, "on b")] {
+        assert!(matches!(ws.next().await, Some(Event::Open)));
+        ws.send(text).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(duplex::Message::text(text)));
+    }
+    let stats = handle.stats();
+    assert_eq!((stats.websockets_http2, stats.websockets_http1), (2, 0));
+    assert_eq!(stats.connections, 1, "both WebSockets ride one connection");
+
+    // A third stream on the same connection is refused before upgrading.
+    let err = h2
+        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/c")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+
+    // Shutdown sends 1001 on each stream, and the server returns.
+    handle.shutdown();
+    assert_eq!(
+        close_event(&mut a).await,
+        (1001, "server shutting down".into(), true)
+    );
+    assert_eq!(
+        close_event(&mut b).await,
+        (1001, "server shutting down".into(), true)
+    );
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("serve returns")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn http2_negotiates_permessage_deflate_and_subprotocols_in_the_headers() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut config = Config::server();
+    config.deflate = Some(duplex::DeflateConfig::default());
+    config.protocols = vec!["chat.v2".to_owned()];
+    tokio::spawn(server.config(config).serve(echo));
+    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+        .http2(true)
+        .protocols(["chat.v1", "chat.v2"])
+        .connect()
+        .await
+        .unwrap();
+    assert!(ws.get_ref().is_http2());
+    assert_eq!(ws.protocol(), Some("chat.v2"));
+    assert!(
+        ws.extensions().unwrap().starts_with("permessage-deflate"),
+        "{:?}",
+        ws.extensions()
+    );
+    assert!(matches!(ws.next().await, Some(Event::Open)));
+    // Compressible, and larger than one HTTP/2 flow-control window.
+    let text = "duplex over HTTP/2 ".repeat(10_000);
+    ws.send(text.as_str()).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(duplex::Message::text(text)));
+    ws.close(1000, "done").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), None);
+}
