@@ -76,8 +76,8 @@ pub use config::Config;
 pub use error::Error;
 #[cfg(feature = "hyper")]
 pub use server::{
-    ConnectionInfo, Server, ServerHandle, ServerStats, ServerStream, Upgrade, UpgradeError,
-    is_upgrade_request, serve,
+    ConnectionInfo, OriginPolicy, Server, ServerHandle, ServerStats, ServerStream, Upgrade,
+    UpgradeError, is_upgrade_request, serve,
 };
 pub use server::{accept, accept_with};
 pub use stream::MaybeTlsStream;

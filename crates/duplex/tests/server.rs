@@ -415,3 +415,82 @@ async fn http2_negotiates_permessage_deflate_and_subprotocols_in_the_headers() {
     ws.close(1000, "done").await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), None);
 }
+
+/// The status of an upgrade to `addr` with these `Host` and `Origin`.
+async fn upgrade_status(addr: SocketAddr, host: &str, origin: Option<&str>) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    head.split(' ').nth(1).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_origin_policy_refuses_foreign_pages_and_rebound_hosts() {
+    let (addr, _handle, _task) = page_and_echo(100).await;
+    let own = format!("http://{addr}");
+    let port = addr.port();
+    for (host, origin, status) in [
+        (format!("127.0.0.1:{port}"), None, "101"),
+        (format!("127.0.0.1:{port}"), Some(own.as_str()), "101"),
+        (
+            format!("localhost:{port}"),
+            Some("http://localhost:3000"),
+            "101",
+        ),
+        (format!("localhost:{port}"), Some("null"), "101"),
+        (
+            format!("127.0.0.1:{port}"),
+            Some("https://evil.example"),
+            "403",
+        ),
+        (
+            "rebind.example".to_owned(),
+            Some("http://rebind.example"),
+            "421",
+        ),
+        ("rebind.example".to_owned(), None, "421"),
+    ] {
+        assert_eq!(
+            upgrade_status(addr, &host, origin).await,
+            status,
+            "{host} {origin:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn allowed_origins_are_let_in_and_any_lets_everyone_in() {
+    let policy = duplex::OriginPolicy::new()
+        .allow("https://*.example.com")
+        .unwrap();
+    let server = Server::bind("127.0.0.1:0").await.unwrap().origins(policy);
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(echo));
+    assert_eq!(
+        upgrade_status(addr, "localhost", Some("https://app.example.com")).await,
+        "101"
+    );
+    assert_eq!(
+        upgrade_status(addr, "localhost", Some("https://example.com")).await,
+        "403"
+    );
+
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .origins(duplex::OriginPolicy::any());
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(echo));
+    assert_eq!(
+        upgrade_status(addr, "localhost", Some("https://evil.example")).await,
+        "101"
+    );
+    // Any origin, but DNS rebinding is still refused on loopback.
+    assert_eq!(upgrade_status(addr, "rebind.example", None).await, "421");
+}

@@ -6,8 +6,8 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -24,6 +24,8 @@ use duplex_proto::handshake::HandshakeError;
 use duplex_proto::handshake::server::reject;
 
 use super::handle::{ConnectionInfo, ServerHandle};
+use super::origin::OriginPolicy;
+use super::ratelog::RateLimitedLog;
 use super::stream::ServerStream;
 use super::upgrade::{Upgrade, is_upgrade_request};
 use crate::{Config, WebSocket};
@@ -69,6 +71,7 @@ pub struct Server {
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsAcceptor>,
     http2: bool,
+    origins: OriginPolicy,
     shutdown_timeout: Option<Duration>,
     handle: ServerHandle,
 }
@@ -87,6 +90,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls: None,
             http2: true,
+            origins: OriginPolicy::new(),
             shutdown_timeout: None,
             handle: ServerHandle::new(DEFAULT_MAX_CONNECTIONS),
         }
@@ -115,6 +119,17 @@ impl Server {
     /// extended CONNECT streams (RFC 8441), several on one connection.
     pub fn http2(mut self, on: bool) -> Server {
         self.http2 = on;
+        self
+    }
+
+    /// Which web pages may open WebSockets and send requests with side
+    /// effects (default [`OriginPolicy::new`]: the server's own origin,
+    /// clients that send none, and, on loopback, loopback pages). On
+    /// loopback, a `Host` that is not a loopback name is refused whatever
+    /// the policy (DNS rebinding). Refusals are 403 and 421, logged at a
+    /// rate.
+    pub fn origins(mut self, policy: OriginPolicy) -> Server {
+        self.origins = policy;
         self
     }
 
@@ -212,9 +227,8 @@ impl Server {
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        S::Error: Into<BoxError> + Send + 'static,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let Server {
@@ -223,6 +237,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
             http2,
+            origins,
             shutdown_timeout,
             handle,
         } = self;
@@ -233,6 +248,10 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let config = Arc::new(config);
         let refusals = RateLimitedLog::default();
+        let origins = Arc::new(Refusals {
+            policy: origins,
+            log: RateLimitedLog::default(),
+        });
         let mut graceful = handle.graceful();
         loop {
             let (stream, peer_addr) = tokio::select! {
@@ -249,10 +268,14 @@ impl Server {
                 () = &mut graceful => break,
             };
             if handle.stats().connections >= handle.max_websockets() {
-                refusals.warn(peer_addr, handle.max_websockets());
+                let max = handle.max_websockets();
+                let what =
+                    format!("closing a new connection: the connection limit ({max}) is reached");
+                refusals.warn(peer_addr, &what);
                 continue;
             }
             let connection = Connection {
+                origins: Arc::clone(&origins),
                 info: ConnectionInfo {
                     peer_addr,
                     local_addr,
@@ -293,8 +316,15 @@ impl Server {
     }
 }
 
+/// The origin policy, and the log of what it refuses.
+struct Refusals {
+    policy: OriginPolicy,
+    log: RateLimitedLog,
+}
+
 /// What one TCP connection's task knows.
 struct Connection {
+    origins: Arc<Refusals>,
     info: ConnectionInfo,
     config: Arc<Config>,
     http2: bool,
@@ -312,9 +342,8 @@ impl Connection {
     ) where
         S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        S::Error: Into<BoxError> + Send + 'static,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let peer = self.info.peer_addr;
@@ -331,9 +360,8 @@ impl Connection {
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        S::Error: Into<BoxError> + Send + 'static,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let h2 = if self.http2 {
@@ -358,9 +386,8 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        S::Error: Into<BoxError> + Send + 'static,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let mut graceful = self.handle.graceful();
@@ -368,6 +395,7 @@ impl Connection {
             inner: service,
             info: self.info,
             handle: self.handle.clone(),
+            origins: Arc::clone(&self.origins),
         };
         let config = &self.config;
         let result = if h2 {
@@ -433,28 +461,46 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> Option<bool> {
     }
 }
 
-/// The application's service with the server's context added to every
-/// request.
-#[derive(Clone)]
+/// The application's service behind the origin policy, with the server's
+/// context added to every request.
 struct WithContext<S> {
     inner: S,
     info: ConnectionInfo,
     handle: ServerHandle,
+    origins: Arc<Refusals>,
 }
+
+/// The body of a response: the application's, or the server's own refusal.
+type EitherBody<B> = http_body_util::Either<B, http_body_util::Full<bytes::Bytes>>;
 
 impl<S, B> Service<Request<Incoming>> for WithContext<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
 {
-    type Response = Response<B>;
+    type Response = Response<EitherBody<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if let Err(refusal) =
+            self.origins
+                .policy
+                .check(&request, self.info.local_addr, self.info.tls)
+        {
+            self.origins.log.warn(self.info.peer_addr, &refusal);
+            let response = refusal
+                .to_response::<String>()
+                .map(|body| http_body_util::Either::Right(body.into()));
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let extensions = request.extensions_mut();
         extensions.insert(self.info);
         extensions.insert(self.handle.clone());
-        self.inner.call(request)
+        let response = self.inner.call(request);
+        Box::pin(async move { Ok(response.await?.map(http_body_util::Either::Left)) })
     }
 }
 
@@ -519,30 +565,5 @@ where
                 e.to_response()
             }
         }
-    }
-}
-
-/// One warning a second at most for connections closed at the limit: a
-/// flood must not flood the log too.
-#[derive(Default)]
-struct RateLimitedLog {
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimitedLog {
-    fn warn(&self, peer: SocketAddr, max: usize) {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs()
-            + 1;
-        if self.last.swap(now, Ordering::Relaxed) == now {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(%peer, max, suppressed, "closing a new connection: the connection limit is reached");
     }
 }

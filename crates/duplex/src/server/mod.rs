@@ -21,6 +21,10 @@ mod handle;
 #[cfg(feature = "hyper")]
 mod listener;
 #[cfg(feature = "hyper")]
+mod origin;
+#[cfg(feature = "hyper")]
+mod ratelog;
+#[cfg(feature = "hyper")]
 pub(crate) mod shutdown;
 #[cfg(feature = "hyper")]
 mod stream;
@@ -32,6 +36,8 @@ pub use accept::{accept, accept_with};
 pub use handle::{ConnectionInfo, ServerHandle, ServerStats};
 #[cfg(feature = "hyper")]
 pub use listener::{DEFAULT_MAX_CONNECTIONS, Server};
+#[cfg(feature = "hyper")]
+pub use origin::{InvalidOrigin, OriginPolicy, OriginRefusal};
 #[cfg(feature = "hyper")]
 pub use stream::ServerStream;
 #[cfg(feature = "hyper")]

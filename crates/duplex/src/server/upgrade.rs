@@ -71,6 +71,7 @@ impl UpgradeError {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                 if other.status() == StatusCode::SERVICE_UNAVAILABLE {
                     // RFC 9110 §10.2.3: when to try again.
                     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
