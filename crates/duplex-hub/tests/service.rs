@@ -80,7 +80,12 @@ async fn http(
 
 /// The value of one sample of `GET /metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (status, body) = http(addr, "GET", "/metrics", "", b"").await;
+    metric_at(addr, "/metrics", name).await
+}
+
+/// The value of one sample of the metrics at `path`.
+async fn metric_at(addr: SocketAddr, path: &str, name: &str) -> u64 {
+    let (status, body) = http(addr, "GET", path, "", b"").await;
     assert_eq!(status, 200);
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -227,4 +232,37 @@ async fn wait_for_health(addr: SocketAddr, status: u16) -> String {
         assert!(Instant::now() < deadline, "/healthz still {got} {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_axum_app_mounts_the_service_under_a_prefix() {
+    let hub = Hub::new(HubConfig::default());
+    let app = axum::Router::new().nest_service("/push", HubService::new(hub));
+    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve_service(hyper_util::service::TowerToHyperService::new(app)));
+
+    let mut sub = duplex::connect(&format!("ws://{addr}/push/topics/news"))
+        .await
+        .unwrap();
+    let (status, body) = http(addr, "POST", "/push/topics/news", "", b"hi").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"topic\":\"news\",\"delivered\":1}\n")
+    );
+    assert_eq!(next_message(&mut sub).await, Message::binary(&b"hi"[..]));
+    // Counted by the server it runs under, through axum.
+    assert_eq!(
+        metric_at(
+            addr,
+            "/push/metrics",
+            "duplex_websockets_open{http=\"1.1\"}"
+        )
+        .await,
+        1
+    );
+    let (status, _) = http(addr, "GET", "/push/healthz", "", b"").await;
+    assert_eq!(status, 200);
+    let (status, _) = http(addr, "GET", "/topics/news", "", b"").await;
+    assert_eq!(status, 404, "outside the mount");
 }
