@@ -5,11 +5,9 @@
 mod bench;
 mod connect;
 mod limits;
-mod page;
 mod publish;
+mod routes;
 mod serve;
-mod shutdown;
-mod topics;
 
 use std::process::ExitCode;
 

@@ -4,10 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{BIN, Server, bench, connect, http_status, raw_upgrade};
+use common::{BIN, Server, UPGRADE_HEADERS, bench, connect, http_status, raw_upgrade};
 
 #[test]
 fn echo_hello_through_serve_and_connect() {
@@ -275,5 +276,96 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Err(e) => panic!("expected the end of the connection, got {e}"),
         }
+    }
+}
+
+/// Reads one HTTP/1.1 response from `stream`: its status, and its body by
+/// `Content-Length` (nothing past it, so the connection can go on).
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A kept-alive HTTP/1.1 connection that gets the page, then asks for a
+/// WebSocket: the upgrade's status, and the connection.
+fn upgrade_after_the_page(addr: &str) -> (u16, TcpStream) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (status, page) = read_response(&mut stream);
+    assert_eq!(status, 200);
+    assert!(page.contains("new WebSocket"));
+    stream
+        .write_all(format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .unwrap();
+    let (status, _) = read_response(&mut stream);
+    (status, stream)
+}
+
+/// One sample of `GET /metrics`.
+fn metric(addr: &str, sample: &str) -> String {
+    let (status, text) = http_status(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{sample} ")))
+        .unwrap_or_else(|| panic!("no {sample} in {text}"))
+        .to_owned()
+}
+
+#[test]
+fn max_connections_counts_websockets_upgraded_on_kept_alive_connections() {
+    let server = Server::start(&["--max-connections", "4"]);
+    let mut open: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let (status, stream) = upgrade_after_the_page(&server.addr);
+            assert_eq!(status, 101);
+            stream
+        })
+        .collect();
+    assert_eq!(
+        metric(&server.addr, "duplex_websockets_open{http=\"1.1\"}"),
+        "4"
+    );
+    let (status, _) = upgrade_after_the_page(&server.addr);
+    assert_eq!(status, 503, "a fifth WebSocket");
+    assert_eq!(metric(&server.addr, "duplex_websockets_refused_total"), "1");
+    // One goes away; once the server has seen it close, there is room.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = upgrade_after_the_page(&server.addr);
+        if status == 101 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "no room after a WebSocket closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -13,7 +13,12 @@
 //! dropped and counted (`duplex_backplane_dropped_total`), and both tasks
 //! reconnect every second until Redis is back. Redis pub/sub is itself
 //! at-most-once, so a backplane does not promise more.
+//!
+//! [`BackplaneState`] says whether both connections are up now, for a
+//! health check (`GET /healthz` of [`HubService`](crate::HubService)).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,10 +115,50 @@ pub fn decode(payload: &[u8]) -> Option<([u8; 16], Message)> {
     Some((node, message))
 }
 
+/// Whether a [`Backplane`] reaches Redis now: cheap to clone, and it
+/// follows the backplane as it loses Redis and reconnects.
+#[derive(Debug, Clone)]
+pub struct BackplaneState {
+    inner: Arc<Connections>,
+}
+
+#[derive(Debug)]
+struct Connections {
+    publisher: AtomicBool,
+    subscriber: AtomicBool,
+}
+
+impl BackplaneState {
+    fn connected() -> BackplaneState {
+        BackplaneState {
+            inner: Arc::new(Connections {
+                publisher: AtomicBool::new(true),
+                subscriber: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// Whether both connections to Redis, the one that publishes and the
+    /// one that receives, are up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.publisher.load(Ordering::Relaxed)
+            && self.inner.subscriber.load(Ordering::Relaxed)
+    }
+
+    fn set_publisher(&self, up: bool) {
+        self.inner.publisher.store(up, Ordering::Relaxed);
+    }
+
+    fn set_subscriber(&self, up: bool) {
+        self.inner.subscriber.store(up, Ordering::Relaxed);
+    }
+}
+
 /// The running backplane; dropping it stops its tasks.
 #[derive(Debug)]
 pub struct Backplane {
     tasks: Vec<JoinHandle<()>>,
+    state: BackplaneState,
 }
 
 impl Drop for Backplane {
@@ -147,16 +192,29 @@ impl Backplane {
             return Err(BackplaneError::AlreadyAttached);
         }
         tracing::info!(url, "backplane connected");
+        let state = BackplaneState::connected();
         let tasks = vec![
             tokio::spawn(publish_loop(
                 client.clone(),
                 publisher,
                 outbound,
                 hub.clone(),
+                state.clone(),
             )),
-            tokio::spawn(subscribe_loop(client, subscriber, hub.clone())),
+            tokio::spawn(subscribe_loop(
+                client,
+                subscriber,
+                hub.clone(),
+                state.clone(),
+            )),
         ];
-        Ok(Backplane { tasks })
+        Ok(Backplane { tasks, state })
+    }
+
+    /// Whether the backplane reaches Redis now, as a handle that stays
+    /// current.
+    pub fn state(&self) -> BackplaneState {
+        self.state.clone()
     }
 }
 
@@ -186,31 +244,38 @@ async fn within_connect_timeout<T>(
     }
 }
 
-/// Sends queued messages to Redis, reconnecting when the connection fails.
+/// Sends queued messages to Redis. When the connection fails it reconnects
+/// every [`RECONNECT_DELAY`], whether or not messages are waiting (so that
+/// the state is current for health checks), and drops the messages queued
+/// meanwhile: they are not held back for a Redis that may stay down.
 async fn publish_loop(
     client: redis::Client,
     connection: redis::aio::MultiplexedConnection,
     mut outbound: mpsc::Receiver<(String, Bytes)>,
     hub: Hub,
+    state: BackplaneState,
 ) {
     let mut connection = Some(connection);
-    while let Some((topic, payload)) = outbound.recv().await {
-        if connection.is_none() {
+    loop {
+        let Some(c) = connection.as_mut() else {
             match connect_publisher(&client).await {
                 Ok(c) => {
                     tracing::info!("backplane publisher reconnected");
+                    state.set_publisher(true);
                     connection = Some(c);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "backplane down: message not sent to other nodes");
-                    hub.metrics().backplane_dropped();
+                    tracing::warn!(error = %e, "backplane down: messages not sent to other nodes");
+                    while outbound.try_recv().is_ok() {
+                        hub.metrics().backplane_dropped();
+                    }
                     tokio::time::sleep(RECONNECT_DELAY).await;
-                    continue;
                 }
             }
-        }
-        let Some(c) = connection.as_mut() else {
             continue;
+        };
+        let Some((topic, payload)) = outbound.recv().await else {
+            return;
         };
         let channel = format!("{CHANNEL_PREFIX}{topic}");
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
@@ -223,6 +288,7 @@ async fn publish_loop(
             Err(e) => {
                 tracing::warn!(error = %e, "backplane publish failed; reconnecting");
                 hub.metrics().backplane_dropped();
+                state.set_publisher(false);
                 connection = None;
             }
         }
@@ -231,7 +297,12 @@ async fn publish_loop(
 
 /// Delivers other nodes' messages locally; resubscribes when the
 /// connection ends.
-async fn subscribe_loop(client: redis::Client, pubsub: redis::aio::PubSub, hub: Hub) {
+async fn subscribe_loop(
+    client: redis::Client,
+    pubsub: redis::aio::PubSub,
+    hub: Hub,
+    state: BackplaneState,
+) {
     let node = hub.node();
     let mut pubsub = Some(pubsub);
     loop {
@@ -240,6 +311,7 @@ async fn subscribe_loop(client: redis::Client, pubsub: redis::aio::PubSub, hub: 
             None => match connect_subscriber(&client).await {
                 Ok(p) => {
                     tracing::info!("backplane subscriber reconnected");
+                    state.set_subscriber(true);
                     p
                 }
                 Err(e) => {
@@ -266,6 +338,7 @@ async fn subscribe_loop(client: redis::Client, pubsub: redis::aio::PubSub, hub: 
                 None => tracing::debug!(channel = msg.get_channel_name(), "not a duplex payload"),
             }
         }
+        state.set_subscriber(false);
         tracing::warn!("backplane subscription ended; reconnecting");
         tokio::time::sleep(RECONNECT_DELAY).await;
     }

@@ -13,6 +13,10 @@
 //!   delivers its own messages twice.
 //! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
 //!   text format.
+//! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on
+//!   `/topics/{name}` subscribes and publishes, `POST /topics/{name}`
+//!   publishes, `GET /metrics`, `GET /healthz`. It is a hyper and a tower
+//!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
 //!
 //! Messages are [`duplex::Message`]s: a payload is reference-counted, so a
 //! message published to ten thousand subscribers is stored once.
@@ -20,7 +24,11 @@
 pub mod backplane;
 pub mod hub;
 pub mod metrics;
+mod publish;
+pub mod service;
+mod session;
 
-pub use backplane::BackplaneError;
+pub use backplane::{BackplaneError, BackplaneState};
 pub use hub::{Hub, HubConfig, HubError, RecvError, Subscription, validate_topic};
 pub use metrics::Metrics;
+pub use service::HubService;

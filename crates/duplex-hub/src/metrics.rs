@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use duplex::ServerHandle;
+
 /// What the hub has done so far. All counters are monotonic but the gauges
 /// (`topics`, `subscribers`, `connections`).
 #[derive(Debug, Default)]
@@ -41,7 +43,7 @@ pub struct Snapshot {
     pub backplane_out: u64,
     /// Messages not sent to other nodes (backplane queue full or down).
     pub backplane_dropped: u64,
-    /// WebSocket connections open now.
+    /// WebSocket connections to topics open now.
     pub connections: u64,
 }
 
@@ -57,7 +59,7 @@ impl Metrics {
     }
     /// A subscriber's connection was dropped because a write to it timed
     /// out (it counts as a slow consumer).
-    pub fn lagged_closed(&self) {
+    pub(crate) fn lagged_closed(&self) {
         self.stalled.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn subscribed(&self) {
@@ -79,14 +81,13 @@ impl Metrics {
         self.backplane_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A WebSocket connection opened (the server counts them here so that
-    /// `/metrics` has them).
-    pub fn connection_opened(&self) {
+    /// A topic's WebSocket connection opened.
+    pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A WebSocket connection closed.
-    pub fn connection_closed(&self) {
+    /// A topic's WebSocket connection closed.
+    pub(crate) fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -114,7 +115,7 @@ impl Metrics {
             (
                 "duplex_connections",
                 "gauge",
-                "WebSocket connections open.",
+                "WebSocket connections to topics open.",
                 s.connections,
             ),
             (
@@ -182,6 +183,37 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A duplex server's counters ([`ServerHandle::stats`]) in the Prometheus
+/// text format: every WebSocket, not only the topics', by the HTTP version
+/// it was upgraded over.
+pub fn render_server(server: &ServerHandle) -> String {
+    let s = server.stats();
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "# HELP duplex_websockets_open WebSockets open on the server, by the HTTP version they were upgraded over.\n\
+         # TYPE duplex_websockets_open gauge\n\
+         duplex_websockets_open{{http=\"1.1\"}} {}\n\
+         duplex_websockets_open{{http=\"2\"}} {}\n\
+         # HELP duplex_websockets_max WebSockets the server allows open at once.\n\
+         # TYPE duplex_websockets_max gauge\n\
+         duplex_websockets_max {}\n\
+         # HELP duplex_websockets_refused_total Upgrades refused with 503 at the limit or during shutdown.\n\
+         # TYPE duplex_websockets_refused_total counter\n\
+         duplex_websockets_refused_total {}\n\
+         # HELP duplex_http_connections_open TCP connections open that are not a WebSocket of their own.\n\
+         # TYPE duplex_http_connections_open gauge\n\
+         duplex_http_connections_open {}\n",
+        s.websockets_http1,
+        s.websockets_http2,
+        server.max_websockets(),
+        s.refused,
+        s.connections,
+    );
+    out
 }
 
 #[cfg(test)]

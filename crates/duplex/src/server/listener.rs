@@ -175,6 +175,9 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
     {
         let config = self.config.clone();
+        // The hook's refusal is a whole response by design (see
+        // `serve_with`); this hook never refuses.
+        #[allow(clippy::result_large_err)]
         self.serve_with(move |_, _| Ok(config.clone()), handler)
             .await
     }

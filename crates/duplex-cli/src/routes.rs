@@ -1,0 +1,109 @@
+//! What each request to `duplex serve` gets: the test page at `GET /`, the
+//! push service for `/topics/…`, `/metrics` and `/healthz`
+//! ([`HubService`]), the echo for a WebSocket on any other path, 404 for
+//! other paths and 405 for other methods.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use duplex::{Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
+use duplex_hub::HubService;
+use duplex_hub::service::ResponseFuture;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::Service;
+
+/// The page, embedded in the binary.
+const INDEX_HTML: &str = include_str!("page/index.html");
+
+/// The service `duplex serve` runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Routes {
+    hub: HubService,
+    echo: Arc<Config>,
+}
+
+impl Routes {
+    /// `hub` for its paths, the echo with `echo` everywhere else.
+    pub(crate) fn new(hub: HubService, echo: Config) -> Routes {
+        Routes {
+            hub,
+            echo: Arc::new(echo),
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, mut request: Request<Incoming>) -> ResponseFuture {
+        let path = request.uri().path();
+        if path.starts_with("/topics/") || path == "/metrics" || path == "/healthz" {
+            return self.hub.call(request);
+        }
+        let response = if is_upgrade_request(&request) {
+            match Upgrade::new(&mut request, &self.echo) {
+                Ok(upgrade) => upgrade.on_upgrade(echo),
+                Err(e) => {
+                    tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
+                    e.to_response()
+                }
+            }
+        } else {
+            match (request.method(), path) {
+                (&Method::GET | &Method::HEAD, "/") => Response::builder()
+                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                    .header(header::CACHE_CONTROL, "no-cache")
+                    .body(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())))
+                    .expect("static response"),
+                (&Method::GET | &Method::HEAD, _) => text(StatusCode::NOT_FOUND, "not found\n"),
+                _ => {
+                    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    response
+                }
+            }
+        };
+        Box::pin(std::future::ready(Ok(response)))
+    }
+}
+
+/// Echoes every message until the connection closes (the server core
+/// closes it with 1001 when it shuts down).
+///
+/// Not an `async fn`: that would keep the argument twice in the future (as
+/// an argument, then as a local), and this future lives as long as the
+/// connection, so its size is memory per idle connection.
+#[allow(clippy::manual_async_fn)]
+fn echo(mut ws: WebSocket<ServerStream>) -> impl Future<Output = ()> + Send {
+    async move {
+        while let Some(event) = ws.next().await {
+            match event {
+                Event::Message(message) => {
+                    // Queued, not written yet: `next` writes every reply to
+                    // one read in a single write once no message is left to
+                    // parse. Fails only once a Close was sent or received;
+                    // the Close event follows.
+                    let _ = ws.feed(message).await;
+                }
+                Event::Error(e) => tracing::info!(error = %e, "connection failed"),
+                Event::Open | Event::Close { .. } => {}
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response")
+}

@@ -1,0 +1,122 @@
+//! `POST /topics/{name}`: publishing without a socket. The body is the
+//! message; the answer says how many local subscribers got it.
+
+use std::error::Error as StdError;
+
+use bytes::Bytes;
+use duplex::{Message, Utf8Bytes};
+use http::{Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::hub::{Hub, HubError, validate_topic};
+use crate::service::text;
+
+/// Publishes the body of `request` to `topic`: text if the request says
+/// `text/*` or `application/json` (and it is UTF-8), binary otherwise.
+/// Answers `200` with `{"topic":…,"delivered":N}` (local subscribers), `400`
+/// for a bad topic, too many topics, or text that is not UTF-8, `413` above
+/// `max_size` bytes.
+pub(crate) async fn publish<B>(
+    request: Request<B>,
+    topic: &str,
+    hub: &Hub,
+    max_size: usize,
+) -> Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    if let Err(e) = validate_topic(topic) {
+        return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+    }
+    let is_text = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v.starts_with("text/") || v.starts_with("application/json")
+        });
+    let body = match Limited::new(request.into_body(), max_size).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a message is at most {max_size} bytes\n"),
+            );
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}\n")),
+    };
+    let message = if is_text {
+        match Utf8Bytes::try_from_bytes(body) {
+            Ok(text) => Message::Text(text),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "the text body is not UTF-8\n"),
+        }
+    } else {
+        Message::Binary(body)
+    };
+    match hub.publish(topic, message) {
+        Ok(delivered) => {
+            // A valid topic name needs no JSON escaping (`validate_topic`).
+            let body = format!("{{\"topic\":\"{topic}\",\"delivered\":{delivered}}}\n");
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("static response")
+        }
+        Err(e @ (HubError::InvalidTopic(_) | HubError::TooManyTopics(_))) => {
+            text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HubConfig;
+
+    fn post(body: &'static [u8], content_type: Option<&str>) -> Request<Full<Bytes>> {
+        let mut builder = Request::post("/topics/t");
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        builder.body(Full::new(Bytes::from_static(body))).unwrap()
+    }
+
+    async fn body_of(response: Response<Full<Bytes>>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn posting_publishes_text_or_binary() {
+        let hub = Hub::new(HubConfig::default());
+        let mut sub = hub.subscribe("t").unwrap();
+        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            body_of(response).await,
+            "{\"topic\":\"t\",\"delivered\":1}\n"
+        );
+        assert_eq!(*sub.recv().await.unwrap().message(), Message::text("hello"));
+        let response = publish(post(b"\x00\x01", None), "t", &hub, 100).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            *sub.recv().await.unwrap().message(),
+            Message::binary(&b"\x00\x01"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_posts_get_their_status() {
+        let hub = Hub::new(HubConfig::default());
+        let too_big = publish(post(b"0123456789", None), "t", &hub, 5).await;
+        assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let bad_text = publish(post(b"\xff", Some("text/plain")), "t", &hub, 5).await;
+        assert_eq!(bad_text.status(), StatusCode::BAD_REQUEST);
+        let bad_topic = publish(post(b"x", None), "a b", &hub, 5).await;
+        assert_eq!(bad_topic.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(hub.metrics().snapshot().published, 0);
+    }
+}

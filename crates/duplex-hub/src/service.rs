@@ -1,0 +1,340 @@
+//! [`HubService`]: the push service as one HTTP service, for hyper (duplex's
+//! [`Server::serve_service`](duplex::Server::serve_service) or any hyper 1
+//! server) and for tower (an axum `Router` mounts it with `nest_service` or
+//! `route_service`). This module owns the routes and their answers; what a
+//! subscriber's WebSocket does is the `session` module's, what a `POST`
+//! does is the `publish` module's.
+//!
+//! Paths are relative to where the service is mounted (axum's
+//! `nest_service` strips its prefix):
+//!
+//! | request | answer |
+//! |---|---|
+//! | WebSocket on `/topics/{name}` (an HTTP/1.1 `GET` Upgrade or an HTTP/2 extended CONNECT) | 101 (200 over HTTP/2): subscribed; every message it sends is published. 400 for a bad topic name or too many topics, the handshake's status (400, 426) for a bad handshake, 503 past the server's limit |
+//! | `POST /topics/{name}` | 200 `{"topic":…,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit |
+//! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
+//! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected"\|"none"}`; 503 while the Redis backplane is unreachable or the server is shutting down |
+//! | another method on these paths | 405 with `Allow` |
+//! | any other path | 404 |
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use duplex::{Config, ServerHandle, Upgrade, is_upgrade_request};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::Full;
+
+use crate::backplane::BackplaneState;
+use crate::hub::{Hub, validate_topic};
+use crate::{metrics, publish, session};
+
+/// The path prefix of topics.
+const TOPICS: &str = "/topics/";
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The future of a [`HubService`] answer.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+/// The push service of a [`Hub`]: topic WebSockets, `POST` publishing,
+/// `/metrics` and `/healthz` (see the [module docs](self) for the routes).
+/// Cheap to clone; clones share the hub.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use duplex_hub::{Hub, HubConfig, HubService};
+///
+/// let service = HubService::new(Hub::new(HubConfig::default()));
+/// duplex::Server::bind("127.0.0.1:8080")
+///     .await?
+///     .serve_service(service)
+///     .await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HubService {
+    hub: Hub,
+    config: Arc<Config>,
+    max_body_size: Option<usize>,
+    backplane: Option<BackplaneState>,
+}
+
+impl HubService {
+    /// The service of `hub`, accepting topic WebSockets with
+    /// [`Config::server`].
+    pub fn new(hub: Hub) -> HubService {
+        HubService {
+            hub,
+            config: Arc::new(Config::server()),
+            max_body_size: None,
+            backplane: None,
+        }
+    }
+
+    /// The limits, timeouts and extensions of topic WebSockets. With
+    /// permessage-deflate, the server resets its compressor after each
+    /// message (`server_no_context_takeover` is set here), so that a message
+    /// published to many subscribers is compressed once for all
+    /// ([`duplex::Broadcast`]) and an idle subscriber holds no compressor.
+    pub fn config(mut self, mut config: Config) -> HubService {
+        if let Some(deflate) = &mut config.deflate {
+            deflate.server_no_context_takeover = true;
+        }
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// The largest `POST` body, in bytes (413 above it). Default: the
+    /// config's `max_message_size`, what a WebSocket may publish.
+    pub fn max_body_size(mut self, bytes: usize) -> HubService {
+        self.max_body_size = Some(bytes);
+        self
+    }
+
+    /// Reports `state` in `/healthz`: 503 while the backplane cannot reach
+    /// Redis ([`Backplane::state`](crate::backplane::Backplane::state)).
+    pub fn backplane(mut self, state: BackplaneState) -> HubService {
+        self.backplane = Some(state);
+        self
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn respond<B>(&self, mut request: Request<B>) -> ResponseFuture
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let path = request.uri().path();
+        if let Some(topic) = path.strip_prefix(TOPICS) {
+            let topic = topic.to_owned();
+            let method = request.method();
+            // Over HTTP/2 a WebSocket is a CONNECT; a plain GET is answered
+            // by the handshake's own refusal (426).
+            if method == Method::GET || is_upgrade_request(&request) {
+                return ready(self.subscribe(&mut request, &topic));
+            }
+            if method == Method::POST {
+                let hub = self.hub.clone();
+                let max = self.body_limit();
+                return Box::pin(
+                    async move { Ok(publish::publish(request, &topic, &hub, max).await) },
+                );
+            }
+            return ready(method_not_allowed("GET, POST"));
+        }
+        let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+        let response = match path {
+            "/metrics" if readable => self.metrics(&request),
+            "/healthz" if readable => self.health(&request),
+            "/metrics" | "/healthz" => method_not_allowed("GET, HEAD"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        ready(response)
+    }
+
+    fn body_limit(&self) -> usize {
+        self.max_body_size.unwrap_or(self.config.max_message_size)
+    }
+
+    /// A WebSocket on `/topics/{topic}`: the handshake, then the session.
+    fn subscribe<B>(&self, request: &mut Request<B>, topic: &str) -> Response<Full<Bytes>> {
+        if let Err(e) = validate_topic(topic) {
+            tracing::info!(error = %e, "refusing a subscription");
+            return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+        }
+        let upgrade = match Upgrade::new(request, &self.config) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
+                return e.to_response();
+            }
+        };
+        // After the handshake is accepted, so that a refused one leaves no
+        // trace in the hub; dropping `upgrade` frees its place.
+        let subscription = match self.hub.subscribe(topic) {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                tracing::info!(error = %e, "refusing a subscription");
+                return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+            }
+        };
+        let hub = self.hub.clone();
+        upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub))
+    }
+
+    /// `GET /metrics`: the hub's counters, and the server's when the
+    /// request came through duplex's server core.
+    fn metrics<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let mut body = self.hub.metrics().render();
+        if let Some(server) = request.extensions().get::<ServerHandle>() {
+            body.push_str(&metrics::render_server(server));
+        }
+        Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response")
+    }
+
+    /// `GET /healthz`: whether this node can serve its topics as one of
+    /// many.
+    fn health<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let backplane = match &self.backplane {
+            None => "none",
+            Some(state) if state.is_connected() => "connected",
+            Some(_) => "disconnected",
+        };
+        let shutting_down = request
+            .extensions()
+            .get::<ServerHandle>()
+            .is_some_and(ServerHandle::is_shutting_down);
+        let (status, word) = if shutting_down {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        } else if backplane == "disconnected" {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        } else {
+            (StatusCode::OK, "ok")
+        };
+        let body = format!("{{\"status\":\"{word}\",\"backplane\":\"{backplane}\"}}\n");
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response")
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for HubService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, request: Request<B>) -> ResponseFuture {
+        self.respond(request)
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for HubService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+        self.respond(request)
+    }
+}
+
+fn ready(response: Response<Full<Bytes>>) -> ResponseFuture {
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .expect("static response")
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HubConfig;
+    use http_body_util::BodyExt;
+
+    async fn call(
+        service: &mut HubService,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, Response<Full<Bytes>>) {
+        std::future::poll_fn(|cx| {
+            tower_service::Service::<Request<Full<Bytes>>>::poll_ready(service, cx)
+        })
+        .await
+        .unwrap();
+        let response = tower_service::Service::call(service, request)
+            .await
+            .unwrap();
+        (response.status(), response)
+    }
+
+    fn request(method: Method, path: &str) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "example.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_answer_as_a_tower_service() {
+        let mut service = HubService::new(Hub::new(HubConfig::default()));
+        let (status, _) = call(&mut service, request(Method::GET, "/nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, response) = call(&mut service, request(Method::DELETE, "/metrics")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+        let (status, response) = call(&mut service, request(Method::PUT, "/topics/t")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, POST");
+        // A plain GET on a topic is a handshake that is not one.
+        let (status, _) = call(&mut service, request(Method::GET, "/topics/t")).await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        let (status, response) = call(&mut service, request(Method::GET, "/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"status\":\"ok\",\"backplane\":\"none\"}\n");
+        let (status, _) = call(&mut service, request(Method::POST, "/topics/t")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(service.hub().metrics().snapshot().published, 1);
+    }
+
+    #[test]
+    fn topic_connections_compress_once() {
+        let mut config = Config::server();
+        config.deflate = Some(duplex::DeflateConfig::default());
+        let service = HubService::new(Hub::new(HubConfig::default())).config(config);
+        let deflate = service.config.deflate.as_ref().unwrap();
+        assert!(deflate.server_no_context_takeover);
+        assert_eq!(service.body_limit(), service.config.max_message_size);
+        assert_eq!(service.max_body_size(7).body_limit(), 7);
+    }
+}
