@@ -40,24 +40,24 @@ fn the_page_and_plain_http() {
     let close = "Connection: close\r\n\r\n";
     let (status, text) = http_status(
         &server.addr,
-        format!("GET / HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("GET / HTTP/1.1\r\nHost: localhost\r\n{close}"),
     );
     assert_eq!(status, 200);
     assert!(text.contains("text/html"));
     assert!(text.contains(r#"new WebSocket("ws://localhost:8080")"#));
     let (status, _) = http_status(
         &server.addr,
-        format!("GET /nope HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("GET /nope HTTP/1.1\r\nHost: localhost\r\n{close}"),
     );
     assert_eq!(status, 404);
     let (status, _) = http_status(
         &server.addr,
-        format!("DELETE / HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("DELETE / HTTP/1.1\r\nHost: localhost\r\n{close}"),
     );
     assert_eq!(status, 405);
     let (status, text) = http_status(
         &server.addr,
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n",
     );
     assert_eq!(status, 426);
@@ -311,13 +311,15 @@ fn upgrade_after_the_page(addr: &str) -> (u16, TcpStream) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let (status, page) = read_response(&mut stream);
     assert_eq!(status, 200);
     assert!(page.contains("new WebSocket"));
     stream
-        .write_all(format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .write_all(
+            format!("GET /echo HTTP/1.1\r\nHost: localhost\r\n{UPGRADE_HEADERS}\r\n").as_bytes(),
+        )
         .unwrap();
     let (status, _) = read_response(&mut stream);
     (status, stream)
@@ -327,7 +329,7 @@ fn upgrade_after_the_page(addr: &str) -> (u16, TcpStream) {
 fn metric(addr: &str, sample: &str) -> String {
     let (status, text) = http_status(
         addr,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200);
     text.lines()

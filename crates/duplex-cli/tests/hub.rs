@@ -94,7 +94,7 @@ fn publish(addr: &str, topic: &str, messages: &[&str]) {
 /// One HTTP/1.1 request with `Connection: close`; the status and the body.
 fn http(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

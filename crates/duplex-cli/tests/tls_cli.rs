@@ -162,7 +162,7 @@ fn plain_and_tls_crossed_fail_cleanly_and_both_servers_keep_serving() {
     assert!(stderr_of(&out).contains("400"), "{}", stderr_of(&out));
     let mut http = TcpStream::connect(&tls.addr).unwrap();
     http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    http.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
     let _ = http.read_to_string(&mut answer);

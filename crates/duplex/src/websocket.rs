@@ -614,9 +614,14 @@ where
             // write buffer, read nothing more from it until the socket
             // takes some (its writability wakes this task): a flood then
             // costs the write buffer, not memory without bound.
+            // The write timeout bounds that wait as it bounds a send's.
             let over_high_water = self.conn.pending_output_len() >= self.write_high_water;
             let read = match if over_high_water {
-                Poll::Pending
+                match self.poll_write_stalled(cx) {
+                    // The connection is over; the Close event follows.
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Event::Error(e))),
+                    _ => Poll::Pending,
+                }
             } else {
                 self.poll_read(cx)
             } {
@@ -1090,6 +1095,33 @@ mod tests {
             server.buffered_amount()
         );
         assert!(sent < 64 << 10, "the peer could write {sent} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_flood_from_a_peer_that_does_not_read_ends_at_the_write_timeout() {
+        let (mut server, mut peer) = stalling_server(Some(100));
+        let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+        ping.resize(6 + 125, b'p');
+        let flood = async {
+            while peer.write_all(&ping).await.is_ok() {}
+            std::future::pending::<()>().await;
+        };
+        let serve = async {
+            loop {
+                match server.next().await {
+                    Some(Event::Error(e)) => break e,
+                    Some(_) => {}
+                    None => panic!("closed without an error"),
+                }
+            }
+        };
+        let error = tokio::select! {
+            () = flood => unreachable!(),
+            e = serve => e,
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("no write timeout"),
+        };
+        assert!(matches!(error, Error::WriteTimeout(_)), "{error:?}");
+        expect_abnormal_close(&mut server).await;
     }
 
     #[tokio::test(start_paused = true)]

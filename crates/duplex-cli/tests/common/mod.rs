@@ -106,7 +106,9 @@ pub(crate) const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgr
 pub(crate) fn raw_upgrade(addr: &str, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{UPGRADE_HEADERS}\r\n").as_bytes(),
+        )
         .unwrap();
     stream
 }
