@@ -122,6 +122,11 @@ pub(crate) struct BenchArgs {
     /// the platform's.
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
+    /// Open each WebSocket over HTTP/2 (RFC 8441): one HTTP/2 connection
+    /// per WebSocket (ALPN h2 for wss://, prior knowledge for ws://), so
+    /// that the run compares with HTTP/1.1 connection for connection.
+    #[arg(long)]
+    http2: bool,
 }
 
 /// Why a connection, or the whole run, failed.
@@ -151,6 +156,9 @@ pub(crate) enum BenchError {
     /// TLS set-up or handshake failed (bad `--ca`, untrusted certificate...).
     #[error(transparent)]
     Tls(#[from] duplex::tls::TlsError),
+    /// The HTTP/2 connection failed (`--http2`).
+    #[error(transparent)]
+    Http2(#[from] duplex::Error),
     /// `/proc/PID/...` could not be read or parsed.
     #[error("cannot read {path}: {reason}")]
     Proc {
@@ -177,6 +185,7 @@ struct Plan {
     server_pid: Option<u32>,
     json: bool,
     deflate: bool,
+    http2: bool,
     /// For wss://: the TLS client configuration and the server name.
     tls: Option<Tls>,
 }
@@ -275,6 +284,7 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
         server_pid: args.server_pid,
         json: args.json,
         deflate: args.deflate,
+        http2: args.http2,
         tls: None,
     })
 }
@@ -548,6 +558,11 @@ impl Reader {
 /// no extension unless `--deflate`. Bytes after the response head stay in
 /// `reader`.
 async fn open(plan: &Plan, reader: &mut Reader) -> Result<Conn, BenchError> {
+    if plan.http2 {
+        return tokio::time::timeout(HANDSHAKE_TIMEOUT, open_http2(plan))
+            .await
+            .map_err(|_| BenchError::Timeout)?;
+    }
     let work = async {
         let tcp = TcpStream::connect(plan.addr).await?;
         tcp.set_nodelay(true)?;
@@ -572,6 +587,24 @@ async fn open(plan: &Plan, reader: &mut Reader) -> Result<Conn, BenchError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
         .await
         .map_err(|_| BenchError::Timeout)?
+}
+
+/// An HTTP/2 connection of its own and one extended CONNECT on it; the
+/// WebSocket protocol on the stream is then the same as over HTTP/1.1.
+async fn open_http2(plan: &Plan) -> Result<Conn, BenchError> {
+    let mut builder = duplex::ClientBuilder::new(plan.uri.to_string()).http2(true);
+    if let Some(tls) = &plan.tls {
+        builder = builder.tls_config(Arc::clone(&tls.config));
+    }
+    let connection = duplex::Http2Connection::connect(&builder).await?;
+    let mut request = ClientRequest::new(plan.uri.clone());
+    if plan.deflate {
+        request = request.extensions(duplex::DeflateConfig::default().client_offer());
+    }
+    let (request, handshake) = request.build_http2()?;
+    let (response, stream) = connection.send_connect(request).await?;
+    handshake.validate_response(&response)?;
+    stream.ok_or(BenchError::Closed)
 }
 
 /// Writes all of `bytes` and flushes (a no-op on plain TCP; with TLS, it

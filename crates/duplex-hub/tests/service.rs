@@ -178,7 +178,7 @@ async fn a_subscriber_a_whole_queue_behind_is_closed_with_1008() {
     // Reading again, it gets what was queued, then the close.
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(10), slow.next()).await {
-            Ok(Some(Event::Close { code, reason, .. })) => break (code, reason),
+            Ok(Some(Event::Close { code, reason, .. })) => break (code.0, reason),
             Ok(Some(_)) => {}
             other => panic!("expected a close, got {other:?}"),
         }

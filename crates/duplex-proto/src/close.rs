@@ -72,6 +72,13 @@ impl From<u16> for CloseCode {
     }
 }
 
+/// `code == 1000`, as the browser's `CloseEvent.code` is compared.
+impl PartialEq<u16> for CloseCode {
+    fn eq(&self, other: &u16) -> bool {
+        self.0 == *other
+    }
+}
+
 impl From<CloseCode> for u16 {
     fn from(code: CloseCode) -> u16 {
         code.0
@@ -208,5 +215,11 @@ mod tests {
         let encoded = CloseFrame::new(CloseCode::NORMAL, long).encode();
         assert!(encoded.len() <= MAX_CONTROL_PAYLOAD);
         assert!(CloseFrame::parse(&encoded).is_ok());
+    }
+
+    #[test]
+    fn a_code_compares_with_its_number() {
+        assert!(CloseCode::NORMAL == 1000);
+        assert!(CloseCode::GOING_AWAY != 1000);
     }
 }

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use duplex_proto::extensions::deflate::Deflate;
 use duplex_proto::handshake::client::ClientRequest;
 use duplex_proto::handshake::client::Negotiated as Answer;
-use duplex_proto::handshake::write_request;
+use duplex_proto::handshake::{HandshakeError, write_request};
 use duplex_proto::{Connection, Role};
 
 use crate::websocket::Negotiated;
@@ -357,7 +357,7 @@ fn open_connection(
     let deflate = match &config.deflate {
         Some(deflate_config) => deflate_config
             .client_accept(&extension_values)
-            .map_err(|e| Error::Extension(e.to_string()))?
+            .map_err(Error::Extension)?
             .map(|params| {
                 Deflate::new(
                     Role::Client,
@@ -367,8 +367,8 @@ fn open_connection(
                 )
             }),
         None if !extension_values.is_empty() => {
-            return Err(Error::Extension(format!(
-                "the server answered extensions {extension_values:?} that were not offered"
+            return Err(Error::Handshake(HandshakeError::UnexpectedExtensions(
+                extension_values.join(", "),
             )));
         }
         None => None,

@@ -9,7 +9,13 @@ use duplex_proto::extensions::deflate::DeflateConfig;
 ///
 /// Every limit that untrusted input could push on has a default here, chosen
 /// so that one misbehaving peer cannot take a server down.
+///
+/// Start from [`Config::server`] or [`Config::client`] and change what you
+/// need, field by field or with the setter of the same name
+/// (`Config::server().max_message_size(1 << 20)`); the struct is
+/// `#[non_exhaustive]`, so that new limits can come without breaking anyone.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The largest frame payload accepted. Default 16 MiB, as tungstenite:
     /// a frame is checked against this before any payload is buffered.
@@ -109,5 +115,55 @@ impl Config {
         limits.max_frame_size = self.max_frame_size;
         limits.max_message_size = self.max_message_size;
         limits
+    }
+}
+
+/// One setter per field, each named as its field, for building a config in
+/// one expression.
+macro_rules! setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        impl Config {
+            $(
+                #[doc = concat!("Sets [`", stringify!($name), "`](Config::", stringify!($name), ").")]
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    max_frame_size: usize,
+    max_message_size: usize,
+    max_handshake_size: usize,
+    handshake_timeout: Duration,
+    close_timeout: Duration,
+    ping_interval: Option<Duration>,
+    ping_timeout: Duration,
+    write_timeout: Option<Duration>,
+    write_buffer_high_water: usize,
+    read_buffer_size: usize,
+    deflate: Option<DeflateConfig>,
+    protocols: Vec<String>,
+    nodelay: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_set_their_field_and_nothing_else() {
+        let config = Config::client()
+            .max_message_size(1 << 20)
+            .ping_interval(None)
+            .deflate(None);
+        assert_eq!(config.max_message_size, 1 << 20);
+        assert_eq!(config.ping_interval, None);
+        assert!(config.deflate.is_none());
+        assert_eq!(config.max_frame_size, Config::client().max_frame_size);
     }
 }

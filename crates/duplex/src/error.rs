@@ -1,11 +1,13 @@
 //! Errors of the I/O layer: the socket, the handshake, the protocol, and
 //! misuse of the API.
 
+use duplex_proto::extensions::ExtensionError;
 use duplex_proto::handshake::HandshakeError;
-use duplex_proto::{ProtocolError, SendError};
+use duplex_proto::{CloseCode, ProtocolError, SendError};
 
 /// Anything that can go wrong with a WebSocket connection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The socket failed.
     #[error("I/O error: {0}")]
@@ -16,9 +18,10 @@ pub enum Error {
     /// The opening handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
-    /// Extension negotiation failed.
+    /// The server's answer to our extension offer is not one we can accept
+    /// (RFC 7692 §7.1.1: an unknown parameter, a window we did not allow...).
     #[error("extension negotiation failed: {0}")]
-    Extension(String),
+    Extension(#[from] ExtensionError),
     /// TLS failed: a certificate was rejected (expired, wrong host, unknown
     /// issuer…), the peer does not speak TLS, or a certificate file is bad.
     #[cfg(feature = "tls")]
@@ -43,7 +46,7 @@ pub enum Error {
     /// `close()` with a code an application may not use (browser rule:
     /// 1000 or 3000–4999).
     #[error("close code {0} is not 1000 or in 3000-4999")]
-    InvalidCloseCode(u16),
+    InvalidCloseCode(CloseCode),
     /// `close()` with a reason over 123 bytes of UTF-8.
     #[error("close reason of {0} bytes is longer than 123")]
     CloseReasonTooLong(usize),

@@ -85,6 +85,10 @@ pub use stream::MaybeTlsStream;
 pub use tls::{TlsAcceptor, TlsError};
 pub use websocket::{Event, ReadyState, WebSocket, WebSocketReader, WebSocketWriter};
 
+pub use duplex_proto::extensions::ExtensionError;
 pub use duplex_proto::extensions::deflate::DeflateConfig;
-pub use duplex_proto::{Broadcast, CloseCode, CloseFrame, Message, Role, Utf8Bytes};
+pub use duplex_proto::handshake::HandshakeError;
+pub use duplex_proto::{
+    Broadcast, CloseCode, CloseFrame, Message, ProtocolError, Role, SendError, Utf8Bytes,
+};
 pub use http;

@@ -75,7 +75,7 @@ pub enum Event {
     /// closing handshake (as the browser reports them).
     Close {
         /// The close code.
-        code: u16,
+        code: CloseCode,
         /// The close reason.
         reason: String,
         /// Whether the closing handshake completed.
@@ -121,7 +121,7 @@ pub struct WebSocket<S> {
     phase: Phase,
     open_delivered: bool,
     /// The `Close` event, decided when the protocol closes.
-    close: Option<(u16, String, bool)>,
+    close: Option<(CloseCode, String, bool)>,
     /// Runs while we wait for the peer's Close or for the TCP connection to end.
     close_timer: Option<Pin<Box<Sleep>>>,
     /// Keepalive pings, if on (boxed: most of it is the timer).
@@ -385,11 +385,12 @@ where
     ///
     /// As in the browser, an application may only use 1000 or 3000–4999, and
     /// a reason of at most 123 bytes. Closing twice is not an error.
-    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
-        if !CloseCode(code).is_allowed_for_application() {
+    pub async fn close(&mut self, code: impl Into<CloseCode>, reason: &str) -> Result<(), Error> {
+        let code = code.into();
+        if !code.is_allowed_for_application() {
             return Err(Error::InvalidCloseCode(code));
         }
-        self.close_with(CloseCode(code), reason).await
+        self.close_with(code, reason).await
     }
 
     /// Starts the closing handshake with any code valid on the wire, e.g.
@@ -426,7 +427,7 @@ where
                     return Err(e);
                 }
                 Some(Event::Close {
-                    code: 1000 | 1001 | 1005,
+                    code: CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS,
                     ..
                 }) => {
                     return Ok(None);
@@ -508,7 +509,7 @@ where
         tracing::info!(role = ?self.conn.role(), ?timeout,
             "failing the connection: the peer stopped reading");
         // No Close frame: the socket would not take it.
-        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+        self.close = Some((CloseCode::ABNORMAL, String::new(), false));
         self.phase = Phase::Ended;
         Poll::Ready(Err(Error::WriteTimeout(timeout)))
     }
@@ -575,8 +576,8 @@ where
                     }
                     Ok(duplex_proto::Event::Close(frame)) => {
                         let (code, reason) = match frame {
-                            Some(f) => (f.code.0, f.reason),
-                            None => (CloseCode::NO_STATUS.0, String::new()),
+                            Some(f) => (f.code, f.reason),
+                            None => (CloseCode::NO_STATUS, String::new()),
                         };
                         self.close = Some((code, reason, true));
                         self.phase = Phase::ShuttingDown;
@@ -585,7 +586,7 @@ where
                     Err(e) => {
                         tracing::info!(role = ?self.conn.role(), error = %e, code = %e.close_code(),
                             "failing the connection: the peer broke the protocol");
-                        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                        self.close = Some((CloseCode::ABNORMAL, String::new(), false));
                         self.phase = Phase::ShuttingDown;
                         return Poll::Ready(Some(Event::Error(Error::Protocol(e))));
                     }
@@ -604,7 +605,7 @@ where
                 && timer.as_mut().poll(cx).is_ready()
             {
                 tracing::debug!("closing handshake timed out");
-                self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                self.close = Some((CloseCode::ABNORMAL, String::new(), false));
                 self.phase = Phase::Ended;
                 continue;
             }
@@ -645,7 +646,7 @@ where
                 Ok(0) => {
                     // The TCP connection ended without a Close frame.
                     self.eof = true;
-                    self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                    self.close = Some((CloseCode::ABNORMAL, String::new(), false));
                     self.phase = Phase::Done;
                     return Poll::Ready(Some(self.close_event()));
                 }
@@ -713,7 +714,7 @@ where
                     CloseCode::INTERNAL_ERROR,
                     "keepalive ping timeout",
                 )));
-                self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+                self.close = Some((CloseCode::ABNORMAL, String::new(), false));
                 self.phase = Phase::ShuttingDown;
                 Some(Event::Error(Error::KeepaliveTimeout(timeout)))
             }
@@ -800,7 +801,7 @@ where
         let (code, reason, was_clean) =
             self.close
                 .take()
-                .unwrap_or((CloseCode::ABNORMAL.0, String::new(), false));
+                .unwrap_or((CloseCode::ABNORMAL, String::new(), false));
         Event::Close {
             code,
             reason,
@@ -811,7 +812,7 @@ where
     /// A socket error: the connection is over, abnormally.
     fn abort(&mut self, e: Error) -> Event {
         tracing::debug!(error = %e, "connection aborted");
-        self.close = Some((CloseCode::ABNORMAL.0, String::new(), false));
+        self.close = Some((CloseCode::ABNORMAL, String::new(), false));
         // The Close event comes on the next poll.
         self.phase = Phase::Ended;
         Event::Error(e)
@@ -940,14 +941,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn config(interval: Option<u64>, timeout: u64) -> crate::Config {
-        crate::Config {
-            ping_interval: interval.map(Duration::from_millis),
-            ping_timeout: Duration::from_millis(timeout),
-            ..crate::Config::default()
-        }
+        crate::Config::default()
+            .ping_interval(interval.map(Duration::from_millis))
+            .ping_timeout(Duration::from_millis(timeout))
     }
 
     /// The next event is a Close reported as 1006, and the last.
@@ -955,7 +954,7 @@ mod tests {
         match ws.next().await {
             Some(Event::Close {
                 code, was_clean, ..
-            }) => assert_eq!((code, was_clean), (1006, false)),
+            }) => assert_eq!((code.0, was_clean), (1006, false)),
             other => panic!("expected Close, got {other:?}"),
         }
         assert!(ws.next().await.is_none());
@@ -988,7 +987,7 @@ mod tests {
                 code, was_clean, ..
             } = event
             {
-                assert_eq!((code, was_clean), (1000, true));
+                assert_eq!((code.0, was_clean), (1000, true));
             }
         }
         let events = client_task.await.unwrap();
@@ -996,7 +995,7 @@ mod tests {
             matches!(
                 events.last(),
                 Some(Event::Close {
-                    code: 1000,
+                    code: CloseCode(1000),
                     was_clean: true,
                     ..
                 })
@@ -1059,12 +1058,109 @@ mod tests {
         timeout: Option<u64>,
     ) -> (WebSocket<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         let (a, peer) = tokio::io::duplex(1024);
-        let config = crate::Config {
-            write_timeout: timeout.map(Duration::from_millis),
-            write_buffer_high_water: 4096,
-            ..config(None, 1)
-        };
+        let config = config(None, 1)
+            .write_timeout(timeout.map(Duration::from_millis))
+            .write_buffer_high_water(4096);
         (WebSocket::from_raw(a, Role::Server, &config), peer)
+    }
+
+    /// A server and a client over an in-memory pipe of `capacity` bytes.
+    fn pair(capacity: usize) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+        let (a, b) = tokio::io::duplex(capacity);
+        let config = config(None, 1);
+        (
+            WebSocket::from_raw(a, Role::Server, &config),
+            WebSocket::from_raw(b, Role::Client, &config),
+        )
+    }
+
+    #[tokio::test]
+    async fn ready_state_follows_the_browser_from_open_to_closed() {
+        let (mut server, mut client) = pair(1 << 16);
+        assert_eq!(client.ready_state(), ReadyState::Open);
+        assert_eq!(client.ready_state() as u8, 1);
+        let echo = tokio::spawn(async move {
+            while let Ok(Some(message)) = server.recv().await {
+                server.send(message).await.unwrap();
+            }
+            server.ready_state()
+        });
+        client.close(1000, "bye").await.unwrap();
+        assert_eq!(client.ready_state(), ReadyState::Closing);
+        assert_eq!(client.ready_state() as u8, 2);
+        loop {
+            match client.next().await {
+                Some(Event::Close { code, .. }) => {
+                    assert_eq!(code, 1000);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("no close event"),
+            }
+        }
+        assert_eq!(client.ready_state(), ReadyState::Closed);
+        assert_eq!(client.ready_state() as u8, 3);
+        assert_eq!(echo.await.unwrap(), ReadyState::Closed);
+        assert!(matches!(client.send("late").await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn buffered_amount_counts_what_is_queued_until_it_is_written() {
+        // A pipe that holds 64 bytes, and a peer that reads nothing yet.
+        let (mut server, mut client) = pair(64);
+        assert_eq!(server.buffered_amount(), 0);
+        server.feed(vec![1u8; 1000]).await.unwrap();
+        // 1000 bytes of payload and a 4-byte header, none written yet.
+        assert_eq!(server.buffered_amount(), 1004);
+        let flushed = tokio::spawn(async move {
+            server.flush().await.unwrap();
+            server.buffered_amount()
+        });
+        assert_eq!(
+            client.recv().await.unwrap(),
+            Some(Message::binary(vec![1u8; 1000]))
+        );
+        assert_eq!(flushed.await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn split_halves_work_from_two_tasks_and_reunite() {
+        let (server, mut client) = pair(1 << 16);
+        let (mut writer, mut reader) = server.split();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                if let Some(Event::Message(m)) = reader.next().await {
+                    got.push(m);
+                }
+            }
+            (reader, got)
+        });
+        let client_task = tokio::spawn(async move {
+            for i in 0..3 {
+                client.send(format!("up {i}")).await.unwrap();
+            }
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Some(Event::Message(m)) = client.next().await {
+                    got.push(m);
+                }
+            }
+            (client, got)
+        });
+        writer.send("down 0").await.unwrap();
+        writer.send("down 1").await.unwrap();
+        let (reader, up) = reading.await.unwrap();
+        let (mut client, down) = client_task.await.unwrap();
+        assert_eq!(up, ["up 0", "up 1", "up 2"].map(Message::text));
+        assert_eq!(down, ["down 0", "down 1"].map(Message::text));
+
+        let mut server = writer.reunite(reader);
+        server.send("whole again").await.unwrap();
+        assert_eq!(
+            client.recv().await.unwrap(),
+            Some(Message::text("whole again"))
+        );
     }
 
     #[tokio::test]

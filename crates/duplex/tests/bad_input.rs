@@ -164,10 +164,7 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn protocol_violations_get_their_close_codes() {
-    let config = Config {
-        max_message_size: 1000,
-        ..Config::server()
-    };
+    let config = Config::server().max_message_size(1000);
     let addr = echo_server(config).await;
     // Unmasked client frame.
     assert_eq!(close_code_for(addr, &[0x81, 0x02, b'h', b'i']).await, 1002);
@@ -229,10 +226,7 @@ async fn client_rejects_bad_server_answers() {
     assert!(err.to_string().contains("200"), "{err}");
     let err = duplex::connect(&url).await.unwrap_err();
     assert!(matches!(err, duplex::Error::Handshake(_)), "{err}");
-    let config = Config {
-        handshake_timeout: Duration::from_millis(200),
-        ..Config::client()
-    };
+    let config = Config::client().handshake_timeout(Duration::from_millis(200));
     let err = duplex::ClientBuilder::new(url)
         .config(config)
         .connect()
@@ -270,11 +264,11 @@ async fn client_fails_on_masked_server_frames() {
         let _ = stream.read_to_end(&mut rest).await;
     });
     let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
-        .config(Config {
-            deflate: None,
-            close_timeout: Duration::from_millis(300),
-            ..Config::client()
-        })
+        .config(
+            Config::client()
+                .deflate(None)
+                .close_timeout(Duration::from_millis(300)),
+        )
         .connect()
         .await
         .unwrap();
@@ -286,7 +280,7 @@ async fn client_fails_on_masked_server_frames() {
     match ws.next().await {
         Some(Event::Close {
             code, was_clean, ..
-        }) => assert_eq!((code, was_clean), (1006, false)),
+        }) => assert_eq!((code.0, was_clean), (1006, false)),
         other => panic!("expected the close event, got {other:?}"),
     }
 }

@@ -226,7 +226,7 @@ async fn echo_and_close(ws: &mut Client) {
             Event::Close {
                 code, was_clean, ..
             } => {
-                assert_eq!((code, was_clean), (1000, true));
+                assert_eq!((code.0, was_clean), (1000, true));
                 break;
             }
             Event::Open => {}
@@ -451,10 +451,7 @@ async fn the_handshake_timeout_covers_a_silent_server() {
         let mut buf = [0u8; 1024];
         while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::client()
-    };
+    let config = Config::client().handshake_timeout(Duration::from_millis(300));
     let err = ClientBuilder::new(format!("ws://127.0.0.1:{port}/"))
         .config(config)
         .http2(true)

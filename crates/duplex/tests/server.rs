@@ -180,7 +180,7 @@ async fn shutdown_closes_every_websocket_with_1001_and_returns() {
                         code,
                         reason,
                         was_clean,
-                    }) => break (code, reason, was_clean),
+                    }) => break (code.0, reason, was_clean),
                     Some(_) => {}
                     None => panic!("no close event"),
                 }
@@ -227,7 +227,7 @@ async fn shutdown_drops_a_handler_that_will_not_close_after_the_timeout() {
         match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
             Some(Event::Close {
                 code, was_clean, ..
-            }) => break (code, was_clean),
+            }) => break (code.0, was_clean),
             Some(_) => {}
             None => panic!("no close event"),
         }
@@ -329,7 +329,7 @@ where
                     code,
                     reason,
                     was_clean,
-                }) => break (code, reason, was_clean),
+                }) => break (code.0, reason, was_clean),
                 Some(_) => {}
                 None => panic!("no close event"),
             }

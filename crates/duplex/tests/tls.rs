@@ -118,7 +118,7 @@ async fn talk(mut ws: Client) {
             code, was_clean, ..
         } = event
         {
-            close = Some((code, was_clean));
+            close = Some((code.0, was_clean));
         }
     }
     assert_eq!(close, Some((1000, true)));
@@ -391,10 +391,7 @@ async fn a_silent_server_hits_the_handshake_timeout() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(tcp);
     });
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::client()
-    };
+    let config = Config::client().handshake_timeout(Duration::from_millis(300));
     let started = std::time::Instant::now();
     let err = ClientBuilder::new(format!("wss://127.0.0.1:{}/", addr.port()))
         .config(config)

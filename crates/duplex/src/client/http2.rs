@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use duplex_proto::handshake::HandshakeError;
 use duplex_proto::handshake::client::{CONNECT_PROTOCOL, ClientRequest};
 
 use super::{ClientBuilder, Target};
@@ -263,6 +264,31 @@ impl Http2Connection {
         request.extensions = config.deflate.as_ref().map(|d| d.client_offer());
         request.headers = builder.headers;
         let (request, handshake) = request.build_http2()?;
+        let (response, stream) = self.send_connect(request).await?;
+        handshake.validate_response(&response)?;
+        let (conn, negotiated) =
+            super::open_connection(&config, &target, handshake.negotiated(&response))?;
+        let stream = stream.ok_or(HandshakeError::ConnectStatus(response.status().as_u16()))?;
+        Ok(WebSocket::from_parts(
+            stream,
+            conn,
+            &config,
+            negotiated,
+            &[],
+        ))
+    }
+
+    /// Sends an extended CONNECT (`:protocol websocket`) built by
+    /// [`ClientRequest::build_http2`] and returns the server's answer and,
+    /// if it is 200, the stream: for a caller that speaks the WebSocket
+    /// protocol itself, such as a load generator. The answer is not
+    /// validated; [`ClientHandshake::validate_response`] does that.
+    ///
+    /// [`ClientHandshake::validate_response`]: duplex_proto::handshake::ClientHandshake::validate_response
+    pub async fn send_connect(
+        &self,
+        request: http::Request<()>,
+    ) -> Result<(http::Response<()>, Option<MaybeTlsStream<TcpStream>>), Error> {
         let mut request = request.map(|()| Empty::<Bytes>::new());
         request
             .extensions_mut()
@@ -273,22 +299,21 @@ impl Http2Connection {
             .send_request(request)
             .await
             .map_err(Http2Error::Hyper)?;
-        handshake.validate_response(&response)?;
-        let (conn, negotiated) =
-            super::open_connection(&config, &target, handshake.negotiated(&response))?;
-        let upgraded = hyper::upgrade::on(response)
+        let (head, body) = response.into_parts();
+        if head.status != http::StatusCode::OK {
+            return Ok((http::Response::from_parts(head, ()), None));
+        }
+        let mut response = http::Response::from_parts(head, body);
+        let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(Http2Error::Hyper)?;
         let stream = Http2Stream {
             io: TokioIo::new(upgraded),
             tls: self.tls,
         };
-        Ok(WebSocket::from_parts(
-            MaybeTlsStream::Http2(Box::new(stream)),
-            conn,
-            &config,
-            negotiated,
-            &[],
+        Ok((
+            response.map(|_| ()),
+            Some(MaybeTlsStream::Http2(Box::new(stream))),
         ))
     }
 }
