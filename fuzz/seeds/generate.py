@@ -109,6 +109,8 @@ write(
     b"server_no_context_takeover\r\n\r\n"
     + frame(0x81, b"Hello"),
 )
+# Found by the fuzzer: an extension answer of empty list elements names none.
+write("handshake_response", "empty-extension-list", RFC_RESPONSE[:-2] + b"Sec-WebSocket-Extensions: ,\r\n\r\n")
 write(
     "handshake_response",
     "426",
