@@ -55,8 +55,8 @@ for target in "${TARGETS[@]}"; do
   cargo fuzz run --sanitizer "$SANITIZER" "$target" "$corpus" "$ROOT/fuzz/seeds/$target" -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$ROOT/fuzz/artifacts/$target/" >"$log" 2>&1 || rc=$?
-  execs="$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log")"
-  speed="$(awk -F: '/stat::average_exec_per_sec/ { gsub(/ /, "", $2); print $2 }' "$log")"
+  execs="$(awk '/stat::number_of_executed_units/ { print $NF }' "$log")"
+  speed="$(awk '/stat::average_exec_per_sec/ { print $NF }' "$log")"
   files="$(find "$corpus" -type f | wc -l)"
   if [ "$rc" = 0 ]; then
     printf '%-20s %-6s %12s %9s %8s\n' "$target" PASS "${execs:-?}" "${speed:-?}" "$files"
