@@ -747,6 +747,12 @@ impl Connection {
     pub fn close_received(&self) -> bool {
         self.close_received
     }
+
+    /// See [`crate::fuzzing::reassembly_capacity`].
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn reassembly_capacity(&self) -> usize {
+        self.message.as_ref().map_or(0, |m| m.buf.capacity())
+    }
 }
 
 enum Payload {

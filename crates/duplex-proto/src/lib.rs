@@ -27,7 +27,9 @@
 //!
 //! Cargo features, none on by default: `testing` adds the `testing` module
 //! (an in-memory client/server pair for tests); `bench-internals` exposes
-//! what the benches time on their own. Neither is part of the stable API.
+//! what the benches time on their own; `fuzzing` what the fuzz targets
+//! (`fuzz/`) check that the public API does not show. None is part of the
+//! stable API.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -61,4 +63,19 @@ pub use role::Role;
 pub mod bench_internals {
     pub use crate::mask::apply_mask_scalar;
     pub use crate::utf8::{InvalidUtf8, Utf8Validator};
+}
+
+/// What the fuzz targets check that the public API does not show. Behind the
+/// `fuzzing` feature; not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::Connection;
+
+    /// The bytes of memory a connection holds for the data message it is
+    /// reassembling (fragmented or compressed): its buffer's capacity, 0 if
+    /// none is in progress. The fuzz targets bound it by the message limit.
+    pub fn reassembly_capacity(conn: &Connection) -> usize {
+        conn.reassembly_capacity()
+    }
 }

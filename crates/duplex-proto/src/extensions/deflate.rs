@@ -747,9 +747,13 @@ fn inflate_into(
             out.reserve_exact(target - out.len());
         }
         let (in_before, out_before) = (decompressor.total_in(), out.len());
-        let status = decompressor
-            .decompress_vec(input, out, FlushDecompress::None)
-            .map_err(|e| DeflateError::Corrupt(e.to_string()))?;
+        let status = decompressor.decompress_vec(input, out, FlushDecompress::None);
+        // Output past the limit came before the fault in the stream: it is
+        // the first thing wrong, whichever call the fault shows up in.
+        if out.len() > max_output {
+            return Err(DeflateError::TooLarge);
+        }
+        let status = status.map_err(|e| DeflateError::Corrupt(e.to_string()))?;
         let consumed = (decompressor.total_in() - in_before) as usize;
         input = &input[consumed..];
         if out.len() > max_output {
@@ -1797,6 +1801,26 @@ mod tests {
             decompress(&mut client, &[&small], size - 1),
             Err(DeflateError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn output_over_the_limit_before_a_fault_is_too_large() {
+        // Found by the `inflate` fuzz target: a block of 17+ bytes of output,
+        // then a corrupt block header. Whether the inflater reached the
+        // fault in the call that crossed the 16-byte limit depended on how
+        // the payload was cut into frames, and with it the close code (1007
+        // or 1009); the limit was crossed first, so it is 1009 either way.
+        let mut payload = vec![0xf2; 17];
+        payload.extend_from_slice(&[0x07, 0x10, 0xff, 0x2b, 0xc9, 0x48, 0x4b, 0x01, 0x00]);
+        for frame_len in [payload.len(), 7, 1] {
+            let mut server = Deflate::new(Role::Server, params(false, false, 15, 10), 6, 0);
+            let frames: Vec<&[u8]> = payload.chunks(frame_len).collect();
+            let result = decompress(&mut server, &frames, 16);
+            assert!(
+                matches!(result, Err(DeflateError::TooLarge)),
+                "frames of {frame_len}: {result:?}"
+            );
+        }
     }
 
     // ---- test-only DEFLATE (RFC 1951) tools, to check the encoder from
