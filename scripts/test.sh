@@ -14,6 +14,8 @@
 #   tls              Python websockets <-> duplex over TLS, CA made at run time (e2e/tls/run.sh)
 #   browser          headless Chromium against duplex serve (e2e/browser/run.sh)
 #   bench            cargo bench --workspace --no-run (compiles the benches, never times them)
+#   fuzz             scripts/fuzz.sh: every cargo-fuzz target of fuzz/ for 20 s from its seeds
+#                    (installs cargo-fuzz, pinned, on the stable toolchain)
 #
 # Steps that need the release binaries build them first (the build step) even when
 # only they are named. A failed build skips them; every other step runs whatever failed
@@ -33,6 +35,7 @@
 #                                every case, 1.* to 13.* (517)
 #   DUPLEX_AUTOBAHN_PARALLELISM  kosoku -p for the server role (default 4; on 2 cores 12.2+13.3 took 113 s at -p 1, 71 s at -p 2, 60 s at -p 4)
 #   DUPLEX_AUTOBAHN_TIMEOUT      seconds each role may take before it is stopped (default 1800)
+#   DUPLEX_FUZZ_SECONDS          seconds each fuzz target runs (default 20)
 #
 # Only loopback addresses are used. Every process started here is stopped on exit,
 # including on failure or Ctrl-C. Logs and reports: target/test-logs/, target/autobahn/.
@@ -54,7 +57,7 @@ AUTOBAHN_PARALLELISM="${DUPLEX_AUTOBAHN_PARALLELISM:-4}"
 AUTOBAHN_TIMEOUT="${DUPLEX_AUTOBAHN_TIMEOUT:-1800}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server tls browser bench)
+ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server tls browser bench fuzz)
 NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server tls browser "
 
 mkdir -p "$LOGS"
@@ -261,6 +264,7 @@ step_bench() {
   cargo build --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
   cargo test --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
 }
+step_fuzz() { bash "$ROOT/scripts/fuzz.sh" "${DUPLEX_FUZZ_SECONDS:-20}"; }
 step_tls() { ensure_venv; DUPLEX_BIN="$DUPLEX_BIN" PYTHON="$VENV/bin/python" bash "$ROOT/e2e/tls/run.sh"; }
 step_browser() { DUPLEX_BIN="$DUPLEX_BIN" bash "$ROOT/e2e/browser/run.sh"; }
 
