@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use duplex::{Config, Server, TlsAcceptor};
+use duplex::{Config, OriginPolicy, Server, TlsAcceptor};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubService};
 
@@ -63,6 +63,17 @@ pub(crate) struct ServeArgs {
     /// its connection is dropped (it stopped reading).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     topic_send_timeout: f64,
+    /// A web origin whose pages may open WebSockets and POST (repeatable):
+    /// exact (https://app.example.com) or every subdomain
+    /// (https://*.example.com). Always allowed: the server's own origin and
+    /// clients that send no Origin; on a loopback address also any loopback
+    /// page and `null` (a file).
+    #[arg(long, value_name = "ORIGIN")]
+    allowed_origin: Vec<String>,
+    /// Let pages of any origin use the server (a public API with no
+    /// cookies to protect).
+    #[arg(long, conflicts_with = "allowed_origin")]
+    any_origin: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -150,11 +161,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         }),
         _ => None,
     };
+    let mut origins = if args.any_origin {
+        OriginPolicy::any()
+    } else {
+        OriginPolicy::new()
+    };
+    for origin in &args.allowed_origin {
+        origins = origins
+            .allow(origin)
+            .map_err(|e| format!("--allowed-origin: {e}"))?;
+    }
     let mut server = Server::bind(&args.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?
         .config(config.clone())
-        .max_connections(args.max_connections);
+        .max_connections(args.max_connections)
+        .origins(origins);
     if let Some(tls) = &tls {
         server = server.tls(tls.acceptor.clone());
     }
@@ -164,6 +186,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     writeln!(stdout, "listening on {scheme}://{addr}")?;
     stdout.flush()?;
+    if addr.ip().is_loopback() && !args.any_origin {
+        // The one convenience for development, said once.
+        eprintln!(
+            "duplex: on loopback, pages from any loopback origin (and file pages) may connect; \
+             other origins need --allowed-origin"
+        );
+    }
     tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
 
     let mut hub = HubService::new(hub).config(config.clone());
