@@ -11,6 +11,7 @@
 #   autobahn-client  kosoku -m fuzzingserver against the example `autobahn_client`, judged strictly
 #   interop-client   Python websockets client -> duplex serve (e2e/interop/client_vs_duplex.py)
 #   interop-server   duplex connect -> Python websockets server (e2e/interop/duplex_vs_server.py)
+#   interop-axum     Python websockets clients -> the axum_chat example (duplex's axum extractor)
 #   tls              Python websockets <-> duplex over TLS, CA made at run time (e2e/tls/run.sh)
 #   browser          headless Chromium against duplex serve (e2e/browser/run.sh)
 #   bench            cargo bench --workspace --no-run (compiles the benches, never times them)
@@ -57,8 +58,8 @@ AUTOBAHN_PARALLELISM="${DUPLEX_AUTOBAHN_PARALLELISM:-4}"
 AUTOBAHN_TIMEOUT="${DUPLEX_AUTOBAHN_TIMEOUT:-1800}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server tls browser bench fuzz)
-NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server tls browser "
+ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server interop-axum tls browser bench fuzz)
+NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server interop-axum tls browser "
 
 mkdir -p "$LOGS"
 PIDS_FILE="$LOGS/pids"
@@ -341,6 +342,11 @@ step_interop_client() {
 step_interop_server() {
   ensure_venv
   "$VENV/bin/python" "$ROOT/e2e/interop/duplex_vs_server.py" --duplex "$DUPLEX_BIN"
+}
+
+step_interop_axum() {
+  ensure_venv
+  "$VENV/bin/python" "$ROOT/e2e/interop/websockets_vs_axum.py" --example "$TARGET_DIR/release/examples/axum_chat"
 }
 
 # ---------------------------------------------------------------- running them

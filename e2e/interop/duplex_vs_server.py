@@ -7,7 +7,7 @@ Starts a websockets echo server with permessage-deflate on 127.0.0.1:0, then run
 `PATH connect ws://127.0.0.1:PORT/` (PATH defaults to $DUPLEX_BIN or
 target/release/duplex) as a subprocess, feeds it lines on stdin and checks:
   - the same lines come back on its stdout, in order;
-  - its stderr has `connected to URL (protocol: X, extensions: Y)` with
+  - its stderr has `connected to URL over HTTP/1.1 (protocol: X, extensions: Y)` with
     permessage-deflate in Y;
   - on the server side the connection negotiated permessage-deflate (the 101
     response's Sec-WebSocket-Extensions and the server's active extensions), and
@@ -131,8 +131,8 @@ async def run_case(duplex: str, compression: str | None) -> None:
     check(not seen.errors, f"server handler saw no error ({seen.errors})")
     check(len(seen.response_extensions) == 1, f"exactly one connection ({len(seen.response_extensions)})")
 
-    m = re.search(r"^connected to (\S+) \(protocol: (.*), extensions: (.*)\)$", err_text, re.M)
-    check(m is not None, "stderr has `connected to URL (protocol: X, extensions: Y)`")
+    m = re.search(r"^connected to (\S+) over HTTP/1\.1 \(protocol: (.*), extensions: (.*)\)$", err_text, re.M)
+    check(m is not None, "stderr has `connected to URL over HTTP/1.1 (protocol: X, extensions: Y)`")
     assert m is not None
     check(m.group(1).rstrip("/") == url.rstrip("/"), f"stderr names the URL ({m.group(1)})")
 

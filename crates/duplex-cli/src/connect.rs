@@ -106,8 +106,9 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Erro
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.url))?;
     eprintln!(
-        "connected to {} (protocol: {}, extensions: {})",
+        "connected to {} over HTTP/{} (protocol: {}, extensions: {})",
         ws.url(),
+        if ws.get_ref().is_http2() { "2" } else { "1.1" },
         ws.protocol().unwrap_or("-"),
         ws.extensions().unwrap_or("-")
     );

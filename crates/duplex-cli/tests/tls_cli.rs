@@ -107,6 +107,26 @@ fn connect_wss_talks_to_serve_with_tls() {
 }
 
 #[test]
+fn connect_http2_opens_its_websocket_as_a_stream_of_an_http2_connection() {
+    let files = Files::new("cli-h2", KeyKind::EcdsaP256, KeyFormat::Sec1);
+    let server = serve_tls(&files, &[]);
+    let url = format!("wss://{}/h2", server.addr);
+    let mut extra = ca_flag(&files.ca).to_vec();
+    extra.push("--http2");
+    let out = connect(&url, "over h2\n", &extra);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2\n");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("over HTTP/2"), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("closed: code 1000"), "{}", stderr_of(&out));
+    // And over cleartext with prior knowledge (h2c).
+    let plain = Server::start(&[]);
+    let out = connect(&format!("ws://{}/", plain.addr), "h2c\n", &["--http2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "h2c\n");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("over HTTP/2"), "{}", stderr_of(&out));
+}
+
+#[test]
 fn bad_tls_files_fail_the_start_with_the_path_and_reason() {
     let files = Files::new("cli-bad-files", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
     let other = Files::new("cli-bad-files-other", KeyKind::EcdsaP256, KeyFormat::Pkcs8);
