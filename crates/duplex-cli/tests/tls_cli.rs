@@ -116,14 +116,26 @@ fn connect_http2_opens_its_websocket_as_a_stream_of_an_http2_connection() {
     let out = connect(&url, "over h2\n", &extra);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2\n");
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("over HTTP/2"), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("closed: code 1000"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("over HTTP/2"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        stderr_of(&out).contains("closed: code 1000"),
+        "{}",
+        stderr_of(&out)
+    );
     // And over cleartext with prior knowledge (h2c).
     let plain = Server::start(&[]);
     let out = connect(&format!("ws://{}/", plain.addr), "h2c\n", &["--http2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "h2c\n");
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("over HTTP/2"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("over HTTP/2"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]

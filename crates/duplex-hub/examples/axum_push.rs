@@ -14,10 +14,15 @@ use duplex_hub::{Hub, HubConfig, HubService};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9000".into());
     let hub = Hub::new(HubConfig::default());
     let app = Router::new()
-        .route("/", get(|| async { "an axum app with duplex's push service at /push\n" }))
+        .route(
+            "/",
+            get(|| async { "an axum app with duplex's push service at /push\n" }),
+        )
         .nest_service("/push", HubService::new(hub));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -18,6 +18,7 @@ use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{ProtocolError, SendError};
 use crate::extensions::deflate::{Deflate, DeflateError};
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::input::InputBuffer;
 use crate::mask::apply_mask;
 use crate::message::{Message, Reassembly, Utf8Bytes};
 use crate::role::Role;
@@ -153,6 +154,9 @@ pub struct Connection {
     close_sent: bool,
     close_received: bool,
     failed: bool,
+    /// The I/O layer said it reads only to see the connection end
+    /// ([`Connection::stop_reading`]).
+    reading_stopped: bool,
     /// Reused buffer for compressing outgoing messages.
     scratch: Vec<u8>,
 }
@@ -177,6 +181,7 @@ impl Connection {
             close_sent: false,
             close_received: false,
             failed: false,
+            reading_stopped: false,
             scratch: Vec::new(),
         }
     }
@@ -214,14 +219,25 @@ impl Connection {
         }
     }
 
-    /// The receive buffer, for an I/O layer that reads straight into it
-    /// rather than through [`receive_data`](Self::receive_data). Bytes
-    /// appended here are parsed by the next [`next_event`](Self::next_event).
-    pub fn input_buffer(&mut self) -> &mut BytesMut {
+    /// The end of the receive buffer, for an I/O layer that reads straight
+    /// into it rather than through [`receive_data`](Self::receive_data):
+    /// append-only, so that bytes the connection has checked already (a
+    /// text frame's UTF-8) cannot change under it. Bytes appended are parsed
+    /// by the next [`next_event`](Self::next_event).
+    pub fn input_buffer(&mut self) -> InputBuffer<'_> {
         if self.ignores_input() {
             self.input.clear();
         }
-        &mut self.input
+        InputBuffer::new(&mut self.input)
+    }
+
+    /// Stops parsing for good: every byte received from now on is dropped.
+    /// For an I/O layer that only waits for the peer to end the TCP
+    /// connection after the closing handshake, reading what it may still
+    /// send into nothing.
+    pub fn stop_reading(&mut self) {
+        self.reading_stopped = true;
+        self.input.clear();
     }
 
     /// How many more bytes the message being received needs before it is
@@ -237,7 +253,7 @@ impl Connection {
     /// After a Close frame was received or the connection failed, further
     /// bytes mean nothing (§5.5.1) and are dropped.
     fn ignores_input(&self) -> bool {
-        self.close_received || self.failed
+        self.close_received || self.failed || self.reading_stopped
     }
 
     /// The next thing the peer did, if the buffered bytes complete one.

@@ -737,19 +737,19 @@ where
             let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
             let mut first = ReadBuf::uninit(&mut first);
             ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first))?;
-            let buf = self.conn.input_buffer();
+            let mut buf = self.conn.input_buffer();
             if !first.filled().is_empty() {
                 buf.reserve(size);
                 buf.extend_from_slice(first.filled());
             }
             return Poll::Ready(Ok(first.filled().len()));
         }
-        let buf = self.conn.input_buffer();
+        let mut buf = self.conn.input_buffer();
         buf.reserve(size);
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.stream),
             cx,
-            buf
+            &mut buf
         ))?;
         Poll::Ready(Ok(n))
     }
@@ -781,10 +781,11 @@ where
                 {
                     break;
                 }
-                let buf = self.conn.input_buffer();
-                buf.clear();
+                // Whatever still comes is read into nothing.
+                self.conn.stop_reading();
+                let mut buf = self.conn.input_buffer();
                 buf.reserve(1024);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                     Poll::Ready(Ok(_)) => continue,
                     Poll::Pending => return Poll::Pending,
