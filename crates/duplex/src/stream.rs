@@ -7,11 +7,7 @@
 //! connection pays one branch per call and no memory for state it does not
 //! use.
 
-use std::io::IoSlice;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "hyper")]
 use crate::client::Http2Stream;
@@ -79,85 +75,90 @@ impl<S> MaybeTlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
-    #[inline]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// `AsyncRead` and `AsyncWrite` for an enum of streams, each method one
+/// `match` that forwards to the variant's stream (boxed variants through
+/// `Box`'s own forwarding impls). Every method is `#[inline]`: a plain
+/// connection pays a branch per call.
+macro_rules! delegate_async_io {
+    (
+        impl $([$($generics:tt)*])? for $ty:ty $(where [$($bounds:tt)*])?
+        { $( $(#[$attr:meta])* $variant:ident ),* $(,)? }
+    ) => {
+        impl $(<$($generics)*>)? tokio::io::AsyncRead for $ty $(where $($bounds)*)? {
+            #[inline]
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $( $(#[$attr])* Self::$variant(s) => std::pin::Pin::new(s).poll_read(cx, buf), )*
+                }
+            }
         }
-    }
+
+        impl $(<$($generics)*>)? tokio::io::AsyncWrite for $ty $(where $($bounds)*)? {
+            #[inline]
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $( $(#[$attr])* Self::$variant(s) => std::pin::Pin::new(s).poll_write(cx, buf), )*
+                }
+            }
+
+            #[inline]
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $( $(#[$attr])* Self::$variant(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs), )*
+                }
+            }
+
+            #[inline]
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $( $(#[$attr])* Self::$variant(s) => s.is_write_vectored(), )*
+                }
+            }
+
+            #[inline]
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $( $(#[$attr])* Self::$variant(s) => std::pin::Pin::new(s).poll_flush(cx), )*
+                }
+            }
+
+            #[inline]
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $( $(#[$attr])* Self::$variant(s) => std::pin::Pin::new(s).poll_shutdown(cx), )*
+                }
+            }
+        }
+    };
 }
+#[cfg(feature = "hyper")]
+pub(crate) use delegate_async_io;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
-    #[inline]
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    #[inline]
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTlsStream::Plain(s) => s.is_write_vectored(),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => s.is_write_vectored(),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => s.is_write_vectored(),
-        }
-    }
-
-    #[inline]
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    #[inline]
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            #[cfg(feature = "hyper")]
-            MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+delegate_async_io! {
+    impl[S] for MaybeTlsStream<S> where [S: AsyncRead + AsyncWrite + Unpin] {
+        Plain,
+        #[cfg(feature = "tls")]
+        Tls,
+        #[cfg(feature = "hyper")]
+        Http2,
     }
 }
 

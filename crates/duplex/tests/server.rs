@@ -173,21 +173,7 @@ async fn shutdown_closes_every_websocket_with_1001_and_returns() {
     wait_for(&handle, |s| s.websockets == 3).await;
     handle.shutdown();
     for mut ws in clients {
-        let close = tokio::time::timeout(WAIT, async {
-            loop {
-                match ws.next().await {
-                    Some(Event::Close {
-                        code,
-                        reason,
-                        was_clean,
-                    }) => break (code.0, reason, was_clean),
-                    Some(_) => {}
-                    None => panic!("no close event"),
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let close = close_event(&mut ws).await;
         assert_eq!(close, (1001, "server shutting down".to_owned(), true));
     }
     tokio::time::timeout(WAIT, task)
@@ -223,16 +209,8 @@ async fn shutdown_drops_a_handler_that_will_not_close_after_the_timeout() {
         .unwrap()
         .unwrap();
     // The connection was dropped without a closing handshake.
-    let closed = loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Event::Close {
-                code, was_clean, ..
-            }) => break (code.0, was_clean),
-            Some(_) => {}
-            None => panic!("no close event"),
-        }
-    };
-    assert_eq!(closed, (1006, false));
+    let (code, _, was_clean) = close_event(&mut ws).await;
+    assert_eq!((code, was_clean), (1006, false));
     assert_eq!(handle.stats().websockets, 0);
 }
 

@@ -325,6 +325,25 @@ struct Refusals {
     log: RateLimitedLog,
 }
 
+/// Drives a hyper connection to its end; once `graceful` fires, asks it to
+/// finish (an idle HTTP/1.1 connection closes, HTTP/2 sends GOAWAY and
+/// finishes its streams) and drives it on. A macro: hyper's HTTP/1.1
+/// connection with upgrades and its HTTP/2 connection share no trait for
+/// `graceful_shutdown`.
+macro_rules! serve_until_shutdown {
+    ($connection:expr, $graceful:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = &mut $graceful => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    }};
+}
+
 /// What one TCP connection's task knows.
 struct Connection {
     origins: Arc<Refusals>,
@@ -407,15 +426,10 @@ impl Connection {
                 .timer(TokioTimer::new())
                 .enable_connect_protocol()
                 .max_header_list_size(u32::try_from(config.max_handshake_size).unwrap_or(u32::MAX));
-            let connection = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = &mut graceful => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
+            serve_until_shutdown!(
+                builder.serve_connection(TokioIo::new(io), service),
+                graceful
+            )
         } else {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -426,14 +440,7 @@ impl Connection {
             let connection = builder
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = &mut graceful => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
+            serve_until_shutdown!(connection, graceful)
         };
         if let Err(e) = result {
             tracing::debug!(peer = %self.info.peer_addr, error = %e, "HTTP connection ended with an error");

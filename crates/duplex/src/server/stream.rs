@@ -10,14 +10,9 @@
 //! carry large state are boxed, so that an idle plain connection pays only
 //! for a tag.
 
-use std::io::IoSlice;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The stream of a WebSocket accepted by the server core
@@ -66,79 +61,12 @@ impl ServerStream {
     }
 }
 
-impl AsyncRead for ServerStream {
-    #[inline]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ServerStream::Upgraded(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    #[inline]
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            ServerStream::Upgraded(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            ServerStream::Upgraded(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    #[inline]
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerStream::Tcp(s) => s.is_write_vectored(),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => s.is_write_vectored(),
-            ServerStream::Upgraded(s) => s.is_write_vectored(),
-        }
-    }
-
-    #[inline]
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            ServerStream::Upgraded(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    #[inline]
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            ServerStream::Upgraded(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+crate::stream::delegate_async_io! {
+    impl for ServerStream {
+        Tcp,
+        #[cfg(feature = "tls")]
+        Tls,
+        Upgraded,
     }
 }
 
