@@ -45,6 +45,25 @@
 //!
 //! No secret and no token is ever logged or put in an error: errors say
 //! what is wrong with a token, never what it is.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use duplex_hub::auth::{ApiKey, Claims, TokenVerifier, sign_hs256};
+//! use duplex_hub::{Hub, HubConfig, HubService};
+//!
+//! let verifier = TokenVerifier::hs256(b"secret").unwrap();
+//! let claims = Claims::new("alice", SystemTime::now() + Duration::from_secs(3600))
+//!     .subscribe(["news", "chat.*"])
+//!     .publish(["chat.*"]);
+//! let token = sign_hs256(b"secret", &claims).unwrap();
+//! let claims = verifier.verify(&token).unwrap();
+//! assert!(claims.may_subscribe("chat.room") && !claims.may_publish("news"));
+//!
+//! let service = HubService::new(Hub::new(HubConfig::default()))
+//!     .tokens(verifier)
+//!     .api_key(ApiKey::new("key").unwrap());
+//! # drop(service);
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
