@@ -1,13 +1,15 @@
-//! The `duplex` command: `serve`, `connect`, `publish` and `bench`. This
+//! The `duplex` command: `serve`, `connect`, `publish`, `token` and `bench`. This
 //! crate only parses flags and wires the library's layers together; no
 //! protocol logic lives here.
 
+mod auth;
 mod bench;
 mod connect;
 mod limits;
 mod publish;
 mod routes;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -25,7 +27,9 @@ struct Cli {
 enum Command {
     /// Serve WebSocket echo on every path, topics on /topics/NAME (publish
     /// and subscribe; shared over Redis with --redis), and a test page at
-    /// GET /.
+    /// GET /. Open to anyone unless given a token key (--token-secret,
+    /// --token-public-key: every WebSocket needs a token, 401/403) and an
+    /// --api-key (for POST /topics/NAME and GET /metrics).
     Serve(serve::ServeArgs),
     /// Connect to a WebSocket server: stdin lines go out as text messages,
     /// received messages are printed.
@@ -33,6 +37,10 @@ enum Command {
     /// Publish messages to a topic of a duplex server: every subscriber
     /// gets them.
     Publish(publish::PublishArgs),
+    /// Print an HS256 token for a `duplex serve --token-secret`: who the
+    /// client is (--sub), the topics it may subscribe to and publish on,
+    /// and how long it is valid (--ttl).
+    Token(token::TokenArgs),
     /// Load a WebSocket server and measure it: echo throughput and latency,
     /// or memory per idle connection.
     Bench(bench::BenchArgs),
@@ -51,6 +59,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Publish(args) => publish::run(args),
+        Command::Token(args) => token::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

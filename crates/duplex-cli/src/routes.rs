@@ -1,15 +1,18 @@
 //! What each request to `duplex serve` gets: the test page at `GET /`, the
 //! push service for `/topics/…`, `/metrics` and `/healthz`
 //! ([`HubService`]), the echo for a WebSocket on any other path, 404 for
-//! other paths and 405 for other methods.
+//! other paths and 405 for other methods. When the hub checks tokens, so
+//! does the echo ([`HubService::authenticate`]): 401 without a valid one,
+//! and 1008 "token expired" when it expires while connected.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use duplex::{Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
+use duplex::{CloseCode, Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
 use duplex_hub::HubService;
+use duplex_hub::auth::TOKEN_EXPIRED;
 use duplex_hub::service::ResponseFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -47,8 +50,19 @@ impl Service<Request<Incoming>> for Routes {
             return self.hub.call(request);
         }
         let response = if is_upgrade_request(&request) {
+            let claims = match self.hub.authenticate(&request) {
+                Ok(claims) => claims,
+                Err(e) => return Box::pin(std::future::ready(Ok(e.to_response()))),
+            };
             match Upgrade::new(&mut request, &self.echo) {
-                Ok(upgrade) => upgrade.on_upgrade(echo),
+                // Without tokens, the echo pays for no timer.
+                Ok(upgrade) => match claims {
+                    None => upgrade.on_upgrade(echo),
+                    Some(claims) => {
+                        let expiry = claims.expiry();
+                        upgrade.on_upgrade(move |ws| echo_until(ws, expiry))
+                    }
+                },
                 Err(e) => {
                     tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
                     e.to_response()
@@ -95,6 +109,30 @@ fn echo(mut ws: WebSocket<ServerStream>) -> impl Future<Output = ()> + Send {
                 }
                 Event::Error(e) => tracing::info!(error = %e, "connection failed"),
                 Event::Open | Event::Close { .. } => {}
+            }
+        }
+    }
+}
+
+/// The echo of a connection that came with a token: closed with 1008
+/// "token expired" when `expiry` fires.
+async fn echo_until(mut ws: WebSocket<ServerStream>, expiry: tokio::time::Sleep) {
+    tokio::pin!(expiry);
+    let mut expired = false;
+    loop {
+        tokio::select! {
+            event = ws.next() => match event {
+                Some(Event::Message(message)) => {
+                    let _ = ws.feed(message).await;
+                }
+                Some(Event::Error(e)) => tracing::info!(error = %e, "connection failed"),
+                Some(Event::Open | Event::Close { .. }) => {}
+                None => break,
+            },
+            () = &mut expiry, if !expired => {
+                tracing::info!("closing an echo connection whose token expired");
+                expired = true;
+                let _ = ws.close_with(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED).await;
             }
         }
     }

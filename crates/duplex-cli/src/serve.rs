@@ -12,6 +12,12 @@
 //! connections get the new certificate, open ones keep theirs, and a bad
 //! file leaves the current one in place. `--handshake-timeout` bounds the
 //! TLS handshake and the HTTP request together.
+//!
+//! With a token key (`--token-secret`, `--token-secret-file`,
+//! `DUPLEX_TOKEN_SECRET`, or `--token-public-key`) every WebSocket, topic or
+//! echo, needs a token, and with `--api-key` so do `POST /topics/{name}` and
+//! `GET /metrics` (see [`duplex_hub::auth`] for the codes). What stays open
+//! to anyone is said in one line on stderr at start.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +28,7 @@ use duplex::{Config, OriginPolicy, Server, TlsAcceptor};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubService};
 
+use crate::auth::AuthArgs;
 use crate::limits::LimitArgs;
 use crate::routes::Routes;
 
@@ -74,6 +81,8 @@ pub(crate) struct ServeArgs {
     /// cookies to protect).
     #[arg(long, conflicts_with = "allowed_origin")]
     any_origin: bool,
+    #[command(flatten)]
+    auth: AuthArgs,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -137,6 +146,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.topic_queue == 0 || args.max_topics == 0 {
         return Err("--topic-queue and --max-topics must be at least 1".into());
     }
+    // Read before the port opens: a bad key stops the start.
+    let verifier = args.auth.verifier()?;
+    let api_key = args.auth.api_key()?;
     let send_timeout = crate::limits::seconds("--topic-send-timeout", args.topic_send_timeout)?;
     let hub = Hub::new(HubConfig {
         queue: args.topic_queue,
@@ -193,9 +205,25 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
              other origins need --allowed-origin"
         );
     }
-    tracing::info!(%addr, deflate = config.deflate.is_some(), tls = tls.is_some(), "serving");
+    if let Some(line) = crate::auth::open_doors(verifier.is_some(), api_key.is_some()) {
+        eprintln!("{line}");
+    }
+    tracing::info!(
+        %addr,
+        deflate = config.deflate.is_some(),
+        tls = tls.is_some(),
+        tokens = verifier.as_ref().map(|v| v.algorithm().name()),
+        api_key = api_key.is_some(),
+        "serving"
+    );
 
     let mut hub = HubService::new(hub).config(config.clone());
+    if let Some(verifier) = verifier {
+        hub = hub.tokens(verifier);
+    }
+    if let Some(api_key) = api_key {
+        hub = hub.api_key(api_key);
+    }
     if let Some(backplane) = &backplane {
         hub = hub.backplane(backplane.state());
     }

@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::auth::mask_url_password;
 use crate::hub::{Hub, validate_topic};
 use crate::metrics::Metrics;
 
@@ -47,7 +48,7 @@ pub enum BackplaneError {
     /// The Redis URL does not parse.
     #[error("invalid Redis URL {url}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, its password masked.
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -55,7 +56,7 @@ pub enum BackplaneError {
     /// Redis could not be reached, or refused the subscription.
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable {
-        /// The URL as given.
+        /// The URL as given, its password masked.
         url: String,
         /// The error.
         reason: String,
@@ -175,11 +176,11 @@ impl Backplane {
     /// be reached now; once started, it reconnects by itself.
     pub async fn redis(hub: &Hub, url: &str) -> Result<Backplane, BackplaneError> {
         let client = redis::Client::open(url).map_err(|e| BackplaneError::InvalidUrl {
-            url: url.to_owned(),
+            url: mask_url_password(url),
             reason: e.to_string(),
         })?;
         let unreachable = |reason: String| BackplaneError::Unreachable {
-            url: url.to_owned(),
+            url: mask_url_password(url),
             reason,
         };
         let publisher = connect_publisher(&client).await.map_err(unreachable)?;
@@ -191,7 +192,7 @@ impl Backplane {
         }) {
             return Err(BackplaneError::AlreadyAttached);
         }
-        tracing::info!(url, "backplane connected");
+        tracing::info!(url = mask_url_password(url), "backplane connected");
         let state = BackplaneState::connected();
         let tasks = vec![
             tokio::spawn(publish_loop(

@@ -18,9 +18,13 @@
 //!   publishes, `GET /metrics`, `GET /healthz`. It is a hyper and a tower
 //!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
 //!
+//! - [`auth`] says who may connect, subscribe and publish: JWTs with
+//!   per-topic claims for WebSockets, an API key for `POST` and `/metrics`.
+//!
 //! Messages are [`duplex::Message`]s: a payload is reference-counted, so a
 //! message published to ten thousand subscribers is stored once.
 
+pub mod auth;
 pub mod backplane;
 pub mod hub;
 pub mod metrics;
@@ -28,6 +32,7 @@ mod publish;
 pub mod service;
 mod session;
 
+pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
 pub use backplane::{BackplaneError, BackplaneState};
 pub use hub::{Hub, HubConfig, HubError, RecvError, Subscription, validate_topic};
 pub use metrics::Metrics;

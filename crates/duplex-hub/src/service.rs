@@ -16,6 +16,15 @@
 //! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected"\|"none"}`; 503 while the Redis backplane is unreachable or the server is shutting down |
 //! | another method on these paths | 405 with `Allow` |
 //! | any other path | 404 |
+//!
+//! Who may do what ([`auth`](crate::auth)): with [`HubService::tokens`],
+//! every WebSocket needs a token (401 without a valid one, 403 for a topic
+//! outside its `subscribe` claim; a message outside its `publish` claim
+//! closes the connection with 1008, and so does the token's expiry); with
+//! [`HubService::api_key`], `POST /topics/{name}` and `GET /metrics` need
+//! `Authorization: Bearer KEY` (401). `GET /healthz` is always open.
+//! Without them, anyone may connect, subscribe, publish and read the
+//! metrics.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -30,6 +39,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::Full;
 
+use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
 use crate::hub::{Hub, validate_topic};
 use crate::{metrics, publish, session};
@@ -64,6 +74,8 @@ pub struct HubService {
     config: Arc<Config>,
     max_body_size: Option<usize>,
     backplane: Option<BackplaneState>,
+    tokens: Option<TokenVerifier>,
+    api_key: Option<ApiKey>,
 }
 
 impl HubService {
@@ -75,6 +87,8 @@ impl HubService {
             config: Arc::new(Config::server()),
             max_body_size: None,
             backplane: None,
+            tokens: None,
+            api_key: None,
         }
     }
 
@@ -105,6 +119,47 @@ impl HubService {
         self
     }
 
+    /// Every WebSocket needs a token that `verifier` accepts, and may
+    /// subscribe and publish only where its claims say
+    /// ([`auth`](crate::auth) has the answers and close codes).
+    pub fn tokens(mut self, verifier: TokenVerifier) -> HubService {
+        self.tokens = Some(verifier);
+        self
+    }
+
+    /// `POST /topics/{name}` and `GET /metrics` need `Authorization:
+    /// Bearer KEY` (401 otherwise).
+    pub fn api_key(mut self, key: ApiKey) -> HubService {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// The token check of a WebSocket upgrade, for routes of the
+    /// application's own that sit beside the service (the echo of `duplex
+    /// serve`): `Ok(None)` without [`tokens`](HubService::tokens), the
+    /// token's claims if it is valid, else why not (answer with
+    /// [`TokenError::to_response`], a 401).
+    pub fn authenticate<B>(&self, request: &Request<B>) -> Result<Option<Claims>, TokenError> {
+        let Some(verifier) = &self.tokens else {
+            return Ok(None);
+        };
+        match verifier.verify_request(request) {
+            Ok(claims) => Ok(Some(claims)),
+            Err(e) => {
+                tracing::info!(error = %e, "refusing a WebSocket: no valid token");
+                Err(e)
+            }
+        }
+    }
+
+    /// The API key check: `None` to go on, or the 401 to answer with.
+    fn refused_by_api_key<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        let key = self.api_key.as_ref()?;
+        let refusal = key.check(request).err()?;
+        tracing::info!(error = %refusal, path = request.uri().path(), "refusing a request: API key");
+        Some(refusal.to_response())
+    }
+
     /// The hub.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -126,6 +181,9 @@ impl HubService {
                 return ready(self.subscribe(&mut request, &topic));
             }
             if method == Method::POST {
+                if let Some(refusal) = self.refused_by_api_key(&request) {
+                    return ready(refusal);
+                }
                 let hub = self.hub.clone();
                 let max = self.body_limit();
                 return Box::pin(
@@ -136,7 +194,10 @@ impl HubService {
         }
         let readable = matches!(*request.method(), Method::GET | Method::HEAD);
         let response = match path {
-            "/metrics" if readable => self.metrics(&request),
+            "/metrics" if readable => match self.refused_by_api_key(&request) {
+                Some(refusal) => refusal,
+                None => self.metrics(&request),
+            },
             "/healthz" if readable => self.health(&request),
             "/metrics" | "/healthz" => method_not_allowed("GET, HEAD"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -153,6 +214,20 @@ impl HubService {
         if let Err(e) = validate_topic(topic) {
             tracing::info!(error = %e, "refusing a subscription");
             return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+        }
+        let claims = match self.authenticate(request) {
+            Ok(claims) => claims,
+            Err(e) => return e.to_response(),
+        };
+        if let Some(claims) = &claims
+            && !claims.may_subscribe(topic)
+        {
+            tracing::info!(
+                topic,
+                subject = claims.subject(),
+                "refusing a subscription outside the token's claims"
+            );
+            return auth::forbidden_topic(topic);
         }
         let upgrade = match Upgrade::new(request, &self.config) {
             Ok(upgrade) => upgrade,
@@ -171,7 +246,11 @@ impl HubService {
             }
         };
         let hub = self.hub.clone();
-        upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub))
+        let rights = claims.map(|claims| session::Rights {
+            publish: claims.may_publish(topic),
+            expiry: Box::pin(claims.expiry()),
+        });
+        upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights))
     }
 
     /// `GET /metrics`: the hub's counters, and the server's when the

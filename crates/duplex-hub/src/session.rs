@@ -1,10 +1,25 @@
 //! A topic subscriber's WebSocket: messages published to the topic go out,
 //! messages it sends are published to the topic. What the hub's queues,
-//! slow consumers and send timeout mean for one connection lives here.
+//! slow consumers and send timeout mean for one connection lives here, and
+//! so does what its token allows once it is connected.
+
+use std::pin::Pin;
 
 use duplex::{CloseCode, Event, ServerStream, WebSocket};
+use tokio::time::Sleep;
 
+use crate::auth::{PUBLISH_NOT_ALLOWED, TOKEN_EXPIRED};
 use crate::hub::{Hub, RecvError, Subscription};
+
+/// What a connection's token lets it do on its topic, decided at the
+/// upgrade: `None` when the service checks no tokens.
+pub(crate) struct Rights {
+    /// Whether its messages may be published.
+    pub(crate) publish: bool,
+    /// Fires when the token expires. Boxed: a subscriber without a token
+    /// should not pay for a timer in its future.
+    pub(crate) expiry: Pin<Box<Sleep>>,
+}
 
 /// Runs a subscriber's connection: messages published to the topic go
 /// out, and messages it sends are published to the topic (everyone
@@ -12,14 +27,28 @@ use crate::hub::{Hub, RecvError, Subscription};
 /// core closes it with 1001 when it shuts down), when the subscriber falls
 /// behind by a whole queue (1008, "slow consumer"), or, dropped without a
 /// closing handshake, when one batch takes longer than the hub's
-/// `send_timeout` to write (a peer that stopped reading).
-pub(crate) async fn run(mut ws: WebSocket<ServerStream>, mut subscription: Subscription, hub: Hub) {
+/// `send_timeout` to write (a peer that stopped reading). With `rights`, a
+/// message it may not publish closes it with 1008 "publish not allowed"
+/// (unpublished), and its token's expiry with 1008 "token expired".
+pub(crate) async fn run(
+    mut ws: WebSocket<ServerStream>,
+    mut subscription: Subscription,
+    hub: Hub,
+    mut rights: Option<Rights>,
+) {
     let _open = Open::new(&hub);
     let topic = subscription.topic().to_owned();
     let mut closing = false;
     loop {
         tokio::select! {
             event = ws.next() => match event {
+                // Nothing more is published once the close has begun.
+                Some(Event::Message(_)) if closing => {}
+                Some(Event::Message(_)) if rights.as_ref().is_some_and(|r| !r.publish) => {
+                    tracing::info!(topic, "closing a subscriber that may not publish");
+                    closing = true;
+                    let _ = ws.close_with(CloseCode::POLICY_VIOLATION, PUBLISH_NOT_ALLOWED).await;
+                }
                 Some(Event::Message(message)) => {
                     // Published, then delivered through the subscription
                     // like everyone's: one order for every subscriber.
@@ -61,6 +90,11 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, mut subscription: Subsc
                     let _ = ws.close_with(CloseCode::GOING_AWAY, "").await;
                 }
             },
+            () = expired(&mut rights), if !closing => {
+                tracing::info!(topic, "closing a subscriber whose token expired");
+                closing = true;
+                let _ = ws.close_with(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED).await;
+            }
         }
     }
 }
@@ -78,5 +112,13 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.metrics().connection_closed();
+    }
+}
+
+/// When the token of `rights` expires; never without one.
+async fn expired(rights: &mut Option<Rights>) {
+    match rights {
+        Some(rights) => rights.expiry.as_mut().await,
+        None => std::future::pending().await,
     }
 }

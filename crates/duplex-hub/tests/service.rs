@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use duplex::{Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use duplex_hub::backplane::Backplane;
-use duplex_hub::{Hub, HubConfig, HubService};
+use duplex_hub::{ApiKey, Claims, Hub, HubConfig, HubService, TokenVerifier};
 use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -265,4 +265,226 @@ async fn an_axum_app_mounts_the_service_under_a_prefix() {
     assert_eq!(status, 200);
     let (status, _) = http(addr, "GET", "/topics/news", "", b"").await;
     assert_eq!(status, 404, "outside the mount");
+}
+
+const SECRET: &[u8] = b"the hub's test secret";
+const KEY: &str = "the-api-key";
+
+/// A token for `alice`, valid `secs` from now (negative: expired).
+fn token(secs: i64, subscribe: &[&str], publish: &[&str]) -> String {
+    let now = std::time::SystemTime::now();
+    let exp = if secs >= 0 {
+        now + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        now - Duration::from_secs(secs.unsigned_abs())
+    };
+    let claims = Claims::new("alice", exp)
+        .subscribe(subscribe.iter().copied())
+        .publish(publish.iter().copied());
+    duplex_hub::auth::sign_hs256(SECRET, &claims).unwrap()
+}
+
+fn guarded(verifier: TokenVerifier) -> HubService {
+    HubService::new(Hub::new(HubConfig::default()))
+        .tokens(verifier)
+        .api_key(ApiKey::new(KEY).unwrap())
+}
+
+/// The next event that is not `Open`, within 10 s.
+async fn next_close(ws: &mut Client) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Event::Close { code, reason, .. })) => return (code.0, reason),
+            Ok(Some(Event::Open)) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_subscribes_and_publishes() {
+    let (addr, _server) = serve(guarded(TokenVerifier::hs256(SECRET).unwrap())).await;
+    let refused = |url: String| async move { duplex::connect(&url).await.unwrap_err().to_string() };
+    let err = refused(format!("ws://{addr}/topics/news")).await;
+    assert!(err.contains("401"), "{err}");
+    let expired = token(-60, &["news"], &[]);
+    let err = refused(format!("ws://{addr}/topics/news?token={expired}")).await;
+    assert!(err.contains("401"), "{err}");
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("/topics/news?token={expired}"),
+        "",
+        b"",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (401, "the token has expired\n"));
+    let forged = {
+        let claims = Claims::new(
+            "alice",
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .subscribe(["news"]);
+        duplex_hub::auth::sign_hs256(b"not the secret", &claims).unwrap()
+    };
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("/topics/news?token={forged}"),
+        "",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(body.contains("signature"), "{body}");
+
+    let reader = token(60, &["news", "chat.*"], &[]);
+    let writer = token(60, &["chat.*"], &["chat.*"]);
+    let err = refused(format!("ws://{addr}/topics/sport?token={reader}")).await;
+    assert!(err.contains("403"), "{err}");
+    let err = refused(format!("ws://{addr}/topics/chat?token={reader}")).await;
+    assert!(err.contains("403"), "chat.* is not chat: {err}");
+
+    // By the query and by the header.
+    let mut news = duplex::connect(&format!("ws://{addr}/topics/news?token={reader}"))
+        .await
+        .unwrap();
+    let mut room_reader = duplex::ClientBuilder::new(format!("ws://{addr}/topics/chat.room"))
+        .header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {reader}")).unwrap(),
+        )
+        .connect()
+        .await
+        .unwrap();
+    let mut room_writer = duplex::connect(&format!("ws://{addr}/topics/chat.room?token={writer}"))
+        .await
+        .unwrap();
+    room_writer.send("hi room").await.unwrap();
+    assert_eq!(
+        next_message(&mut room_writer).await,
+        Message::text("hi room")
+    );
+    assert_eq!(
+        next_message(&mut room_reader).await,
+        Message::text("hi room")
+    );
+
+    // A reader that sends is closed, and what it sent goes nowhere.
+    room_reader.send("not mine to say").await.unwrap();
+    assert_eq!(
+        next_close(&mut room_reader).await,
+        (1008, "publish not allowed".to_owned())
+    );
+    room_writer.send("still here").await.unwrap();
+    assert_eq!(
+        next_message(&mut room_writer).await,
+        Message::text("still here")
+    );
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/topics/news",
+        &format!("Authorization: Bearer {KEY}\r\n"),
+        b"by post",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        next_message(&mut news).await,
+        Message::binary(&b"by post"[..])
+    );
+    let published = metric_with_key(addr, "duplex_published_total").await;
+    assert_eq!(published, 3, "the refused message was not published");
+}
+
+/// A sample of `GET /metrics`, with the API key.
+async fn metric_with_key(addr: SocketAddr, name: &str) -> u64 {
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/metrics",
+        &format!("Authorization: Bearer {KEY}\r\n"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_is_closed_when_its_token_expires() {
+    let verifier = TokenVerifier::hs256(SECRET).unwrap().leeway(Duration::ZERO);
+    let (addr, _server) = serve(guarded(verifier)).await;
+    // `exp` is whole seconds: this one passes within two.
+    let short = token(2, &["news"], &[]);
+    let start = Instant::now();
+    let mut ws = duplex::connect(&format!("ws://{addr}/topics/news?token={short}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "token expired".to_owned())
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited > Duration::from_millis(900),
+        "closed too soon: {waited:?}"
+    );
+    // A longer token on the same server stays.
+    let long = token(60, &["news"], &[]);
+    let mut ws = duplex::connect(&format!("ws://{addr}/topics/news?token={long}"))
+        .await
+        .unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    assert!(
+        matches!(nothing, Err(_) | Ok(Some(Event::Open))),
+        "{nothing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_guards_post_and_metrics_not_healthz() {
+    let (addr, _server) = serve(guarded(TokenVerifier::hs256(SECRET).unwrap())).await;
+    let (status, body) = http(addr, "POST", "/topics/news", "", b"x").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "an API key is required: Authorization: Bearer KEY\n")
+    );
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/topics/news",
+        "Authorization: Bearer nope\r\n",
+        b"x",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (401, "wrong API key\n"));
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/topics/news",
+        &format!("Authorization: Bearer {KEY}\r\n"),
+        b"x",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = http(addr, "GET", "/metrics", "", b"").await;
+    assert_eq!(status, 401);
+    // A token is not the API key.
+    let (status, _) = http(
+        addr,
+        "GET",
+        "/metrics",
+        &format!("Authorization: Bearer {}\r\n", token(60, &["*"], &["*"])),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(metric_with_key(addr, "duplex_published_total").await, 1);
+    let (status, _) = http(addr, "GET", "/healthz", "", b"").await;
+    assert_eq!(status, 200);
 }

@@ -1,0 +1,926 @@
+//! Who may connect, subscribe and publish: JSON Web Tokens for WebSockets,
+//! an API key for `POST /topics/{name}` and `GET /metrics`.
+//!
+//! A [`TokenVerifier`] holds one key and one algorithm: an HS256 secret
+//! ([`TokenVerifier::hs256`]) or a public key in PEM, RS256 or ES256
+//! ([`TokenVerifier::public_key_pem`]). A token is accepted only if
+//!
+//! - its header names exactly that algorithm: `alg: none`, and any other
+//!   algorithm (an HS256 token against an RS256 key, the classic confusion),
+//!   is [`TokenError::WrongAlgorithm`];
+//! - its signature verifies ([`TokenError::BadSignature`]);
+//! - it has `sub` (a string: who the client is) and `exp` (integer seconds
+//!   since 1970), and `exp` is not past by more than the leeway,
+//!   [`DEFAULT_LEEWAY`] (5 s) unless set ([`TokenError::Expired`]). The
+//!   leeway absorbs a little clock skew between the issuer and this server;
+//! - its `subscribe` and `publish` claims, when present, are lists of topic
+//!   names or patterns ([`TokenError::Malformed`] otherwise). A pattern
+//!   `prefix.*` matches every topic that starts with `prefix.` and goes on
+//!   (`chat.*` matches `chat.x` and `chat.x.y`, not `chat`); `*` matches
+//!   every topic. A claim left out grants nothing.
+//!
+//! With a verifier set ([`HubService::tokens`](crate::HubService::tokens)),
+//! every WebSocket upgrade needs a token, as `?token=TOKEN` in the URL (the
+//! only way a browser's `new WebSocket(url)` can send one) or as
+//! `Authorization: Bearer TOKEN`; the header wins when both are given. The
+//! answers:
+//!
+//! | what | answer |
+//! |---|---|
+//! | no token, or one that is malformed, expired, forged or of the wrong algorithm | **401** with `WWW-Authenticate: Bearer` (RFC 6750 §3: `error="invalid_token"` and a description, except for a missing token) and a body that says why |
+//! | a topic outside the `subscribe` claim | **403** with `WWW-Authenticate: Bearer error="insufficient_scope"` |
+//! | a message sent on a topic outside the `publish` claim | the connection is closed with **1008** `"publish not allowed"`; the message is not published |
+//! | the token's `exp` (plus the leeway) passes while connected | the connection is closed with **1008** `"token expired"`, by a timer set at `exp`, not a check per message |
+//!
+//! Both closes are 1008 (policy violation, RFC 6455 §7.4.1), as Centrifugo
+//! and Pusher-like servers close for a policy; the reason tells a client
+//! whether a fresh token ([`TOKEN_EXPIRED`]) or other rights
+//! ([`PUBLISH_NOT_ALLOWED`]) would help.
+//!
+//! An [`ApiKey`] guards `POST /topics/{name}` and `GET /metrics`
+//! ([`HubService::api_key`](crate::HubService::api_key)): the request must
+//! carry `Authorization: Bearer KEY`, else **401**. The key is compared as a
+//! SHA-256 digest in constant time. `GET /healthz` stays open for load
+//! balancers.
+//!
+//! No secret and no token is ever logged or put in an error: errors say
+//! what is wrong with a token, never what it is.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use duplex_hub::auth::{ApiKey, Claims, TokenVerifier, sign_hs256};
+//! use duplex_hub::{Hub, HubConfig, HubService};
+//!
+//! let verifier = TokenVerifier::hs256(b"secret").unwrap();
+//! let claims = Claims::new("alice", SystemTime::now() + Duration::from_secs(3600))
+//!     .subscribe(["news", "chat.*"])
+//!     .publish(["chat.*"]);
+//! let token = sign_hs256(b"secret", &claims).unwrap();
+//! let claims = verifier.verify(&token).unwrap();
+//! assert!(claims.may_subscribe("chat.room") && !claims.may_publish("news"));
+//!
+//! let service = HubService::new(Hub::new(HubConfig::default()))
+//!     .tokens(verifier)
+//!     .api_key(ApiKey::new("key").unwrap());
+//! # drop(service);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::hub::validate_topic;
+
+/// How far past its `exp` a token is still taken: clock skew between the
+/// issuer and this server.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+/// The close reason of a connection whose token expired (code 1008).
+pub const TOKEN_EXPIRED: &str = "token expired";
+/// The close reason of a connection that sent a message to a topic its
+/// token does not let it publish on (code 1008).
+pub const PUBLISH_NOT_ALLOWED: &str = "publish not allowed";
+
+/// The signature algorithms a [`TokenVerifier`] can be configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// HMAC with SHA-256, a shared secret.
+    Hs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, an RSA public key.
+    Rs256,
+    /// ECDSA on P-256 with SHA-256, an EC public key.
+    Es256,
+}
+
+impl Algorithm {
+    /// The name in a token's header (`HS256`, `RS256`, `ES256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Hs256 => "HS256",
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Es256 => "ES256",
+        }
+    }
+
+    fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a key or a secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The secret (or API key) is empty.
+    #[error("the secret is empty")]
+    EmptySecret,
+    /// The PEM is not an RSA or EC public key.
+    #[error("not an RSA or EC public key in PEM: {0}")]
+    InvalidPublicKey(String),
+}
+
+/// Why a token was refused. Each is answered with 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The request carries no token.
+    #[error("a token is required: give it as ?token= or Authorization: Bearer")]
+    Missing,
+    /// Not a JWT, or its claims are not what this server needs.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// Its `exp` is past (by more than the leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// The signature does not verify with the configured key.
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    /// The header names another algorithm than the configured one, or
+    /// `none`.
+    #[error("the token is signed with {found}, this server takes only {expected}")]
+    WrongAlgorithm {
+        /// The configured algorithm.
+        expected: Algorithm,
+        /// What the token's header says.
+        found: String,
+    },
+}
+
+impl TokenError {
+    /// The 401 answer, with `WWW-Authenticate: Bearer` (RFC 6750 §3) and
+    /// this error as the body.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let challenge = match self {
+            // RFC 6750 §3.1: a request without credentials gets no error code.
+            TokenError::Missing => "Bearer realm=\"duplex\"".to_owned(),
+            other => format!(
+                "Bearer realm=\"duplex\", error=\"invalid_token\", error_description=\"{}\"",
+                quotable(&other.to_string())
+            ),
+        };
+        refusal(StatusCode::UNAUTHORIZED, &challenge, &format!("{self}\n"))
+    }
+}
+
+/// Why a token could not be signed ([`sign_hs256`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The secret is empty.
+    #[error("the secret is empty")]
+    EmptySecret,
+    /// A `subscribe` or `publish` entry is neither a topic name nor a
+    /// pattern.
+    #[error("{0:?} is not a topic name, a `prefix.*` pattern or `*`")]
+    InvalidPattern(String),
+    /// The signing itself failed.
+    #[error("cannot sign the token: {0}")]
+    Jwt(String),
+}
+
+/// What a token says: who the client is, until when, and which topics it
+/// may subscribe to and publish on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subscribe: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    publish: Vec<String>,
+    /// The leeway of the verifier that accepted it.
+    #[serde(skip)]
+    leeway: Duration,
+}
+
+impl Claims {
+    /// Claims for `subject` that expire at `expires_at` (whole seconds) and
+    /// grant nothing yet.
+    pub fn new(subject: impl Into<String>, expires_at: SystemTime) -> Claims {
+        let exp = expires_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Claims {
+            sub: subject.into(),
+            exp,
+            subscribe: Vec::new(),
+            publish: Vec::new(),
+            leeway: Duration::ZERO,
+        }
+    }
+
+    /// Adds topics or patterns that the client may subscribe to.
+    pub fn subscribe<I, S>(mut self, patterns: I) -> Claims
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.subscribe.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds topics or patterns that the client may publish on.
+    pub fn publish<I, S>(mut self, patterns: I) -> Claims
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.publish.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Who the client is (`sub`).
+    pub fn subject(&self) -> &str {
+        &self.sub
+    }
+
+    /// When the token expires (`exp`).
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp))
+            // Beyond what the platform's clock holds: as good as never.
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(1 << 40))
+    }
+
+    /// Whether the `subscribe` claim covers `topic`.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        self.subscribe.iter().any(|p| pattern_matches(p, topic))
+    }
+
+    /// Whether the `publish` claim covers `topic`.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|p| pattern_matches(p, topic))
+    }
+
+    /// A timer that fires when the token stops being valid: at `exp` plus
+    /// the leeway of the verifier that accepted it (at once if that is
+    /// past).
+    pub fn expiry(&self) -> tokio::time::Sleep {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(self.exp)
+            .saturating_add(self.leeway)
+            .saturating_sub(now);
+        // `sleep` caps a far deadline by itself.
+        tokio::time::sleep(left)
+    }
+
+    fn check_patterns(&self) -> Result<(), String> {
+        match self
+            .subscribe
+            .iter()
+            .chain(&self.publish)
+            .find(|p| !valid_pattern(p))
+        {
+            Some(bad) => Err(bad.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `pattern` (a topic, `prefix.*` or `*`) covers `topic`.
+fn pattern_matches(pattern: &str, topic: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => topic
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| !rest.is_empty()),
+        None => pattern == topic,
+    }
+}
+
+fn valid_pattern(pattern: &str) -> bool {
+    pattern == "*" || validate_topic(pattern.strip_suffix(".*").unwrap_or(pattern)).is_ok()
+}
+
+/// Verifies tokens with one key and one algorithm. Cheap to clone; its
+/// `Debug` shows the algorithm, never the key.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: Arc<DecodingKey>,
+    algorithm: Algorithm,
+    leeway: Duration,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("algorithm", &self.algorithm)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// Verifies HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Result<TokenVerifier, KeyError> {
+        if secret.is_empty() {
+            return Err(KeyError::EmptySecret);
+        }
+        let key = DecodingKey::from_secret(secret)
+            .map_err(|e| KeyError::InvalidPublicKey(e.to_string()))?;
+        Ok(TokenVerifier::with(key, Algorithm::Hs256))
+    }
+
+    /// Verifies tokens signed by the private key of `pem`, a public key in
+    /// PEM (`-----BEGIN PUBLIC KEY-----`, or `RSA PUBLIC KEY`): RS256 for an
+    /// RSA key, ES256 for an EC key (P-256).
+    pub fn public_key_pem(pem: &[u8]) -> Result<TokenVerifier, KeyError> {
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(TokenVerifier::with(key, Algorithm::Es256));
+        }
+        let key = DecodingKey::from_rsa_pem(pem)
+            .map_err(|e| KeyError::InvalidPublicKey(e.to_string()))?;
+        Ok(TokenVerifier::with(key, Algorithm::Rs256))
+    }
+
+    fn with(key: DecodingKey, algorithm: Algorithm) -> TokenVerifier {
+        TokenVerifier {
+            key: Arc::new(key),
+            algorithm,
+            leeway: DEFAULT_LEEWAY,
+        }
+    }
+
+    /// How far past its `exp` a token is still taken, and a connection kept
+    /// open. Default: [`DEFAULT_LEEWAY`].
+    pub fn leeway(mut self, leeway: Duration) -> TokenVerifier {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The algorithm tokens must be signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        // The header is read first, so that `alg: none` (which jsonwebtoken
+        // cannot even parse) and a foreign algorithm get their own error.
+        let found = header_algorithm(token)?;
+        if found != self.algorithm.name() {
+            return Err(TokenError::WrongAlgorithm {
+                expected: self.algorithm,
+                found,
+            });
+        }
+        let mut validation = Validation::new(self.algorithm.jwt());
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        validation.leeway = self.leeway.as_secs();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation).map_err(|e| {
+            match e.into_kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm {
+                    expected: self.algorithm,
+                    found: "another algorithm".to_owned(),
+                },
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    TokenError::Malformed(format!("no `{claim}` claim"))
+                }
+                ErrorKind::Json(e) => TokenError::Malformed(format!("its claims: {e}")),
+                other => TokenError::Malformed(format!("{other:?}")),
+            }
+        })?;
+        let mut claims = data.claims;
+        claims
+            .check_patterns()
+            .map_err(|bad| TokenError::Malformed(format!("{bad:?} is not a topic or pattern")))?;
+        claims.leeway = self.leeway;
+        Ok(claims)
+    }
+
+    /// Finds the token of `request` ([`token_from_request`]) and verifies
+    /// it.
+    pub fn verify_request<B>(&self, request: &Request<B>) -> Result<Claims, TokenError> {
+        self.verify(token_from_request(request)?)
+    }
+}
+
+/// The `alg` of a token's header, unverified.
+fn header_algorithm(token: &str) -> Result<String, TokenError> {
+    #[derive(Deserialize)]
+    struct RawHeader {
+        alg: Option<String>,
+    }
+    let malformed = |why: &str| TokenError::Malformed(why.to_owned());
+    if token.split('.').count() != 3 {
+        return Err(malformed("not three dot-separated parts"));
+    }
+    let (header, _) = token.split_once('.').expect("three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| malformed("its header is not base64url"))?;
+    let header: RawHeader =
+        serde_json::from_slice(&bytes).map_err(|_| malformed("its header is not a JSON object"))?;
+    header
+        .alg
+        .ok_or_else(|| malformed("its header has no `alg`"))
+}
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, else the
+/// `token` parameter of the query (taken as is: a JWT needs no escaping).
+/// Another `Authorization` scheme (a proxy's `Basic`) is not a token.
+pub fn token_from_request<B>(request: &Request<B>) -> Result<&str, TokenError> {
+    if let Some(token) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(bearer)
+    {
+        return Ok(token);
+    }
+    request
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenError::Missing)
+}
+
+/// The credentials of an `Authorization: Bearer …` value (the scheme is
+/// case-insensitive, RFC 7235 §2.1).
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+/// Signs an HS256 token with `claims` (what `duplex token` prints, for
+/// tests and tools; production tokens come from the application's own
+/// issuer).
+pub fn sign_hs256(secret: &[u8], claims: &Claims) -> Result<String, SignError> {
+    if secret.is_empty() {
+        return Err(SignError::EmptySecret);
+    }
+    claims.check_patterns().map_err(SignError::InvalidPattern)?;
+    let key = EncodingKey::from_secret(secret).map_err(|e| SignError::Jwt(e.to_string()))?;
+    jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::HS256), claims, &key)
+        .map_err(|e| SignError::Jwt(e.to_string()))
+}
+
+/// The 403 answer to a subscription outside the token's `subscribe` claim.
+pub fn forbidden_topic(topic: &str) -> Response<Full<Bytes>> {
+    refusal(
+        StatusCode::FORBIDDEN,
+        "Bearer realm=\"duplex\", error=\"insufficient_scope\"",
+        &format!("the token does not allow subscribing to {topic:?}\n"),
+    )
+}
+
+/// A key that `POST /topics/{name}` and `GET /metrics` need as
+/// `Authorization: Bearer KEY`. Only its SHA-256 digest is kept; its
+/// `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct ApiKey {
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+/// Why a request was refused by an [`ApiKey`]. Each is answered with 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// No `Authorization: Bearer` header.
+    #[error("an API key is required: Authorization: Bearer KEY")]
+    Missing,
+    /// A key that is not this one.
+    #[error("wrong API key")]
+    Wrong,
+}
+
+impl ApiKeyError {
+    /// The 401 answer, with `WWW-Authenticate: Bearer` and this error as
+    /// the body.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let challenge = match self {
+            ApiKeyError::Missing => "Bearer realm=\"duplex\"",
+            ApiKeyError::Wrong => "Bearer realm=\"duplex\", error=\"invalid_token\"",
+        };
+        refusal(StatusCode::UNAUTHORIZED, challenge, &format!("{self}\n"))
+    }
+}
+
+impl ApiKey {
+    /// The key `key`; it may not be empty.
+    pub fn new(key: impl AsRef<[u8]>) -> Result<ApiKey, KeyError> {
+        let key = key.as_ref();
+        if key.is_empty() {
+            return Err(KeyError::EmptySecret);
+        }
+        Ok(ApiKey {
+            digest: Sha256::digest(key).into(),
+        })
+    }
+
+    /// Whether `presented` is the key, in time that depends on neither.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.digest).into()
+    }
+
+    /// Whether `request` carries the key as `Authorization: Bearer KEY`.
+    pub fn check<B>(&self, request: &Request<B>) -> Result<(), ApiKeyError> {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(bearer)
+            .ok_or(ApiKeyError::Missing)?;
+        if self.matches(presented.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiKeyError::Wrong)
+        }
+    }
+}
+
+/// `url` with its password (or, without one, its whole user part) replaced
+/// by `***`, for logs and errors: `redis://:secret@host/` →
+/// `redis://:***@host/`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{masked}@{host}{path}")
+}
+
+/// A refusal with a `WWW-Authenticate` challenge and a text body.
+fn refusal(status: StatusCode, challenge: &str, body: &str) -> Response<Full<Bytes>> {
+    let mut response = crate::service::text(status, body);
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `text` fit for a quoted-string: no quotes or backslashes.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a secret of some length";
+
+    fn in_secs(secs: i64) -> SystemTime {
+        let now = SystemTime::now();
+        if secs >= 0 {
+            now + Duration::from_secs(secs.unsigned_abs())
+        } else {
+            now - Duration::from_secs(secs.unsigned_abs())
+        }
+    }
+
+    fn alice(expires_in: i64) -> Claims {
+        Claims::new("alice", in_secs(expires_in))
+            .subscribe(["news", "chat.*"])
+            .publish(["chat.*"])
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A token with this header and payload, signed (or not) by hand.
+    fn raw_token(header: &str, payload: &str, signature: &[u8]) -> String {
+        format!(
+            "{}.{}.{}",
+            b64(header.as_bytes()),
+            b64(payload.as_bytes()),
+            b64(signature)
+        )
+    }
+
+    fn exp_in(secs: i64) -> u64 {
+        in_secs(secs).duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn a_signed_token_gives_its_claims() {
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        assert_eq!(verifier.algorithm(), Algorithm::Hs256);
+        let token = sign_hs256(SECRET, &alice(60)).unwrap();
+        let claims = verifier.verify(&token).unwrap();
+        assert_eq!(claims.subject(), "alice");
+        assert!(claims.may_subscribe("news"));
+        assert!(claims.may_subscribe("chat.room"));
+        assert!(!claims.may_subscribe("sport"));
+        assert!(claims.may_publish("chat.room"));
+        assert!(!claims.may_publish("news"));
+        let left = claims
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn patterns_match_below_their_prefix_only() {
+        let claims = Claims::new("c", in_secs(60)).subscribe(["chat.*", "news"]);
+        assert!(claims.may_subscribe("chat.x"));
+        assert!(claims.may_subscribe("chat.x.y"));
+        assert!(!claims.may_subscribe("chat"));
+        assert!(!claims.may_subscribe("chat."));
+        assert!(!claims.may_subscribe("chatx.y"));
+        assert!(claims.may_subscribe("news"));
+        assert!(!claims.may_subscribe("news.x"), "an exact name is exact");
+        assert!(
+            !claims.may_publish("news"),
+            "no publish claim grants nothing"
+        );
+        let all = Claims::new("c", in_secs(60)).publish(["*"]);
+        assert!(all.may_publish("anything.at.all"));
+        assert!(!all.may_subscribe("anything"));
+        for bad in ["a b", "chat.*.x", "", "*.x"] {
+            let claims = Claims::new("c", in_secs(60)).subscribe([bad]);
+            assert!(
+                matches!(sign_hs256(SECRET, &claims), Err(SignError::InvalidPattern(p)) if p == bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_past_the_leeway() {
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        let expired = sign_hs256(SECRET, &alice(-60)).unwrap();
+        assert_eq!(verifier.verify(&expired), Err(TokenError::Expired));
+        // Two seconds past: within the default leeway of five.
+        let just_past = sign_hs256(SECRET, &alice(-2)).unwrap();
+        assert!(verifier.verify(&just_past).is_ok());
+        let strict = verifier.leeway(Duration::ZERO);
+        assert_eq!(strict.verify(&just_past), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn forged_tokens_are_refused() {
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        let forged = sign_hs256(b"another secret", &alice(60)).unwrap();
+        assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+        // Claims changed after signing.
+        let token = sign_hs256(SECRET, &alice(60)).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let payload = format!(
+            "{{\"sub\":\"alice\",\"exp\":{},\"subscribe\":[\"*\"]}}",
+            exp_in(60)
+        );
+        let tampered = format!("{}.{}.{}", parts[0], b64(payload.as_bytes()), parts[2]);
+        assert_eq!(verifier.verify(&tampered), Err(TokenError::BadSignature));
+        // A forged signature wins over an expired one: nothing of an
+        // unverified token is believed.
+        let forged_expired = sign_hs256(b"another secret", &alice(-60)).unwrap();
+        assert_eq!(
+            verifier.verify(&forged_expired),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        let payload = format!("{{\"sub\":\"mallory\",\"exp\":{}}}", exp_in(60));
+        let none = raw_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", &payload, b"");
+        assert_eq!(
+            verifier.verify(&none),
+            Err(TokenError::WrongAlgorithm {
+                expected: Algorithm::Hs256,
+                found: "none".to_owned()
+            })
+        );
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS384),
+            &alice(60),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&hs384),
+            Err(TokenError::WrongAlgorithm { found, .. }) if found == "HS384"
+        ));
+        let no_alg = raw_token("{\"typ\":\"JWT\"}", &payload, b"x");
+        assert!(matches!(
+            verifier.verify(&no_alg),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_tokens_and_claims_are_refused() {
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        for garbage in ["", "abc", "a.b", "a.b.c", "%%%.x.y"] {
+            assert!(
+                matches!(verifier.verify(garbage), Err(TokenError::Malformed(_))),
+                "{garbage:?}"
+            );
+        }
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let header = Header::new(jsonwebtoken::Algorithm::HS256);
+        let sign =
+            |claims: serde_json::Value| jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let no_exp = sign(serde_json::json!({"sub": "alice"}));
+        let no_sub = sign(serde_json::json!({"exp": exp_in(60)}));
+        let bad_pattern =
+            sign(serde_json::json!({"sub": "a", "exp": exp_in(60), "publish": ["a b"]}));
+        let not_a_list =
+            sign(serde_json::json!({"sub": "a", "exp": exp_in(60), "subscribe": "news"}));
+        for token in [no_exp, no_sub, bad_pattern, not_a_list] {
+            let err = verifier.verify(&token).unwrap_err();
+            assert!(matches!(err, TokenError::Malformed(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn es256_tokens_verify_with_the_public_key_only() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let verifier = TokenVerifier::public_key_pem(pair.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(verifier.algorithm(), Algorithm::Es256);
+        let private = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let header = Header::new(jsonwebtoken::Algorithm::ES256);
+        let token = jsonwebtoken::encode(&header, &alice(60), &private).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().subject(), "alice");
+
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let other = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+        let forged = jsonwebtoken::encode(&header, &alice(60), &other).unwrap();
+        assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+
+        // The confusion attack: an HS256 token whose secret is the public
+        // key that every client may know.
+        let confused = sign_hs256(pair.public_key_pem().as_bytes(), &alice(60)).unwrap();
+        assert!(matches!(
+            verifier.verify(&confused),
+            Err(TokenError::WrongAlgorithm { expected: Algorithm::Es256, found }) if found == "HS256"
+        ));
+        assert!(matches!(
+            TokenVerifier::public_key_pem(
+                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+            ),
+            Err(KeyError::InvalidPublicKey(_))
+        ));
+        assert!(matches!(
+            TokenVerifier::hs256(b""),
+            Err(KeyError::EmptySecret)
+        ));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_header_or_the_query() {
+        let request = |uri: &str, authorization: Option<&str>| {
+            let mut builder = Request::get(uri);
+            if let Some(value) = authorization {
+                builder = builder.header(header::AUTHORIZATION, value);
+            }
+            builder.body(()).unwrap()
+        };
+        let r = request("/topics/t?x=1&token=abc.def.ghi", None);
+        assert_eq!(token_from_request(&r), Ok("abc.def.ghi"));
+        let r = request("/topics/t", Some("bearer  abc.def.ghi "));
+        assert_eq!(token_from_request(&r), Ok("abc.def.ghi"));
+        let r = request(
+            "/topics/t?token=from.the.query",
+            Some("Bearer from.the.header"),
+        );
+        assert_eq!(token_from_request(&r), Ok("from.the.header"));
+        let r = request("/topics/t?token=", Some("Basic dXNlcjpwYXNz"));
+        assert_eq!(token_from_request(&r), Err(TokenError::Missing));
+        let r = request("/topics/t?mytoken=x", None);
+        assert_eq!(token_from_request(&r), Err(TokenError::Missing));
+
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        let token = sign_hs256(SECRET, &alice(60)).unwrap();
+        let r = request(&format!("/topics/news?token={token}"), None);
+        assert_eq!(verifier.verify_request(&r).unwrap().subject(), "alice");
+        let response = TokenError::Missing.to_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"duplex\""
+        );
+        let response = TokenError::Expired.to_response();
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"duplex\", error=\"invalid_token\", error_description=\"the token has expired\""
+        );
+        let response = forbidden_topic("sport");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn api_keys_match_exactly() {
+        let key = ApiKey::new("k3y").unwrap();
+        assert!(key.matches(b"k3y"));
+        assert!(!key.matches(b"k3y "));
+        assert!(!key.matches(b""));
+        assert_eq!(format!("{key:?}"), "ApiKey(..)");
+        let request = |authorization: Option<&str>| {
+            let mut builder = Request::post("/topics/t");
+            if let Some(value) = authorization {
+                builder = builder.header(header::AUTHORIZATION, value);
+            }
+            builder.body(()).unwrap()
+        };
+        assert_eq!(key.check(&request(Some("Bearer k3y"))), Ok(()));
+        assert_eq!(
+            key.check(&request(Some("Bearer nope"))),
+            Err(ApiKeyError::Wrong)
+        );
+        assert_eq!(key.check(&request(Some("k3y"))), Err(ApiKeyError::Missing));
+        assert_eq!(key.check(&request(None)), Err(ApiKeyError::Missing));
+        assert!(matches!(ApiKey::new(""), Err(KeyError::EmptySecret)));
+        let verifier = TokenVerifier::hs256(SECRET).unwrap();
+        assert!(!format!("{verifier:?}").contains("secret"));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            mask_url_password("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            mask_url_password("redis://user:p@ss@host/"),
+            "redis://user:***@host/"
+        );
+        assert_eq!(
+            mask_url_password("rediss://token@host"),
+            "rediss://***@host"
+        );
+        assert_eq!(
+            mask_url_password("redis://127.0.0.1:6379/?a=b@c"),
+            "redis://127.0.0.1:6379/?a=b@c"
+        );
+        assert_eq!(mask_url_password("not a url"), "not a url");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_timer_fires_at_exp_plus_the_leeway() {
+        let verifier = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .leeway(Duration::from_secs(2));
+        let token = sign_hs256(SECRET, &alice(3)).unwrap();
+        let claims = verifier.verify(&token).unwrap();
+        // `exp` is whole seconds: between 2 and 3 s from now, plus 2.
+        let start = tokio::time::Instant::now();
+        claims.expiry().await;
+        let waited = start.elapsed();
+        assert!(
+            waited > Duration::from_secs(4) && waited <= Duration::from_secs(5),
+            "{waited:?}"
+        );
+        let past = sign_hs256(SECRET, &alice(-1)).unwrap();
+        let claims = verifier.verify(&past).unwrap();
+        let start = tokio::time::Instant::now();
+        claims.expiry().await;
+        assert!(start.elapsed() <= Duration::from_secs(1));
+    }
+}
