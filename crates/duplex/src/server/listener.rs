@@ -144,6 +144,20 @@ impl Server {
         self
     }
 
+    /// The most bytes that partly received messages may hold across all
+    /// of this server's WebSockets, counted after decompression; the
+    /// connection whose message would go past it is failed with 1013 (try
+    /// again later; see [`Config::message_budget`]). Default
+    /// [`DEFAULT_MESSAGE_BUDGET`](crate::DEFAULT_MESSAGE_BUDGET), 256 MiB:
+    /// `max_message_size` bounds one message, not ten thousand peers that
+    /// each start one and stall; this bounds their sum, and still holds
+    /// four messages of the largest default size at once. A WebSocket whose
+    /// [`Config::message_budget`] names a budget uses that one instead.
+    pub fn message_budget(self, bytes: usize) -> Server {
+        self.handle.message_budget().set_limit(bytes);
+        self
+    }
+
     /// How long a shutdown waits for connections to close before dropping
     /// them. Default: the close timeout and one second more, so that a
     /// peer that answers the 1001 in time closes cleanly.

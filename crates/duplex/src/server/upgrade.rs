@@ -194,6 +194,7 @@ impl Upgrade {
         } = self;
         let handle = slot.as_ref().map(|slot| slot.handle().clone());
         let shutdown = handle.as_ref().map(ServerHandle::graceful);
+        let budget = handle.as_ref().map(|h| h.message_budget().clone());
         let task = async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -206,6 +207,9 @@ impl Upgrade {
             let mut ws = accepted.into_websocket_with(stream, &leftover);
             if let Some(shutdown) = shutdown {
                 ws.close_on(shutdown);
+            }
+            if let Some(budget) = &budget {
+                ws.share_budget(budget);
             }
             handler(ws).await;
             // Counted until the handler is done with the WebSocket.
