@@ -72,15 +72,13 @@ async fn a_message_from_redis_over_the_size_limit_is_dropped_and_counted() {
     let mut crossed = false;
     for _ in 0..50 {
         big.publish("t", Message::text("warm-up")).unwrap();
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), on_small.recv()).await
-        {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), on_small.recv()).await {
             crossed = true;
             break;
         }
     }
     assert!(crossed, "the backplane never relayed");
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_small.recv()).await
-    {}
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_small.recv()).await {}
 
     // 1001 bytes: over the limit. Then exactly 1000: at it.
     big.publish("t", Message::binary(vec![1u8; 1001])).unwrap();
