@@ -30,10 +30,15 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = 20.0, value_name = "SECS")]
     pub(crate) ping_timeout: f64,
     /// Seconds a send may wait for a peer that takes no byte (it stopped
-    /// reading) before the connection is dropped; 0, the default, waits as
-    /// long as TCP does. 60 suits a server facing untrusted clients.
-    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    /// reading) before the connection is dropped; 0 waits as long as TCP
+    /// does.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub(crate) write_timeout: f64,
+    /// Seconds a peer may take to finish a message once its first frame
+    /// began, before the connection is failed (close code 1008); 0 allows
+    /// any time.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub(crate) fragment_timeout: f64,
     /// Bytes queued for a slow peer before sending waits.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub(crate) write_buffer: usize,
@@ -52,6 +57,7 @@ impl LimitArgs {
         config.ping_interval = seconds_or_off("--ping-interval", self.ping_interval)?;
         config.ping_timeout = seconds("--ping-timeout", self.ping_timeout)?;
         config.write_timeout = seconds_or_off("--write-timeout", self.write_timeout)?;
+        config.fragment_timeout = seconds_or_off("--fragment-timeout", self.fragment_timeout)?;
         config.write_buffer_high_water = self.write_buffer.max(1);
         if self.no_deflate {
             config.deflate = None;

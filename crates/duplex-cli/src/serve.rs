@@ -47,6 +47,24 @@ pub(crate) struct ServeArgs {
     /// requests, handshakes in progress); past it new ones are closed.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     max_connections: usize,
+    /// Most TCP connections one client address (an IPv6 /64) may hold
+    /// open; past it new ones are closed at once. Loopback clients are
+    /// exempt.
+    #[arg(long, default_value_t = duplex::server::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
+    max_connections_per_ip: usize,
+    /// New connections a second one client address may open, in bursts of
+    /// twice as many; past it they are closed at once; 0 turns it off.
+    /// Loopback clients are exempt.
+    #[arg(long, default_value_t = duplex::server::DEFAULT_CONNECTION_RATE.0, value_name = "N")]
+    connection_rate: u32,
+    /// Bytes that partly received messages may hold across all
+    /// connections; the connection that needs more is failed with 1013.
+    #[arg(long, default_value_t = duplex::DEFAULT_MESSAGE_BUDGET, value_name = "BYTES")]
+    message_budget: usize,
+    /// Seconds a POST /topics/{name} may take to send its body (408 past
+    /// it).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    body_timeout: f64,
     /// PEM certificate chain, leaf first: serve wss:// and https:// (with
     /// --tls-key). SIGHUP reloads it.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -154,6 +172,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         queue: args.topic_queue,
         max_topics: args.max_topics,
         send_timeout,
+        max_message_size: args.limits.max_message_size,
+        body_timeout: crate::limits::seconds("--body-timeout", args.body_timeout)?,
     });
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {
@@ -188,6 +208,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?
         .config(config.clone())
         .max_connections(args.max_connections)
+        .max_connections_per_ip(args.max_connections_per_ip)
+        .connection_rate(args.connection_rate, args.connection_rate.saturating_mul(2))
+        .message_budget(args.message_budget)
         .origins(origins);
     if let Some(tls) = &tls {
         server = server.tls(tls.acceptor.clone());

@@ -116,6 +116,12 @@ pub fn decode(payload: &[u8]) -> Option<([u8; 16], Message)> {
     Some((node, message))
 }
 
+/// Whether a payload carries a message over `max` bytes (its header, the
+/// magic, the kind and the node id, not counted).
+fn too_large(payload: &[u8], max: usize) -> bool {
+    payload.len().saturating_sub(MAGIC.len() + 1 + 16) > max
+}
+
 /// Whether a [`Backplane`] reaches Redis now: cheap to clone, and it
 /// follows the backplane as it loses Redis and reconnects.
 #[derive(Debug, Clone)]
@@ -305,6 +311,7 @@ async fn subscribe_loop(
     state: BackplaneState,
 ) {
     let node = hub.node();
+    let max_message_size = hub.config().max_message_size;
     let mut pubsub = Some(pubsub);
     loop {
         let current = match pubsub.take() {
@@ -330,7 +337,19 @@ async fn subscribe_loop(
             if validate_topic(topic).is_err() {
                 continue;
             }
-            match decode(msg.get_payload_bytes()) {
+            let payload = msg.get_payload_bytes();
+            if too_large(payload, max_message_size) {
+                // Not decoded (a copy), not queued for every subscriber.
+                hub.metrics().backplane_too_large();
+                tracing::warn!(
+                    topic,
+                    bytes = payload.len(),
+                    max = max_message_size,
+                    "dropped a message from the backplane over the message size limit"
+                );
+                continue;
+            }
+            match decode(payload) {
                 Some((from, _)) if from == node => {}
                 Some((_, message)) => {
                     hub.metrics().backplane_in();
@@ -359,6 +378,16 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(node, &message)), Some((node, message)));
         }
+    }
+
+    #[test]
+    fn the_size_cap_counts_the_message_not_the_header() {
+        let node = [9u8; 16];
+        let at_limit = encode(node, &Message::binary(vec![0u8; 100]));
+        assert!(!too_large(&at_limit, 100));
+        let over = encode(node, &Message::text("x".repeat(101)));
+        assert!(too_large(&over, 100));
+        assert!(!too_large(b"", 0));
     }
 
     #[test]

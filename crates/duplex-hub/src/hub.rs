@@ -44,6 +44,22 @@ pub struct HubConfig {
     /// message; its queue overflows meanwhile, but the connection itself is
     /// only freed by this timeout.
     pub send_timeout: Duration,
+    /// The largest message relayed from the backplane: a payload from Redis
+    /// over it is dropped and counted (`duplex_backplane_too_large_total`),
+    /// not delivered. Default 64 MiB, the WebSocket default
+    /// `max_message_size`: no node of the cluster accepts more from its
+    /// clients, so a larger payload was not published by one, and
+    /// delivering it would queue a copy of it per subscriber. Set it to the
+    /// `max_message_size` of the service's config (`duplex serve` sets both
+    /// from `--max-message-size`).
+    pub max_message_size: usize,
+    /// How long a `POST /topics/{name}` may take to send its body, from the
+    /// end of its head; past it the answer is 408 and the connection is
+    /// closed. Default 10 s, as the handshake timeout: a publish is a push,
+    /// usually small, and 10 s carries a megabyte over a slow mobile link,
+    /// while a client that drips its body a byte at a time cannot hold a
+    /// request (and its buffer) open for longer.
+    pub body_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -52,6 +68,8 @@ impl Default for HubConfig {
             queue: 256,
             max_topics: 100_000,
             send_timeout: Duration::from_secs(10),
+            max_message_size: 64 << 20,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }

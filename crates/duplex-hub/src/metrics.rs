@@ -19,6 +19,7 @@ pub struct Metrics {
     backplane_in: AtomicU64,
     backplane_out: AtomicU64,
     backplane_dropped: AtomicU64,
+    backplane_too_large: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -43,6 +44,9 @@ pub struct Snapshot {
     pub backplane_out: u64,
     /// Messages not sent to other nodes (backplane queue full or down).
     pub backplane_dropped: u64,
+    /// Messages from other nodes dropped for being over the hub's
+    /// `max_message_size`.
+    pub backplane_too_large: u64,
     /// WebSocket connections to topics open now.
     pub connections: u64,
 }
@@ -80,6 +84,9 @@ impl Metrics {
     pub(crate) fn backplane_dropped(&self) {
         self.backplane_dropped.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn backplane_too_large(&self) {
+        self.backplane_too_large.fetch_add(1, Ordering::Relaxed);
+    }
 
     /// A topic's WebSocket connection opened.
     pub(crate) fn connection_opened(&self) {
@@ -104,6 +111,7 @@ impl Metrics {
             backplane_in: get(&self.backplane_in),
             backplane_out: get(&self.backplane_out),
             backplane_dropped: get(&self.backplane_dropped),
+            backplane_too_large: get(&self.backplane_too_large),
             connections: get(&self.connections),
         }
     }
@@ -111,7 +119,7 @@ impl Metrics {
     /// The Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let s = self.snapshot();
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             (
                 "duplex_connections",
                 "gauge",
@@ -172,6 +180,12 @@ impl Metrics {
                 "Messages not sent to other nodes (queue full or backplane down).",
                 s.backplane_dropped,
             ),
+            (
+                "duplex_backplane_too_large_total",
+                "counter",
+                "Messages from other nodes dropped for being over the message size limit.",
+                s.backplane_too_large,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -206,12 +220,20 @@ pub fn render_server(server: &ServerHandle) -> String {
          duplex_websockets_refused_total {}\n\
          # HELP duplex_http_connections_open TCP connections open that are not a WebSocket of their own.\n\
          # TYPE duplex_http_connections_open gauge\n\
-         duplex_http_connections_open {}\n",
+         duplex_http_connections_open {}\n\
+         # HELP duplex_message_budget_bytes Bytes partly received messages hold, of the server's budget.\n\
+         # TYPE duplex_message_budget_bytes gauge\n\
+         duplex_message_budget_bytes {}\n\
+         # HELP duplex_message_budget_limit_bytes The server's budget for partly received messages.\n\
+         # TYPE duplex_message_budget_limit_bytes gauge\n\
+         duplex_message_budget_limit_bytes {}\n",
         s.websockets_http1,
         s.websockets_http2,
         server.max_websockets(),
         s.refused,
         s.connections,
+        server.message_budget().used(),
+        server.message_budget().limit(),
     );
     out
 }

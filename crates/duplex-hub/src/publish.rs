@@ -16,7 +16,8 @@ use crate::service::text;
 /// `text/*` or `application/json` (and it is UTF-8), binary otherwise.
 /// Answers `200` with `{"topic":…,"delivered":N}` (local subscribers), `400`
 /// for a bad topic, too many topics, or text that is not UTF-8, `413` above
-/// `max_size` bytes.
+/// `max_size` bytes, `408` (and `Connection: close`) when the body is not
+/// all there within the hub's `body_timeout`.
 pub(crate) async fn publish<B>(
     request: Request<B>,
     topic: &str,
@@ -38,7 +39,22 @@ where
             let v = v.trim_start().to_ascii_lowercase();
             v.starts_with("text/") || v.starts_with("application/json")
         });
-    let body = match Limited::new(request.into_body(), max_size).collect().await {
+    let timeout = hub.config().body_timeout;
+    let collect = Limited::new(request.into_body(), max_size).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        tracing::info!(topic, ?timeout, "POST body not received in time: 408");
+        let mut response = text(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("the body did not arrive within {timeout:?}\n"),
+        );
+        // The rest of the body is not worth waiting for: hyper closes the
+        // connection after this answer instead of reading on.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return response;
+    };
+    let body = match collected {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return text(
@@ -106,6 +122,31 @@ mod tests {
             *sub.recv().await.unwrap().message(),
             Message::binary(&b"\x00\x01"[..])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_gets_408() {
+        let hub = Hub::new(HubConfig {
+            body_timeout: std::time::Duration::from_secs(10),
+            ..HubConfig::default()
+        });
+        // A body that sends a byte a second, forever.
+        let drip = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"x"))),
+                (),
+            ))
+        });
+        let request = Request::post("/topics/t")
+            .body(http_body_util::StreamBody::new(drip))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let response = publish(request, "t", &hub, 1 << 20).await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        assert_eq!(hub.metrics().snapshot().published, 0);
     }
 
     #[tokio::test]

@@ -250,6 +250,27 @@ impl Connection {
             .map_or(0, |w| w.len.saturating_sub(self.input.len()))
     }
 
+    /// Whether a data message is partly received: the header of its first
+    /// frame arrived and its last byte has not (fragmented or not). An I/O
+    /// layer, which owns the clock, times how long a peer may take to
+    /// finish one (§5.4 sets no limit).
+    pub fn message_in_progress(&self) -> bool {
+        self.whole.is_some() || self.message.is_some()
+    }
+
+    /// Bytes held for the partly received message, 0 if none: the payload
+    /// so far, after decompression (a small compressed frame may inflate to
+    /// much more than it took on the wire), or for an unfragmented message
+    /// the part of it in the receive buffer. What an I/O layer counts
+    /// against a budget shared by many connections.
+    pub fn message_bytes_held(&self) -> usize {
+        match (&self.whole, &self.message) {
+            (Some(whole), _) => self.input.len().min(whole.len),
+            (None, Some(message)) => message.buf.len(),
+            (None, None) => 0,
+        }
+    }
+
     /// After a Close frame was received or the connection failed, further
     /// bytes mean nothing (§5.5.1) and are dropped.
     fn ignores_input(&self) -> bool {
@@ -1135,6 +1156,85 @@ mod tests {
         p.client.send(&Message::binary(vec![0u8; 20_000])).unwrap();
         let mut slices = [IoSlice::new(&[]); 8];
         assert_eq!(p.client.pending_output_vectored(&mut slices), 1);
+    }
+
+    #[test]
+    fn a_message_in_progress_and_the_bytes_it_holds() {
+        let mut server = Connection::new(Role::Server, Limits::default());
+        assert!(!server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 0);
+        // A first fragment of 3 bytes, then a Ping between fragments.
+        server.receive_data(&c(0x02, b"abc"));
+        assert_eq!(server.next_event(), None);
+        assert!(server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 3);
+        server.receive_data(&c(0x89, b"p"));
+        assert_eq!(
+            server.next_event(),
+            Some(Ok(Event::Ping(Bytes::from_static(b"p"))))
+        );
+        assert!(server.message_in_progress());
+        // Part of the last fragment: 2 of its 4 bytes.
+        let last = c(0x80, b"defg");
+        server.receive_data(&last[..last.len() - 2]);
+        assert_eq!(server.next_event(), None);
+        assert_eq!(server.message_bytes_held(), 5);
+        server.receive_data(&last[last.len() - 2..]);
+        assert_eq!(
+            server.next_event(),
+            Some(Ok(Event::Message(Message::binary(&b"abcdefg"[..]))))
+        );
+        assert!(!server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 0);
+
+        // An unfragmented message whose payload is still arriving: only
+        // its header counts as started, then what of it was received.
+        // (2 bytes, a 16-bit length, the mask.)
+        let whole = c(0x82, &[7u8; 300]);
+        server.receive_data(&whole[..8]);
+        assert_eq!(server.next_event(), None);
+        assert!(server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 0);
+        server.receive_data(&whole[8..108]);
+        assert_eq!(server.next_event(), None);
+        assert_eq!(server.message_bytes_held(), 100);
+        server.receive_data(&whole[108..]);
+        assert!(matches!(server.next_event(), Some(Ok(Event::Message(_)))));
+        assert!(!server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 0);
+    }
+
+    #[test]
+    fn a_compressed_fragment_holds_its_inflated_size() {
+        let mut p = Pair::with_deflate(&DeflateConfig::default());
+        // 64 KiB of zeros compresses to a few hundred bytes.
+        p.client.send_binary(&vec![0u8; 64 << 10]).unwrap();
+        let wire = p.client.pending_output().to_vec();
+        assert!(wire.len() < 1024, "{} bytes on the wire", wire.len());
+        // Sent again as a first fragment: FIN cleared, no continuation yet.
+        let mut fragment = wire;
+        fragment[0] &= 0x7f;
+        p.server.receive_data(&fragment);
+        assert_eq!(p.server.next_event(), None);
+        assert!(p.server.message_in_progress());
+        assert!(
+            p.server.message_bytes_held() >= 60 << 10,
+            "{} held",
+            p.server.message_bytes_held()
+        );
+    }
+
+    #[test]
+    fn a_failed_connection_holds_no_message() {
+        let mut server = Connection::new(Role::Server, Limits::default());
+        server.receive_data(&c(0x01, b"abc"));
+        assert_eq!(server.next_event(), None);
+        assert_eq!(server.message_bytes_held(), 3);
+        // A new message before the first is finished: §5.4, 1002.
+        server.receive_data(&c(0x81, b"x"));
+        assert!(matches!(server.next_event(), Some(Err(_))));
+        assert!(!server.message_in_progress());
+        assert_eq!(server.message_bytes_held(), 0);
     }
 
     #[test]

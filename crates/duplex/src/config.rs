@@ -44,18 +44,50 @@ pub struct Config {
     /// when a keepalive Ping has no Pong this long after it was sent.
     /// Default 20 s, as Python websockets.
     pub ping_timeout: Duration,
-    /// How long a `send`, `feed`, `flush`, `ping` or `close` may wait for
-    /// the socket to take any byte before the connection is failed
-    /// ([`Error::WriteTimeout`](crate::Error::WriteTimeout), reported as
-    /// 1006). Without one, a peer that stops reading holds the sender, and
-    /// its connection, until TCP gives up (memory stays bounded by the
-    /// write buffer). Default `None`, as in tungstenite, `ws` and Python
-    /// websockets: a busy peer may legitimately not read for a while as it
-    /// sends, and how long to allow is the deployment's call. A server
-    /// facing untrusted clients should set one, a minute or so (the
+    /// How long a `send`, `feed`, `flush`, `ping` or `close` (and the
+    /// reading side, when the peer's unread answers fill the write buffer)
+    /// may wait for the socket to take any byte before the connection is
+    /// failed ([`Error::WriteTimeout`](crate::Error::WriteTimeout),
+    /// reported as 1006). Default 60 s; `None` waits as long as TCP does.
+    /// tungstenite, `ws` and Python websockets have none by default, but
+    /// then a peer that stops reading holds the sender, its connection and
+    /// its write buffer until TCP gives up (many minutes): a minute is far
+    /// longer than any live peer stays silent while data waits for it (the
     /// Autobahn fuzzer, four cases at once on a loaded machine, passes
-    /// every case with 20 s).
+    /// every case with 20 s), and short enough that peers that stop
+    /// reading cannot pile up on a public server.
     pub write_timeout: Option<Duration>,
+    /// How long a peer may take to finish a data message once its first
+    /// frame began (all fragments of a fragmented one, or the payload of
+    /// an unfragmented one), before the connection is failed with close
+    /// code 1008 (policy violation: the message is not too big, the peer
+    /// broke the server's rule on time;
+    /// [`Error::MessageTimeout`](crate::Error::MessageTimeout)). `None`
+    /// allows any time. Default 30 s: a peer that starts messages and
+    /// never ends them otherwise holds what it sent (up to
+    /// `max_message_size` each) for as long as keepalive finds it alive;
+    /// 30 s carries a 64 MiB message at 18 Mbit/s, and a few megabytes over
+    /// the slowest mobile link. Raise it for large uploads over slow links.
+    pub fragment_timeout: Option<Duration>,
+    /// A budget for the bytes that partly received messages hold, shared
+    /// with every connection given the same one (counted after
+    /// decompression). A connection whose message would take the total
+    /// past it is failed with close code 1013, try again later
+    /// ([`Error::MessageBudget`](crate::Error::MessageBudget)): the message
+    /// is within `max_message_size`, the server as a whole is short of
+    /// room, and a retry later may well succeed (1009 would tell the peer
+    /// its message is too big, which it is not). Default `None`: a lone
+    /// connection is bounded by `max_message_size`; a
+    /// [`Server`](crate::Server) gives its own budget
+    /// ([`Server::message_budget`](crate::Server::message_budget), default
+    /// 256 MiB) to every WebSocket whose config names none. Give one here
+    /// to share a budget between the [`Upgrade`](crate::Upgrade)s of an
+    /// HTTP server of your own.
+    ///
+    /// The total is checked before each read: between two checks one
+    /// connection may go past it by what one read (at most 1 MiB) brings,
+    /// or what that inflates to, before it is failed.
+    pub message_budget: Option<crate::MessageBudget>,
     /// `send` waits while more than this many bytes are queued for the
     /// socket (back-pressure). Default 1 MiB: big enough to batch many small
     /// messages into one write, small enough to bound memory per slow peer.
@@ -83,7 +115,9 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
-            write_timeout: None,
+            write_timeout: Some(Duration::from_secs(60)),
+            fragment_timeout: Some(Duration::from_secs(30)),
+            message_budget: None,
             write_buffer_high_water: 1 << 20,
             read_buffer_size: 16 << 10,
             deflate: Some(DeflateConfig::default()),
@@ -144,6 +178,8 @@ setters! {
     ping_interval: Option<Duration>,
     ping_timeout: Duration,
     write_timeout: Option<Duration>,
+    fragment_timeout: Option<Duration>,
+    message_budget: Option<crate::MessageBudget>,
     write_buffer_high_water: usize,
     read_buffer_size: usize,
     deflate: Option<DeflateConfig>,
@@ -165,5 +201,14 @@ mod tests {
         assert_eq!(config.ping_interval, None);
         assert!(config.deflate.is_none());
         assert_eq!(config.max_frame_size, Config::client().max_frame_size);
+    }
+
+    #[test]
+    fn timeouts_for_untrusted_peers_are_on_by_default() {
+        for config in [Config::server(), Config::client()] {
+            assert_eq!(config.write_timeout, Some(Duration::from_secs(60)));
+            assert_eq!(config.fragment_timeout, Some(Duration::from_secs(30)));
+            assert!(config.message_budget.is_none());
+        }
     }
 }

@@ -58,6 +58,19 @@ pub enum Error {
     /// stopped reading. The connection was dropped (reported as 1006).
     #[error("write timed out: the peer took nothing for {0:?}")]
     WriteTimeout(std::time::Duration),
+    /// The peer took longer than the fragment timeout to finish a data
+    /// message it had begun. The connection was failed with 1008.
+    #[error("message timed out: not finished within {0:?}")]
+    MessageTimeout(std::time::Duration),
+    /// The peer's partly received message needed more of the shared
+    /// message budget than was left. The connection was failed with 1013.
+    #[error("message budget of {limit} bytes exhausted: {held} bytes of a message held")]
+    MessageBudget {
+        /// The budget's limit.
+        limit: usize,
+        /// What this connection's message needed.
+        held: usize,
+    },
     /// The connection is closed.
     #[error("connection closed")]
     Closed,

@@ -60,6 +60,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+mod budget;
 mod client;
 mod config;
 mod error;
@@ -69,6 +70,7 @@ mod stream;
 pub mod tls;
 mod websocket;
 
+pub use budget::{DEFAULT_MESSAGE_BUDGET, MessageBudget};
 pub use client::{ClientBuilder, connect};
 #[cfg(feature = "hyper")]
 pub use client::{Http2Connection, Http2Error, Http2Stream};

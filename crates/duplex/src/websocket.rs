@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::Error;
+use crate::budget::{BudgetShare, MessageBudget};
 #[cfg(feature = "hyper")]
 use crate::server::shutdown::Fired;
 
@@ -139,6 +140,14 @@ pub struct WebSocket<S> {
     /// made by either half of a split connection.
     written: u64,
     eof: bool,
+    /// How long a message may take once begun.
+    fragment_timeout: Option<Duration>,
+    /// When the message being received was first seen in progress.
+    message_started: Option<tokio::time::Instant>,
+    /// Runs while the socket is idle in the middle of a message.
+    fragment_timer: Option<Pin<Box<Sleep>>>,
+    /// This connection's share of the message budget, if it has one.
+    budget: Option<BudgetShare>,
 }
 
 /// The keepalive state: when the next Ping is due, or which Pong is awaited
@@ -270,6 +279,10 @@ where
             write_timer: None,
             written: 0,
             eof: false,
+            fragment_timeout: config.fragment_timeout,
+            message_started: None,
+            fragment_timer: None,
+            budget: config.message_budget.clone().map(BudgetShare::new),
         }
     }
 
@@ -286,6 +299,15 @@ where
     #[cfg(feature = "hyper")]
     pub(crate) fn close_on(&mut self, shutdown: Fired) {
         self.shutdown = Some(shutdown);
+    }
+
+    /// Counts this connection's partly received messages against
+    /// `budget`, unless its config named one already.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn share_budget(&mut self, budget: &MessageBudget) {
+        if self.budget.is_none() {
+            self.budget = Some(BudgetShare::new(budget.clone()));
+        }
     }
 
     /// `readyState`.
@@ -565,6 +587,9 @@ where
             if let Some(event) = self.conn.next_event() {
                 match event {
                     Ok(duplex_proto::Event::Message(m)) => {
+                        if self.message_started.is_some() {
+                            self.message_done();
+                        }
                         return Poll::Ready(Some(Event::Message(m)));
                     }
                     Ok(duplex_proto::Event::Ping(_)) => continue,
@@ -609,6 +634,14 @@ where
                 self.phase = Phase::Ended;
                 continue;
             }
+            // A message in progress: is it on time, and does it fit the
+            // budget? Checked before each read, so a message grows by at
+            // most one read past either.
+            if (self.message_started.is_some() || self.conn.message_in_progress())
+                && let Some(event) = self.check_partial_message()
+            {
+                return Poll::Ready(Some(event));
+            }
             // Back-pressure on the reading side: what the protocol answers by
             // itself (Pongs, the Close) and what the application echoes
             // queue up for a peer that sends but does not read. Past the
@@ -636,6 +669,10 @@ where
                         // the peer answers or the close timer runs out.
                         continue;
                     }
+                    if self.poll_fragment_timer(cx) {
+                        // Out of time: the check above fails it.
+                        continue;
+                    }
                     return match self.poll_keepalive(cx) {
                         Some(event) => Poll::Ready(Some(event)),
                         None => Poll::Pending,
@@ -654,6 +691,79 @@ where
                 Err(e) => return Poll::Ready(Some(self.abort(e))),
             }
         }
+    }
+
+    /// The message in progress is whole (or gone): its clock stops and its
+    /// share of the budget goes back.
+    fn message_done(&mut self) {
+        self.message_started = None;
+        self.fragment_timer = None;
+        if let Some(share) = &mut self.budget {
+            share.resize(0);
+        }
+    }
+
+    /// Before a read in the middle of a message: fails the connection if
+    /// the message is late (1008) or needs more of the budget than is left
+    /// (1013).
+    fn check_partial_message(&mut self) -> Option<Event> {
+        if !self.conn.message_in_progress() {
+            self.message_done();
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let started = *self.message_started.get_or_insert(now);
+        if let Some(timeout) = self.fragment_timeout
+            && now.duration_since(started) >= timeout
+        {
+            return Some(self.fail_message(
+                CloseCode::POLICY_VIOLATION,
+                "message not finished in time",
+                Error::MessageTimeout(timeout),
+            ));
+        }
+        let held = self.conn.message_bytes_held();
+        if let Some(share) = &mut self.budget
+            && !share.resize(held)
+        {
+            let limit = share.budget().limit();
+            return Some(self.fail_message(
+                CloseCode::TRY_AGAIN_LATER,
+                "server busy: message budget exhausted",
+                Error::MessageBudget { limit, held },
+            ));
+        }
+        None
+    }
+
+    /// Fails the connection over the message in progress: a Close with
+    /// `code` goes out, the TCP connection ends, and the application sees
+    /// `error` and then a Close event reported as 1006, as for any failure.
+    fn fail_message(&mut self, code: CloseCode, reason: &str, error: Error) -> Event {
+        tracing::info!(role = ?self.conn.role(), %error, %code, "failing the connection");
+        // Fails only if a Close was sent already: then it stands.
+        let _ = self.conn.send_close(Some(CloseFrame::new(code, reason)));
+        self.message_started = None;
+        self.fragment_timer = None;
+        self.close = Some((CloseCode::ABNORMAL, String::new(), false));
+        self.phase = Phase::ShuttingDown;
+        Event::Error(error)
+    }
+
+    /// With the socket idle in the middle of a message, whether the
+    /// fragment timeout has run out (the timer wakes the task when it does).
+    fn poll_fragment_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(started), Some(timeout)) = (self.message_started, self.fragment_timeout) else {
+            return false;
+        };
+        let deadline = started + timeout;
+        let timer = self
+            .fragment_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// Whether the server's shutdown just fired and a Close with 1001 was
@@ -1280,6 +1390,183 @@ mod tests {
         })
         .await;
         assert!(stalled.is_err(), "{stalled:?}");
+    }
+
+    /// A masked client frame (with a zero key, so the payload reads as
+    /// is) of at most 125 bytes: `b0` is FIN and the opcode.
+    fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![b0, 0x80 | u8::try_from(payload.len()).unwrap(), 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The close code of the first Close frame in what a server wrote.
+    fn close_code_on_wire(wire: &[u8]) -> Option<u16> {
+        let mut at = 0;
+        while at + 2 <= wire.len() {
+            let len = usize::from(wire[at + 1] & 0x7f);
+            if wire[at] == 0x88 {
+                return Some(u16::from_be_bytes([wire[at + 2], wire[at + 3]]));
+            }
+            at += 2 + len;
+        }
+        None
+    }
+
+    /// The next events until the connection's error.
+    async fn until_error<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> Error {
+        loop {
+            match ws.next().await {
+                Some(Event::Error(e)) => return e,
+                Some(_) => {}
+                None => panic!("closed without an error"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfinished_message_fails_with_1008_after_the_fragment_timeout() {
+        let (a, mut peer) = tokio::io::duplex(64 << 10);
+        let config = config(None, 1).fragment_timeout(Some(Duration::from_millis(100)));
+        let mut server = WebSocket::from_raw(a, Role::Server, &config);
+        // A first fragment, then a Ping every 30 ms and never the rest:
+        // the connection is busy, and the message still runs out of time.
+        peer.write_all(&client_frame(0x01, b"begun")).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let pinging = tokio::spawn(async move {
+            while peer
+                .write_all(&client_frame(0x89, b"still here"))
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            peer
+        });
+        let error = until_error(&mut server).await;
+        assert!(
+            matches!(error, Error::MessageTimeout(t) if t == Duration::from_millis(100)),
+            "{error:?}"
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(100) && elapsed <= Duration::from_millis(130),
+            "{elapsed:?}"
+        );
+        expect_abnormal_close(&mut server).await;
+        drop(server);
+        let mut peer = pinging.await.unwrap();
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(close_code_on_wire(&wire), Some(1008));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_peer_in_the_middle_of_a_message_is_failed_on_time() {
+        let (a, mut peer) = tokio::io::duplex(64 << 10);
+        let config = config(None, 1).fragment_timeout(Some(Duration::from_secs(30)));
+        let mut server = WebSocket::from_raw(a, Role::Server, &config);
+        // Only the header of a 100-byte message, then silence.
+        peer.write_all(&[0x82, 0x80 | 100, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let error = until_error(&mut server).await;
+        assert!(matches!(error, Error::MessageTimeout(_)), "{error:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_finished_in_time_are_not_failed() {
+        let (a, mut peer) = tokio::io::duplex(64 << 10);
+        let config = config(None, 1).fragment_timeout(Some(Duration::from_millis(100)));
+        let mut server = WebSocket::from_raw(a, Role::Server, &config);
+        assert!(matches!(server.next().await, Some(Event::Open)));
+        // Five messages of two fragments 60 ms apart, one after another:
+        // 600 ms in all, each message well within its 100 ms.
+        let sending = tokio::spawn(async move {
+            for _ in 0..5 {
+                peer.write_all(&client_frame(0x01, b"ab")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                peer.write_all(&client_frame(0x80, b"cd")).await.unwrap();
+            }
+            peer
+        });
+        for _ in 0..5 {
+            match server.next().await {
+                Some(Event::Message(m)) => assert_eq!(m, Message::text("abcd")),
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+        let _peer = sending.await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_secs(1), server.next()).await;
+        assert!(quiet.is_err(), "{quiet:?}");
+    }
+
+    #[tokio::test]
+    async fn the_connection_past_the_budget_fails_with_1013_and_shares_come_back() {
+        let budget = MessageBudget::new(1000);
+        let config = config(None, 1).message_budget(Some(budget.clone()));
+        let (a, mut peer_a) = tokio::io::duplex(64 << 10);
+        let (b, mut peer_b) = tokio::io::duplex(64 << 10);
+        let mut server_a = WebSocket::from_raw(a, Role::Server, &config);
+        let mut server_b = WebSocket::from_raw(b, Role::Server, &config);
+        // A holds 600 bytes of an unfinished message (five fragments).
+        peer_a
+            .write_all(&client_frame(0x02, &[1; 120]))
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            peer_a
+                .write_all(&client_frame(0x00, &[1; 120]))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(server_a.next().await, Some(Event::Open)));
+        let idle = tokio::time::timeout(Duration::from_millis(50), server_a.next()).await;
+        assert!(idle.is_err(), "{idle:?}");
+        assert_eq!(budget.used(), 600);
+        // B asks for 500 more: over the budget, B is failed, A is not.
+        peer_b
+            .write_all(&client_frame(0x02, &[2; 125]))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            peer_b
+                .write_all(&client_frame(0x00, &[2; 125]))
+                .await
+                .unwrap();
+        }
+        let error = until_error(&mut server_b).await;
+        assert!(
+            matches!(error, Error::MessageBudget { limit: 1000, held } if held > 400),
+            "{error:?}"
+        );
+        expect_abnormal_close(&mut server_b).await;
+        drop(server_b);
+        let mut wire = Vec::new();
+        peer_b.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(close_code_on_wire(&wire), Some(1013));
+        assert_eq!(budget.used(), 600, "B's share came back");
+        // A finishes its message: its share comes back too.
+        peer_a.write_all(&client_frame(0x80, b"!")).await.unwrap();
+        match server_a.next().await {
+            Some(Event::Message(m)) => assert_eq!(m.len(), 601),
+            other => panic!("expected A's message, got {other:?}"),
+        }
+        assert_eq!(budget.used(), 0);
+        // And one that closes in the middle of a message gives its back.
+        peer_a
+            .write_all(&client_frame(0x02, &[3; 100]))
+            .await
+            .unwrap();
+        let idle = tokio::time::timeout(Duration::from_millis(50), server_a.next()).await;
+        assert!(idle.is_err(), "{idle:?}");
+        assert_eq!(budget.used(), 100);
+        drop(peer_a);
+        expect_abnormal_close(&mut server_a).await;
+        drop(server_a);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

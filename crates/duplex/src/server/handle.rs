@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
 use super::shutdown::{Fired, Shutdown};
+use crate::MessageBudget;
 
 /// A handle on a running [`Server`](crate::Server): shut it down, read its
 /// counters. Cheap to clone; every clone is the same server.
@@ -45,6 +46,8 @@ struct Inner {
     http2: AtomicUsize,
     connections: AtomicUsize,
     refused: AtomicU64,
+    /// Shared by every WebSocket whose config names no budget of its own.
+    message_budget: MessageBudget,
 }
 
 /// A server's counters at one moment ([`ServerHandle::stats`]).
@@ -92,6 +95,7 @@ impl ServerHandle {
                 http2: AtomicUsize::new(0),
                 connections: AtomicUsize::new(0),
                 refused: AtomicU64::new(0),
+                message_budget: MessageBudget::new(crate::DEFAULT_MESSAGE_BUDGET),
             }),
         }
     }
@@ -126,6 +130,14 @@ impl ServerHandle {
     /// The most WebSockets open at once.
     pub fn max_websockets(&self) -> usize {
         self.inner.max_websockets.load(Ordering::Relaxed)
+    }
+
+    /// The budget of bytes that the partly received messages of this
+    /// server's WebSockets hold together (see
+    /// [`Server::message_budget`](crate::Server::message_budget)); its
+    /// [`used`](MessageBudget::used) is what they hold now.
+    pub fn message_budget(&self) -> &MessageBudget {
+        &self.inner.message_budget
     }
 
     pub(crate) fn set_max_websockets(&self, max: usize) {

@@ -25,6 +25,7 @@ use duplex_proto::handshake::server::reject;
 
 use super::handle::{ConnectionInfo, ServerHandle};
 use super::origin::OriginPolicy;
+use super::peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, PeerLimits, PeerSlot};
 use super::ratelog::RateLimitedLog;
 use super::stream::ServerStream;
 use super::upgrade::{Upgrade, is_upgrade_request};
@@ -74,6 +75,9 @@ pub struct Server {
     origins: OriginPolicy,
     shutdown_timeout: Option<Duration>,
     handle: ServerHandle,
+    max_connections_per_ip: usize,
+    connection_rate: Option<(u32, u32)>,
+    limit_loopback: bool,
 }
 
 impl Server {
@@ -93,6 +97,9 @@ impl Server {
             origins: OriginPolicy::new(),
             shutdown_timeout: None,
             handle: ServerHandle::new(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            connection_rate: Some(DEFAULT_CONNECTION_RATE),
+            limit_loopback: false,
         }
     }
 
@@ -141,6 +148,57 @@ impl Server {
     /// [`DEFAULT_MAX_CONNECTIONS`].
     pub fn max_connections(self, max: usize) -> Server {
         self.handle.set_max_websockets(max.max(1));
+        self
+    }
+
+    /// The most TCP connections one peer address may hold open (an IPv6
+    /// peer counts by its /64); a new one past it is closed at once, before
+    /// any byte is read (nothing is answered: a refusal costs the server as
+    /// little as it can), and logged at most once a second. WebSockets
+    /// upgraded on a connection count as it does. Default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`](crate::server::DEFAULT_MAX_CONNECTIONS_PER_IP),
+    /// 256. Loopback peers are exempt unless [`limit_loopback`](Self::limit_loopback).
+    pub fn max_connections_per_ip(mut self, max: usize) -> Server {
+        self.max_connections_per_ip = max.max(1);
+        self
+    }
+
+    /// How fast one peer address may open connections: `per_second` on
+    /// average, `burst` at once (a token bucket); past it new connections
+    /// are closed at once, as past
+    /// [`max_connections_per_ip`](Self::max_connections_per_ip).
+    /// `per_second` 0 turns it off. Default
+    /// [`DEFAULT_CONNECTION_RATE`](crate::server::DEFAULT_CONNECTION_RATE),
+    /// 100 a second in bursts of 200. The addresses remembered with no
+    /// connection open are capped
+    /// ([`MAX_IDLE_PEERS`](crate::server::MAX_IDLE_PEERS)).
+    pub fn connection_rate(mut self, per_second: u32, burst: u32) -> Server {
+        self.connection_rate = Some((per_second, burst));
+        self
+    }
+
+    /// Whether loopback peers are held to the per-address limits too
+    /// (default no). On a public server a loopback peer is the operator's
+    /// own tooling or a reverse proxy on the same host, whose connections
+    /// carry all its clients (it limits them itself); and a local benchmark
+    /// opens 10,000 connections from 127.0.0.1. Remote peers, the ones
+    /// the limits are for, never arrive from a loopback address.
+    pub fn limit_loopback(mut self, on: bool) -> Server {
+        self.limit_loopback = on;
+        self
+    }
+
+    /// The most bytes that partly received messages may hold across all
+    /// of this server's WebSockets, counted after decompression; the
+    /// connection whose message would go past it is failed with 1013 (try
+    /// again later; see [`Config::message_budget`]). Default
+    /// [`DEFAULT_MESSAGE_BUDGET`](crate::DEFAULT_MESSAGE_BUDGET), 256 MiB:
+    /// `max_message_size` bounds one message, not ten thousand peers that
+    /// each start one and stall; this bounds their sum, and still holds
+    /// four messages of the largest default size at once. A WebSocket whose
+    /// [`Config::message_budget`] names a budget uses that one instead.
+    pub fn message_budget(self, bytes: usize) -> Server {
+        self.handle.message_budget().set_limit(bytes);
         self
     }
 
@@ -243,7 +301,16 @@ impl Server {
             origins,
             shutdown_timeout,
             handle,
+            max_connections_per_ip,
+            connection_rate,
+            limit_loopback,
         } = self;
+        let peers = Arc::new(PeerLimits::new(
+            max_connections_per_ip,
+            connection_rate,
+            limit_loopback,
+        ));
+        let peer_refusals = RateLimitedLog::default();
         #[cfg(feature = "tls")]
         if http2 && let Some(tls) = &tls {
             tls.offer_http2();
@@ -277,7 +344,15 @@ impl Server {
                 refusals.warn(peer_addr, &what);
                 continue;
             }
+            let peer = match peers.admit(peer_addr.ip()) {
+                Ok(guard) => guard.map(|guard| PeerSlot(Arc::new(guard))),
+                Err(refusal) => {
+                    peer_refusals.warn(peer_addr, &refusal);
+                    continue;
+                }
+            };
             let connection = Connection {
+                peer,
                 origins: Arc::clone(&origins),
                 info: ConnectionInfo {
                     peer_addr,
@@ -346,6 +421,8 @@ macro_rules! serve_until_shutdown {
 
 /// What one TCP connection's task knows.
 struct Connection {
+    /// Counts the connection against its peer's limit while it lives.
+    peer: Option<PeerSlot>,
     origins: Arc<Refusals>,
     info: ConnectionInfo,
     config: Arc<Config>,
@@ -415,6 +492,7 @@ impl Connection {
         let mut graceful = self.handle.graceful();
         let service = WithContext {
             inner: service,
+            peer: self.peer.clone(),
             info: self.info,
             handle: self.handle.clone(),
             origins: Arc::clone(&self.origins),
@@ -475,6 +553,7 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> Option<bool> {
 /// context added to every request.
 struct WithContext<S> {
     inner: S,
+    peer: Option<PeerSlot>,
     info: ConnectionInfo,
     handle: ServerHandle,
     origins: Arc<Refusals>,
@@ -509,6 +588,9 @@ where
         let extensions = request.extensions_mut();
         extensions.insert(self.info);
         extensions.insert(self.handle.clone());
+        if let Some(peer) = &self.peer {
+            extensions.insert(peer.clone());
+        }
         let response = self.inner.call(request);
         Box::pin(async move { Ok(response.await?.map(http_body_util::Either::Left)) })
     }

@@ -23,6 +23,8 @@ mod listener;
 #[cfg(feature = "hyper")]
 mod origin;
 #[cfg(feature = "hyper")]
+mod peers;
+#[cfg(feature = "hyper")]
 mod ratelog;
 #[cfg(feature = "hyper")]
 pub(crate) mod shutdown;
@@ -38,6 +40,8 @@ pub use handle::{ConnectionInfo, ServerHandle, ServerStats};
 pub use listener::{DEFAULT_MAX_CONNECTIONS, Server};
 #[cfg(feature = "hyper")]
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefusal};
+#[cfg(feature = "hyper")]
+pub use peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, MAX_IDLE_PEERS};
 #[cfg(feature = "hyper")]
 pub use stream::ServerStream;
 #[cfg(feature = "hyper")]

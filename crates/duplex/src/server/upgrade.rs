@@ -22,6 +22,7 @@ use duplex_proto::handshake::server::{reject, validate_connect_request, validate
 
 use super::accept::{Accepted, negotiate_info};
 use super::handle::{ServerHandle, WebSocketSlot};
+use super::peers::PeerSlot;
 use super::stream::ServerStream;
 use crate::{Config, WebSocket};
 
@@ -125,6 +126,9 @@ pub struct Upgrade {
     response: Response<()>,
     on_upgrade: OnUpgrade,
     slot: Option<WebSocketSlot>,
+    /// The connection's count against its peer's limit, kept while the
+    /// WebSocket lives (an HTTP/1.1 connection's task ends at the upgrade).
+    peer: Option<PeerSlot>,
 }
 
 impl Upgrade {
@@ -168,6 +172,7 @@ impl Upgrade {
             response,
             on_upgrade,
             slot,
+            peer: request.extensions().get::<PeerSlot>().cloned(),
         })
     }
 
@@ -191,9 +196,11 @@ impl Upgrade {
             response,
             on_upgrade,
             slot,
+            peer,
         } = self;
         let handle = slot.as_ref().map(|slot| slot.handle().clone());
         let shutdown = handle.as_ref().map(ServerHandle::graceful);
+        let budget = handle.as_ref().map(|h| h.message_budget().clone());
         let task = async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -207,9 +214,12 @@ impl Upgrade {
             if let Some(shutdown) = shutdown {
                 ws.close_on(shutdown);
             }
+            if let Some(budget) = &budget {
+                ws.share_budget(budget);
+            }
             handler(ws).await;
             // Counted until the handler is done with the WebSocket.
-            drop(slot);
+            drop((slot, peer));
         };
         match handle {
             Some(handle) => handle.spawn(task),
