@@ -30,7 +30,8 @@ enum Command {
     /// GET /. Open to anyone unless given a token key (--token-secret,
     /// --token-public-key: every WebSocket needs a token, 401/403) and an
     /// --api-key (for POST /topics/NAME and GET /metrics).
-    Serve(serve::ServeArgs),
+    // Boxed: serve has many more flags than the other commands.
+    Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket server: stdin lines go out as text messages,
     /// received messages are printed.
     Connect(connect::ConnectArgs),
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Connect(args) => connect::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Token(args) => token::run(args),

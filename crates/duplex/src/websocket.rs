@@ -132,10 +132,14 @@ pub struct WebSocket<S> {
     /// fires, the connection starts its closing handshake with 1001.
     #[cfg(feature = "hyper")]
     shutdown: Option<Fired>,
-    /// Runs while an application's write waits on a socket that takes
-    /// nothing, with the value of `written` when it last started; dropped
-    /// as soon as the write completes.
-    write_timer: Option<(Pin<Box<Sleep>>, u64)>,
+    /// The write timer: made the first time a write waits on a socket
+    /// that takes nothing, and kept (re-armed, not made again: a large
+    /// echo stalls now and then, and an allocation each time showed in
+    /// tests/alloc.rs).
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// While a write waits: the value of `written` when the timer last
+    /// started. `None` when no write waits.
+    write_mark: Option<u64>,
     /// Bytes the socket has taken, for the write timer to see progress
     /// made by either half of a split connection.
     written: u64,
@@ -277,6 +281,7 @@ where
             #[cfg(feature = "hyper")]
             shutdown: None,
             write_timer: None,
+            write_mark: None,
             written: 0,
             eof: false,
             fragment_timeout: config.fragment_timeout,
@@ -501,13 +506,13 @@ where
             match self.poll_write_some(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
-                    self.write_timer = None;
+                    self.write_mark = None;
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => return self.poll_write_stalled(cx),
             }
         }
-        self.write_timer = None;
+        self.write_mark = None;
         Poll::Ready(Ok(()))
     }
 
@@ -518,16 +523,17 @@ where
             return Poll::Pending;
         };
         let written = self.written;
-        let (timer, mark) = self.write_timer.get_or_insert_with(|| {
-            let deadline = tokio::time::Instant::now() + timeout;
-            (Box::pin(tokio::time::sleep_until(deadline)), written)
-        });
-        if *mark != written {
-            *mark = written;
-            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if self.write_mark != Some(written) {
+            // Started, or bytes went out since: the wait starts again.
+            self.write_mark = Some(written);
+            timer.as_mut().reset(deadline);
         }
         ready!(timer.as_mut().poll(cx));
-        self.write_timer = None;
+        self.write_mark = None;
         tracing::info!(role = ?self.conn.role(), ?timeout,
             "failing the connection: the peer stopped reading");
         // No Close frame: the socket would not take it.
@@ -696,8 +702,11 @@ where
     /// The message in progress is whole (or gone): its clock stops and its
     /// share of the budget goes back.
     fn message_done(&mut self) {
+        // The timer stays, to be reset for the next message: dropping it
+        // here allocated one per large message (tests/alloc.rs). It is only
+        // polled while a message is in progress; if it fires meanwhile, the
+        // task wakes once for nothing.
         self.message_started = None;
-        self.fragment_timer = None;
         if let Some(share) = &mut self.budget {
             share.resize(0);
         }
@@ -851,6 +860,22 @@ where
             if !first.filled().is_empty() {
                 buf.reserve(size);
                 buf.extend_from_slice(first.filled());
+                // The fragment and write timers too, now rather than at
+                // the first message that arrives in pieces or the first
+                // write that stalls, which may come at any point: the hot
+                // path then never allocates (tests/alloc.rs). Neither is
+                // armed until polled.
+                let now = tokio::time::Instant::now();
+                if let Some(timeout) = self.fragment_timeout
+                    && self.fragment_timer.is_none()
+                {
+                    self.fragment_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
+                }
+                if let Some(timeout) = self.write_timeout
+                    && self.write_timer.is_none()
+                {
+                    self.write_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
+                }
             }
             return Poll::Ready(Ok(first.filled().len()));
         }
