@@ -191,6 +191,11 @@ impl ServerHandle {
         };
         // Spawned and registered under the lock: the task's own removal
         // (when it ends) takes the lock too, so it comes after the insert.
+        // Boxed before the wrapper captures it: a future captured by an
+        // async block and then awaited takes its size twice in the block
+        // (the capture, and the awaited state), which for a WebSocket
+        // task doubled the memory of an idle connection.
+        let task = Box::pin(task);
         let mut tasks = self.inner.lock_tasks();
         let handle = self.inner.tracker.spawn(async move {
             let _registered = registered;

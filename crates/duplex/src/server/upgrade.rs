@@ -201,6 +201,9 @@ impl Upgrade {
         let handle = slot.as_ref().map(|slot| slot.handle().clone());
         let shutdown = handle.as_ref().map(ServerHandle::graceful);
         let budget = handle.as_ref().map(|h| h.message_budget().clone());
+        // Boxed for as long as the upgrade is pending: captured as it is, it
+        // would take its size in the task for the whole connection.
+        let accepted = Box::new(accepted);
         let task = async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -209,8 +212,13 @@ impl Upgrade {
                     return;
                 }
             };
-            let (stream, leftover) = ServerStream::from_upgraded(upgraded);
-            let mut ws = accepted.into_websocket_with(stream, &leftover);
+            let mut ws = {
+                // Scoped: `leftover` is a view of hyper's read buffer, and
+                // kept across the handler it would hold that buffer (8 KiB)
+                // for the life of the connection.
+                let (stream, leftover) = ServerStream::from_upgraded(upgraded);
+                (*accepted).into_websocket_with(stream, &leftover)
+            };
             if let Some(shutdown) = shutdown {
                 ws.close_on(shutdown);
             }
