@@ -168,13 +168,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     let verifier = args.auth.verifier()?;
     let api_key = args.auth.api_key()?;
     let send_timeout = crate::limits::seconds("--topic-send-timeout", args.topic_send_timeout)?;
-    let hub = Hub::new(HubConfig {
-        queue: args.topic_queue,
-        max_topics: args.max_topics,
-        send_timeout,
-        max_message_size: args.limits.max_message_size,
-        body_timeout: crate::limits::seconds("--body-timeout", args.body_timeout)?,
-    });
+    let hub = Hub::new(
+        HubConfig::default()
+            .queue(args.topic_queue)
+            .max_topics(args.max_topics)
+            .send_timeout(send_timeout)
+            .max_message_size(args.limits.max_message_size)
+            .body_timeout(crate::limits::seconds("--body-timeout", args.body_timeout)?),
+    );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {
         Some(url) => Some(

@@ -92,6 +92,7 @@ pub const PUBLISH_NOT_ALLOWED: &str = "publish not allowed";
 
 /// The signature algorithms a [`TokenVerifier`] can be configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// HMAC with SHA-256, a shared secret.
     Hs256,

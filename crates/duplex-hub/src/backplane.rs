@@ -44,6 +44,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackplaneError {
     /// The Redis URL does not parse.
     #[error("invalid Redis URL {url}: {reason}")]

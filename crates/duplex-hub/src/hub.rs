@@ -26,8 +26,11 @@ use crate::metrics::Metrics;
 /// The longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 128;
 
-/// Limits of a [`Hub`], each with the reason for its default.
+/// Limits of a [`Hub`], each with the reason for its default. Start from
+/// `HubConfig::default()` and change what you need, by field or with the
+/// setter of the same name (`HubConfig::default().queue(1024)`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HubConfig {
     /// Messages queued for one subscriber before it counts as too slow and
     /// is dropped. Default 256: a burst of that many fits, and with the
@@ -74,8 +77,33 @@ impl Default for HubConfig {
     }
 }
 
+/// One setter per field, each named as its field.
+macro_rules! setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        impl HubConfig {
+            $(
+                #[doc = concat!("Sets [`", stringify!($name), "`](HubConfig::", stringify!($name), ").")]
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    queue: usize,
+    max_topics: usize,
+    send_timeout: Duration,
+    max_message_size: usize,
+    body_timeout: Duration,
+}
+
 /// Why a subscription could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HubError {
     /// The topic name is empty, too long, or has a character outside
     /// `A-Z a-z 0-9 - _ . :`.
@@ -88,6 +116,7 @@ pub enum HubError {
 
 /// Why [`Subscription::recv`] returned no message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The subscriber's queue overflowed and it was removed from the topic.
     #[error("slow consumer: the subscriber's queue of {0} messages overflowed")]
@@ -453,11 +482,7 @@ mod tests {
 
     #[test]
     fn topics_are_limited() {
-        let hub = Hub::new(HubConfig {
-            queue: 1,
-            max_topics: 2,
-            ..HubConfig::default()
-        });
+        let hub = Hub::new(HubConfig::default().queue(1).max_topics(2));
         let _a = hub.subscribe("a").unwrap();
         let _b = hub.subscribe("b").unwrap();
         let _b2 = hub.subscribe("b").unwrap();

@@ -126,10 +126,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_does_not_arrive_in_time_gets_408() {
-        let hub = Hub::new(HubConfig {
-            body_timeout: std::time::Duration::from_secs(10),
-            ..HubConfig::default()
-        });
+        let hub = Hub::new(HubConfig::default().body_timeout(std::time::Duration::from_secs(10)));
         // A body that sends a byte a second, forever.
         let drip = futures_util::stream::unfold((), |()| async {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -16,10 +16,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_body_that_drips_in_gets_408_and_the_connection_ends_at_the_timeout() {
-    let hub = Hub::new(HubConfig {
-        body_timeout: Duration::from_millis(500),
-        ..HubConfig::default()
-    });
+    let hub = Hub::new(HubConfig::default().body_timeout(Duration::from_millis(500)));
     let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve_service(HubService::new(hub.clone())));
@@ -61,10 +58,7 @@ async fn a_post_body_that_drips_in_gets_408_and_the_connection_ends_at_the_timeo
 async fn a_message_from_redis_over_the_size_limit_is_dropped_and_counted() {
     let redis = Redis::start();
     let big = Hub::new(HubConfig::default());
-    let small = Hub::new(HubConfig {
-        max_message_size: 1000,
-        ..HubConfig::default()
-    });
+    let small = Hub::new(HubConfig::default().max_message_size(1000));
     let _pa = Backplane::redis(&big, &redis.url()).await.unwrap();
     let _pb = Backplane::redis(&small, &redis.url()).await.unwrap();
     let mut on_small = small.subscribe("t").unwrap();

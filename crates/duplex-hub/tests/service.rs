@@ -160,10 +160,7 @@ async fn subscribers_get_what_is_published_by_websocket_and_post() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_a_whole_queue_behind_is_closed_with_1008() {
-    let hub = Hub::new(HubConfig {
-        queue: 4,
-        ..HubConfig::default()
-    });
+    let hub = Hub::new(HubConfig::default().queue(4));
     let (addr, _server) = serve(HubService::new(hub.clone())).await;
     let mut slow = subscribe(addr, "t").await;
     // The subscriber reads nothing meanwhile: the socket buffers fill, the

@@ -49,6 +49,7 @@ fn ready_now(poll: Poll<Result<(), Error>>) -> Result<(), Error> {
 }
 
 /// The four states of the browser's `readyState`, with the same numbers.
+/// Not `#[non_exhaustive]`: the WebSocket standard fixes these four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ReadyState {
@@ -62,7 +63,9 @@ pub enum ReadyState {
     Closed = 3,
 }
 
-/// What happened on a connection: the browser's four events.
+/// What happened on a connection: the browser's four events. Not
+/// `#[non_exhaustive]`: the WebSocket API has these four, and applications
+/// match on them as a page sets its four handlers.
 #[derive(Debug)]
 pub enum Event {
     /// `onopen`: the first event of every connection.
