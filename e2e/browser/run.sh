@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Browser end-to-end test of `duplex serve` in headless Chromium.
 # Idempotent and self-installing: Debian's chromium (apt) and playwright-core (npm ci).
-# Never downloads a browser of its own (no `playwright install`).
+# Never downloads a browser of its own (no `playwright install`). As root it runs in
+# a network namespace of its own, so a `duplex serve` on the host's port 8080 is no
+# obstacle.
 #   DUPLEX_BIN=/path/to/server  test another binary (default target/release/duplex)
 set -euo pipefail
 
@@ -30,4 +32,17 @@ if [ -z "${DUPLEX_BIN:-}" ] && [ ! -x "$target/release/duplex" ]; then
 fi
 
 cd "$root"
+# The tutorial's script connects to ws://localhost:8080, and the README's
+# `duplex serve` may well be running there. As root (CI, these machines) the
+# test runs in a network namespace of its own, whose loopback has every port
+# free whatever runs on the host; elsewhere it needs 8080 free and says so.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null 2>&1; then
+  if ! command -v ip >/dev/null 2>&1; then
+    echo "run.sh: installing iproute2 (apt), to bring up the namespace's loopback" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq iproute2 >/dev/null
+  fi
+  exec unshare --net -- bash -c 'ip link set lo up && exec node "$1"' bash "$here/browser.test.mjs"
+fi
 exec node "$here/browser.test.mjs"
