@@ -159,7 +159,7 @@ pub struct DeflateConfig {
     /// Why: zlib-rs allocates about 370 KiB for a compressor at 15 window
     /// bits and 260 KiB at 12 (its hash table alone is 128 KiB at any window
     /// and memory level, and flate2 does not expose the memory level
-    /// anyway), and 46 KiB for a decompressor. Kept, that was about 345 KiB
+    /// anyway), and 46 KiB for a decompressor. Kept, that was about 348 KiB
     /// per connection that had sent one message; freed, 32 KiB, against
     /// 75 KiB for a Python websockets server (`bench/deflate_memory.sh`).
     /// On a stream of JSON updates (the `deflate_ratio` example of this
