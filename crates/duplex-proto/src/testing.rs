@@ -131,12 +131,10 @@ impl Pair {
         let codec = |role: Role, config: Option<&DeflateConfig>| {
             let config = config?;
             let params = client_params?;
-            Some(Deflate::new(
-                role,
-                params,
-                config.compression_level,
-                config.threshold,
-            ))
+            Some(
+                Deflate::new(role, params, config.compression_level, config.threshold)
+                    .keep_zlib_state(config.keep_zlib_state),
+            )
         };
         Pair::from_connections(
             Connection::new(Role::Client, limits).with_deflate(codec(Role::Client, client_deflate)),

@@ -320,23 +320,26 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-/// permessage-deflate off, on with context takeover, on without it (both
+/// permessage-deflate off, on with context takeover (zlib state freed
+/// between messages, as by default, or kept), on without it (both
 /// directions, or the server's only), and on with a threshold so that
 /// compressed and plain messages mix.
 fn deflate() -> impl Strategy<Value = Option<DeflateConfig>> {
-    let config = |server_nct: bool, client_nct: bool, threshold: usize| {
+    let config = |server_nct: bool, client_nct: bool, threshold: usize, keep: bool| {
         let mut config = DeflateConfig::default();
         config.server_no_context_takeover = server_nct;
         config.client_no_context_takeover = client_nct;
         config.threshold = threshold;
+        config.keep_zlib_state = keep;
         Some(config)
     };
     prop_oneof![
         Just(None),
-        Just(config(false, false, 0)),
-        Just(config(true, true, 0)),
-        Just(config(true, false, 0)),
-        Just(config(false, false, 64)),
+        Just(config(false, false, 0, false)),
+        Just(config(false, false, 0, true)),
+        Just(config(true, true, 0, false)),
+        Just(config(true, false, 0, false)),
+        Just(config(false, false, 64, false)),
     ]
 }
 

@@ -365,6 +365,7 @@ fn open_connection(
                     deflate_config.compression_level,
                     deflate_config.threshold,
                 )
+                .keep_zlib_state(deflate_config.keep_zlib_state)
             }),
         None if !extension_values.is_empty() => {
             return Err(Error::Handshake(HandshakeError::UnexpectedExtensions(

@@ -51,10 +51,22 @@
 //! - **Memory.** Compressor and decompressor state are allocated on first use.
 //!   With no context takeover in a direction, that direction's state is freed
 //!   after each message instead of being reset, so an idle connection holds
-//!   none. With context takeover it is kept for the connection's life.
-//!   Measured with zlib-rs at level 6: a compressor holds about 370 KiB at 15
-//!   window bits, 260 KiB at 12 and 245 KiB at 8 or 9; a decompressor about
-//!   46 KiB at any window.
+//!   none. With context takeover, by default
+//!   ([`DeflateConfig::keep_zlib_state`]) the state is freed too and only
+//!   the window is kept: the last `2^window_bits` bytes of what was sent,
+//!   and of what was received, so far. The next message rebuilds the state
+//!   from it as a preset dictionary (RFC 1951 distances reach back into it
+//!   exactly as into a kept state's window). Measured with zlib-rs at level
+//!   6: a compressor holds about 370 KiB at 15 window bits, 260 KiB at 12
+//!   and 245 KiB at 8 or 9 (a 128 KiB hash table at any window, and flate2
+//!   does not let zlib's memory level be lowered); a decompressor about
+//!   46 KiB at any window. What is kept of the received bytes is at most
+//!   32 KiB at 15 bits and 4 KiB at 12, of the sent bytes at most 8 KiB
+//!   (a smaller dictionary than the window is always valid), and never more
+//!   than went through.
+//!   A peer that refers back further than the window it negotiated is
+//!   caught as corrupt data (1007) when its message starts from a rebuilt
+//!   state, and accepted when it does not (see "Window bits 8").
 //! - **Bounded inflation.** Output grows by doubling but never past the
 //!   caller's limit plus one byte, so a small message that inflates to
 //!   gigabytes fails with [`DeflateError::TooLarge`] having allocated no more
@@ -87,6 +99,13 @@ const MIN_ZLIB_WINDOW_BITS: u8 = 9;
 /// appends them again.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// The most a direction whose compressor is freed between messages keeps of
+/// what it sent: rebuilding the compressor indexes all of it, about 1 ns a
+/// byte, and matches further back than this gain a JSON stream little (see
+/// [`DeflateConfig::keep_zlib_state`]). Any amount up to the negotiated
+/// window is valid: the peer's inflater holds at least as much.
+const MAX_SENT_WINDOW: usize = 8 << 10;
+
 /// Inflated output grows by at least this much at a time.
 const MIN_GROWTH: usize = 1024;
 
@@ -112,18 +131,44 @@ pub struct DeflateConfig {
     pub client_no_context_takeover: bool,
     /// Largest window, in bits (8 to 15), the server compresses with
     /// (§7.1.2.1). Default 15: the best ratio, and what every peer accepts.
-    /// Lower it to save memory per connection (about 370 KiB of compressor
-    /// state at 15, 260 KiB at 12, the value Python websockets chooses for its
-    /// servers); `server_no_context_takeover` saves it all between messages.
+    /// Memory between messages does not depend on it unless
+    /// `keep_zlib_state` is set (about 370 KiB of compressor state at 15,
+    /// 260 KiB at 12, the value Python websockets chooses for its servers);
+    /// `server_no_context_takeover` saves that too.
     pub server_max_window_bits: u8,
     /// Largest window, in bits (8 to 15), the client compresses with
     /// (§7.1.2.2). Default 15. A server can only impose a smaller one on a
-    /// client whose offer has `client_max_window_bits`.
+    /// client whose offer has `client_max_window_bits`; it then keeps that
+    /// much less of what it received between messages (32 KiB at 15, 4 KiB
+    /// at 12), once that much has come.
     pub client_max_window_bits: u8,
     /// zlib level, 0 (store) to 9 (smallest). Default 6: zlib's own default,
     /// which `ws` and Python websockets also use, so sizes compare like for
     /// like; levels above it cost much more time for a few percent.
     pub compression_level: u32,
+    /// Keep the zlib compressor and decompressor of a direction with context
+    /// takeover from one message to the next. Default `false`: between
+    /// messages such a direction keeps only the bytes the next message may
+    /// refer back to, and rebuilds the zlib state from them (a preset
+    /// dictionary) when it next compresses or inflates. The peer cannot
+    /// tell: those bytes are all its inflater and our compressor share
+    /// (RFC 7692 §7.2.3.2). Received, that is the peer's whole window
+    /// (`2^max_window_bits` bytes, fewer if fewer came); sent, at most the
+    /// last 8 KiB, as indexing them again costs about 1 ns a byte.
+    ///
+    /// Why: zlib-rs allocates about 370 KiB for a compressor at 15 window
+    /// bits and 260 KiB at 12 (its hash table alone is 128 KiB at any window
+    /// and memory level, and flate2 does not expose the memory level
+    /// anyway), and 46 KiB for a decompressor. Kept, that was about 348 KiB
+    /// per connection that had sent one message; freed, 32 KiB, against
+    /// 75 KiB for a Python websockets server (`bench/deflate_memory.sh`).
+    /// On a stream of JSON updates (the `deflate_ratio` example of this
+    /// crate) it costs about 5% of the ratio (6.20× to 5.87×; 12-bit
+    /// windows, as Python websockets' server answers, give 5.28×) and no
+    /// compression time, as rebuilding from 8 KiB costs what a smaller
+    /// window saves; inflating takes 1 to 2 µs more a message. Set it when
+    /// memory per connection matters less than those 5%.
+    pub keep_zlib_state: bool,
     /// Messages shorter than this many bytes are sent uncompressed. Default
     /// 0, every message compressed, as browsers and Python websockets do:
     /// with context takeover even short repetitive messages shrink, and some
@@ -141,6 +186,7 @@ impl Default for DeflateConfig {
             server_max_window_bits: MAX_WINDOW_BITS,
             client_max_window_bits: MAX_WINDOW_BITS,
             compression_level: 6,
+            keep_zlib_state: false,
             threshold: 0,
         }
     }
@@ -554,10 +600,19 @@ pub struct Deflate {
     params: DeflateParams,
     level: Compression,
     threshold: usize,
+    /// See [`DeflateConfig::keep_zlib_state`].
+    keep_zlib_state: bool,
     /// Allocated on first use; freed after each message without context
-    /// takeover.
+    /// takeover, and with it unless `keep_zlib_state`.
     compressor: Option<Compress>,
     decompressor: Option<Decompress>,
+    /// The window of a direction with context takeover whose zlib state was
+    /// freed: the last bytes sent, or received, that the next message may
+    /// refer back to. Empty while the state is kept.
+    sent_window: Vec<u8>,
+    received_window: Vec<u8>,
+    /// Where the current message's output starts in the caller's buffer.
+    output_start: Option<usize>,
     /// Compressed bytes received so far in the current message.
     received: usize,
     /// The peer ended its DEFLATE stream (BFINAL) in the current message.
@@ -573,11 +628,22 @@ impl Deflate {
             params,
             level: Compression::new(level.min(9)),
             threshold,
+            keep_zlib_state: DeflateConfig::default().keep_zlib_state,
             compressor: None,
             decompressor: None,
+            sent_window: Vec::new(),
+            received_window: Vec::new(),
+            output_start: None,
             received: 0,
             stream_ended: false,
         }
+    }
+
+    /// Keeps, or frees, the zlib state of a direction with context takeover
+    /// between messages (see [`DeflateConfig::keep_zlib_state`]).
+    pub fn keep_zlib_state(mut self, keep: bool) -> Self {
+        self.keep_zlib_state = keep;
+        self
     }
 
     /// The negotiated parameters.
@@ -642,15 +708,31 @@ impl Deflate {
     /// §7.2.1): raw DEFLATE, sync-flushed, without the final `00 00 ff ff`.
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DeflateError> {
         let (no_context_takeover, bits) = self.own_direction();
-        let level = self.level;
-        let compressor = self.compressor.get_or_insert_with(|| {
-            Compress::new_with_window_bits(level, false, zlib_window_bits(bits))
-        });
+        let compressor = match &mut self.compressor {
+            Some(compressor) => compressor,
+            none => {
+                let mut compressor =
+                    Compress::new_with_window_bits(self.level, false, zlib_window_bits(bits));
+                if !self.sent_window.is_empty() {
+                    // The peer's inflater holds these bytes as its window:
+                    // matches into them are what context takeover means.
+                    compressor
+                        .set_dictionary(&self.sent_window)
+                        .map_err(|e| DeflateError::CompressFailed(e.to_string()))?;
+                }
+                none.insert(compressor)
+            }
+        };
         let result = compress_message(compressor, payload, out);
         if result.is_err() || no_context_takeover {
             // §7.1.1: no context takeover: the next message starts from an
             // empty window, so nothing needs keeping.
             self.compressor = None;
+            self.sent_window = Vec::new();
+        } else if !self.keep_zlib_state {
+            self.compressor = None;
+            let len = window_len(bits).min(MAX_SENT_WINDOW);
+            remember(&mut self.sent_window, payload, len);
         }
         result
     }
@@ -671,6 +753,7 @@ impl Deflate {
             return Ok(());
         }
         self.received += input.len();
+        self.output_start.get_or_insert(out.len());
         self.inflate(input, out, max_output)
     }
 
@@ -688,10 +771,16 @@ impl Deflate {
         } else {
             self.inflate(&TAIL, out, max_output)
         };
-        let (no_context_takeover, _) = self.peer_direction();
+        let (no_context_takeover, bits) = self.peer_direction();
         if no_context_takeover || self.stream_ended || result.is_err() {
             self.decompressor = None;
+            self.received_window = Vec::new();
+        } else if !self.keep_zlib_state {
+            self.decompressor = None;
+            let start = self.output_start.unwrap_or(out.len()).min(out.len());
+            remember(&mut self.received_window, &out[start..], window_len(bits));
         }
+        self.output_start = None;
         self.received = 0;
         self.stream_ended = false;
         result
@@ -704,9 +793,20 @@ impl Deflate {
         max_output: usize,
     ) -> Result<(), DeflateError> {
         let (_, bits) = self.peer_direction();
-        let decompressor = self
-            .decompressor
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, zlib_window_bits(bits)));
+        let decompressor = match &mut self.decompressor {
+            Some(decompressor) => decompressor,
+            none => {
+                let mut decompressor =
+                    Decompress::new_with_window_bits(false, zlib_window_bits(bits));
+                if !self.received_window.is_empty() {
+                    // What the peer's compressor may still refer back to.
+                    decompressor
+                        .set_dictionary(&self.received_window)
+                        .map_err(|e| DeflateError::Corrupt(e.to_string()))?;
+                }
+                none.insert(decompressor)
+            }
+        };
         match inflate_into(decompressor, input, out, max_output) {
             Ok(stream_ended) => {
                 self.stream_ended = stream_ended;
@@ -715,6 +815,8 @@ impl Deflate {
             Err(e) => {
                 // The connection is failing: free the state now.
                 self.decompressor = None;
+                self.received_window = Vec::new();
+                self.output_start = None;
                 Err(e)
             }
         }
@@ -841,6 +943,24 @@ fn deflate_into(
 
 fn zlib_window_bits(bits: u8) -> u8 {
     clamp_bits(bits).max(MIN_ZLIB_WINDOW_BITS)
+}
+
+/// How many bytes of a direction's history a rebuilt zlib state needs: the
+/// whole window zlib is told about (for 8 bits, 9; see the module docs).
+fn window_len(bits: u8) -> usize {
+    1 << zlib_window_bits(bits)
+}
+
+/// Appends `data` to `window`, keeping only its last `len` bytes, and no
+/// more capacity than that.
+fn remember(window: &mut Vec<u8>, data: &[u8], len: usize) {
+    let data = &data[data.len().saturating_sub(len)..];
+    let keep = len - data.len();
+    if window.len() > keep {
+        window.drain(..window.len() - keep);
+    }
+    window.reserve_exact(data.len());
+    window.extend_from_slice(data);
 }
 
 #[cfg(test)]
@@ -1500,22 +1620,108 @@ mod tests {
 
     // ---- the codec: round trips ----
 
+    fn kept(pair: (Deflate, Deflate)) -> (Deflate, Deflate) {
+        (pair.0.keep_zlib_state(true), pair.1.keep_zlib_state(true))
+    }
+
     #[test]
     fn many_messages_round_trip_with_context_takeover() {
-        let (mut client, mut server) = client_and_server(DeflateParams::default());
-        let mut wire = 0;
-        for i in 0..300 {
-            let m = json(i);
-            let c = compress(&mut client, &m);
-            wire += c.len();
-            assert_eq!(decompress(&mut server, &[&c], LIMIT).unwrap(), m);
-            let c = compress(&mut server, &m);
-            assert_eq!(decompress(&mut client, &[&c], LIMIT).unwrap(), m);
+        let mut sizes = Vec::new();
+        for keep in [true, false] {
+            let (client, server) = client_and_server(DeflateParams::default());
+            let (mut client, mut server) =
+                (client.keep_zlib_state(keep), server.keep_zlib_state(keep));
+            let mut wire = 0;
+            for i in 0..300 {
+                let m = json(i);
+                let c = compress(&mut client, &m);
+                wire += c.len();
+                assert_eq!(decompress(&mut server, &[&c], LIMIT).unwrap(), m);
+                let c = compress(&mut server, &m);
+                assert_eq!(decompress(&mut client, &[&c], LIMIT).unwrap(), m);
+            }
+            let plain: usize = (0..300).map(|i| json(i).len()).sum();
+            // Each message mostly repeats the previous one.
+            assert!(wire * 4 < plain, "{wire} of {plain}");
+            assert_eq!(client.compressor.is_some(), keep);
+            assert_eq!(client.decompressor.is_some(), keep);
+            // Only the freed state keeps a window, and never more than one.
+            assert_eq!(client.sent_window.is_empty(), keep);
+            assert_eq!(server.received_window.is_empty(), keep);
+            assert!(client.sent_window.capacity() <= MAX_SENT_WINDOW);
+            assert!(server.received_window.capacity() <= 1 << 15);
+            sizes.push(wire);
         }
-        let plain: usize = (0..300).map(|i| json(i).len()).sum();
-        // Each message mostly repeats the previous one.
-        assert!(wire * 4 < plain, "{wire} of {plain}");
-        assert!(client.compressor.is_some() && client.decompressor.is_some());
+        // A state rebuilt from the window compresses as well as a kept one.
+        assert!(sizes[1] * 100 <= sizes[0] * 101, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_freed_state_keeps_only_the_last_window() {
+        // Messages longer than a 9-bit window, each unlike the last but
+        // the final one, which repeats the end of the one before.
+        let (mut client, mut server) = client_and_server(params(false, false, 9, 9));
+        let first = noise(2000, 1);
+        let c = compress(&mut client, &first);
+        assert_eq!(decompress(&mut server, &[&c], LIMIT).unwrap(), first);
+        assert_eq!(client.sent_window, first[2000 - 512..]);
+        assert_eq!(server.received_window, first[2000 - 512..]);
+        let again = first[2000 - 200..].to_vec();
+        let c = compress(&mut client, &again);
+        // One match into the window, not 200 literals.
+        assert!(c.len() < 20, "{}", c.len());
+        assert_eq!(decompress(&mut server, &[&c], LIMIT).unwrap(), again);
+        let mut expected = first[2000 - 312..].to_vec();
+        expected.extend_from_slice(&again);
+        assert_eq!(client.sent_window, expected);
+        assert_eq!(server.received_window, expected);
+    }
+
+    #[test]
+    fn a_freed_state_interoperates_with_a_kept_one() {
+        // Either end may free its state without the other knowing.
+        for p in [
+            DeflateParams::default(),
+            params(false, false, 8, 8),
+            params(false, false, 12, 10),
+        ] {
+            let (mut client, server) = client_and_server(p);
+            let mut server = server.keep_zlib_state(true);
+            let mut m = Vec::new();
+            for i in 0..200 {
+                m.extend_from_slice(&json(i));
+                let c = compress(&mut client, &m);
+                let frames: Vec<&[u8]> = c.chunks(7).collect();
+                assert_eq!(decompress(&mut server, &frames, LIMIT).unwrap(), m);
+                let c = compress(&mut server, &m);
+                assert_eq!(decompress(&mut client, &[&c], LIMIT).unwrap(), m);
+            }
+            assert!(client.compressor.is_none() && client.decompressor.is_none());
+            let window = window_len(p.client_max_window_bits);
+            assert_eq!(client.sent_window.len(), window.min(MAX_SENT_WINDOW));
+            assert_eq!(
+                client.received_window.len(),
+                window_len(p.server_max_window_bits)
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_reaching_past_a_freed_window_is_corrupt() {
+        // The server compresses with 15 bits but the client expects 9:
+        // a match 1000 bytes back cannot be served from a 512-byte window.
+        let mut server = Deflate::new(Role::Server, params(false, false, 15, 15), 6, 0);
+        let mut client = Deflate::new(Role::Client, params(false, false, 9, 15), 6, 0);
+        let m = noise(1000, 9);
+        let c = compress(&mut server, &m);
+        assert_eq!(decompress(&mut client, &[&c], LIMIT).unwrap(), m);
+        let c = compress(&mut server, &m[..100]);
+        let result = decompress(&mut client, &[&c], LIMIT);
+        assert!(
+            matches!(result, Err(DeflateError::Corrupt(_))),
+            "{result:?}"
+        );
+        assert!(client.decompressor.is_none() && client.received_window.is_empty());
     }
 
     #[test]
@@ -1546,7 +1752,7 @@ mod tests {
     fn each_direction_follows_its_own_context_takeover() {
         // Only the server resets: the client keeps its compressor and the
         // server its decompressor.
-        let (mut client, mut server) = client_and_server(params(true, false, 15, 15));
+        let (mut client, mut server) = kept(client_and_server(params(true, false, 15, 15)));
         for i in 0..5 {
             let c = compress(&mut client, &json(i));
             assert_eq!(decompress(&mut server, &[&c], LIMIT).unwrap(), json(i));
@@ -1559,7 +1765,7 @@ mod tests {
 
     #[test]
     fn state_is_allocated_on_first_use() {
-        let (mut client, mut server) = client_and_server(DeflateParams::default());
+        let (mut client, mut server) = kept(client_and_server(DeflateParams::default()));
         assert!(client.compressor.is_none() && client.decompressor.is_none());
         let c = compress(&mut client, b"first message");
         assert!(client.compressor.is_some() && client.decompressor.is_none());
@@ -2043,17 +2249,19 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// Any messages, any parameters, any level, any frame size: what
-        /// one end compresses the other inflates, in both directions.
+        /// Any messages, any parameters, any level, any frame size, state
+        /// kept or rebuilt at either end: what one end compresses the other
+        /// inflates, in both directions.
         #[test]
         fn round_trip(
             messages in prop::collection::vec(payload(), 1..8),
             p in params_strategy(),
             level in 0u32..=9,
             frame in 1usize..200,
+            keep in any::<(bool, bool)>(),
         ) {
-            let mut client = Deflate::new(Role::Client, p, level, 0);
-            let mut server = Deflate::new(Role::Server, p, level, 0);
+            let mut client = Deflate::new(Role::Client, p, level, 0).keep_zlib_state(keep.0);
+            let mut server = Deflate::new(Role::Server, p, level, 0).keep_zlib_state(keep.1);
             for m in &messages {
                 let c = compress(&mut client, m);
                 prop_assert!(!c.is_empty());

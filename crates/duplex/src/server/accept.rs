@@ -138,12 +138,15 @@ pub(crate) fn negotiate_info(
         match parse_header(&values) {
             Ok(offers) => {
                 if let Some((params, answer)) = deflate_config.server_accept(&offers) {
-                    deflate = Some(Deflate::new(
-                        Role::Server,
-                        params,
-                        deflate_config.compression_level,
-                        deflate_config.threshold,
-                    ));
+                    deflate = Some(
+                        Deflate::new(
+                            Role::Server,
+                            params,
+                            deflate_config.compression_level,
+                            deflate_config.threshold,
+                        )
+                        .keep_zlib_state(deflate_config.keep_zlib_state),
+                    );
                     extensions = Some(answer);
                 }
             }
