@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -90,14 +90,7 @@ struct Client {
 
 impl Client {
     fn open(url: &str, extra: &[&str]) -> Client {
-        let mut child = Command::new(BIN)
-            .args(["connect", url])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::spawn_connect(url, extra);
         let stdin = child.stdin.take().unwrap();
         Client { child, stdin }
     }

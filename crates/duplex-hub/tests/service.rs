@@ -87,6 +87,11 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
 async fn metric_at(addr: SocketAddr, path: &str, name: &str) -> u64 {
     let (status, body) = http(addr, "GET", path, "", b"").await;
     assert_eq!(status, 200);
+    sample(&body, name)
+}
+
+/// The value of the sample `name` in a Prometheus text body.
+fn sample(body: &str, name: &str) -> u64 {
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.parse().ok())
@@ -406,10 +411,7 @@ async fn metric_with_key(addr: SocketAddr, name: &str) -> u64 {
     )
     .await;
     assert_eq!(status, 200);
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
+    sample(&body, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

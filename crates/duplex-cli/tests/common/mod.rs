@@ -113,16 +113,22 @@ pub(crate) fn raw_upgrade(addr: &str, path: &str) -> TcpStream {
     stream
 }
 
-/// Runs `duplex connect URL EXTRA...` with `stdin` as its input.
-pub(crate) fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+/// Starts `duplex connect URL EXTRA...` with its stdin, stdout and stderr
+/// piped.
+pub(crate) fn spawn_connect(url: &str, extra: &[&str]) -> std::process::Child {
+    Command::new(BIN)
         .args(["connect", url])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `duplex connect URL EXTRA...` with `stdin` as its input.
+pub(crate) fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
+    let mut child = spawn_connect(url, extra);
     child
         .stdin
         .take()
