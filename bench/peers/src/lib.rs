@@ -1,13 +1,15 @@
 //! Shared plumbing for the peer echo servers used by `bench/compare.sh`.
 //!
-//! Every peer binary is a single-threaded (tokio `current_thread`) echo server that
+//! Every peer binary is an echo server, single-threaded (tokio `current_thread`) by
+//! default or on a tokio multi-thread runtime of N workers with `--threads N`, that
 //! takes `--bind ADDR` (default `127.0.0.1:0`), prints exactly one line
 //! `listening on ws://IP:PORT` on stdout once bound, echoes every text/binary message
 //! back as the same type, answers pings, finishes the close handshake, sets
 //! TCP_NODELAY, logs nothing per message and accepts messages up to [`MAX_MESSAGE`].
 //!
 //! This module holds what the peers share: argument parsing, the listener (with a deep
-//! accept backlog so that 10,000 connections can arrive in a burst), the runtime, and a
+//! accept backlog so that 10,000 connections can arrive in a burst), the runtime (the
+//! one place that reads `--threads`, so every peer has both modes), and a
 //! minimal server handshake for the peers that do not bring their own.
 
 use std::future::Future;
@@ -32,29 +34,64 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// The GUID of RFC 6455 §1.3.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Most runtime threads `--threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// What a peer is told on its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Runtime threads: 1 is a `current_thread` runtime, more a multi-thread one with
+    /// that many workers.
+    pub threads: usize,
+}
+
 fn usage(name: &str) -> ! {
-    eprintln!("usage: {name} [--bind ADDR]   (default 127.0.0.1:0)");
+    eprintln!(
+        "usage: {name} [--bind ADDR] [--threads N]   (defaults 127.0.0.1:0, 1 thread; \
+         N at most {MAX_THREADS})"
+    );
     std::process::exit(2)
 }
 
-/// Parses `--bind ADDR` / `--bind=ADDR` from the command line.
-pub fn bind_addr() -> SocketAddr {
+/// Parses `--bind ADDR` and `--threads N` (also as `--flag=value`) from the command line.
+pub fn options() -> Options {
     let mut args = std::env::args();
     let name = args.next().unwrap_or_else(|| "peer".into());
-    let mut bind = String::from("127.0.0.1:0");
-    while let Some(arg) = args.next() {
-        if arg == "--bind" {
-            bind = args.next().unwrap_or_else(|| usage(&name));
-        } else if let Some(v) = arg.strip_prefix("--bind=") {
-            bind = v.to_owned();
-        } else {
-            usage(&name);
-        }
-    }
-    bind.parse().unwrap_or_else(|_| {
-        eprintln!("{name}: --bind wants IP:PORT, got {bind:?}");
-        std::process::exit(2)
+    parse_options(args).unwrap_or_else(|e| {
+        eprintln!("{name}: {e}");
+        usage(&name)
     })
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut bind = String::from("127.0.0.1:0");
+    let mut threads = String::from("1");
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let slot = match flag.as_str() {
+            "--bind" => &mut bind,
+            "--threads" => &mut threads,
+            _ => return Err(format!("unknown argument {flag:?}")),
+        };
+        *slot = match inline {
+            Some(value) => value,
+            None => args.next().ok_or_else(|| format!("{flag} wants a value"))?,
+        };
+    }
+    let bind = bind
+        .parse()
+        .map_err(|_| format!("--bind wants IP:PORT, got {bind:?}"))?;
+    let threads = threads
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_THREADS).contains(n))
+        .ok_or_else(|| format!("--threads wants 1 to {MAX_THREADS}, got {threads:?}"))?;
+    Ok(Options { bind, threads })
 }
 
 /// Binds a listener with a deep backlog and `SO_REUSEADDR`.
@@ -69,20 +106,30 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Runs a peer: builds a current-thread runtime, binds, prints the `listening on` line
-/// and spawns `handle` for every accepted connection (with TCP_NODELAY set) as a task of
-/// its own on the one thread. Errors of
-/// a single connection are the handler's business; this loop never exits on them.
+/// Runs a peer: builds the runtime (`current_thread`, or multi-thread with `--threads`
+/// workers), binds, prints the `listening on` line and spawns `handle` for every
+/// accepted connection (with TCP_NODELAY set) as a task of its own. Errors of a single
+/// connection are the handler's business; this loop never exits on them.
 pub fn serve<F, Fut>(handle: F) -> !
 where
     F: Fn(TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let addr = bind_addr();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let Options {
+        bind: addr,
+        threads,
+    } = options();
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
     rt.block_on(async move {
         let listener = match listen(addr) {
             Ok(l) => l,
@@ -198,6 +245,32 @@ fn websocket_key<'b>(req: &httparse::Request<'_, 'b>) -> Option<&'b [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_options(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn options_are_parsed_and_checked() {
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.bind, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(default.threads, 1);
+        let both = parse(&["--bind", "[::1]:9000", "--threads=2"]).unwrap();
+        assert_eq!(both.bind, "[::1]:9000".parse().unwrap());
+        assert_eq!(both.threads, 2);
+        assert_eq!(parse(&["--bind=127.0.0.1:1"]).unwrap().threads, 1);
+        for bad in [
+            &["--threads", "0"][..],
+            &["--threads", "257"],
+            &["--threads", "two"],
+            &["--threads"],
+            &["--bind", "localhost"],
+            &["--port", "1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--threads", "256"]).is_ok());
+    }
 
     #[test]
     fn rfc6455_sample_key() {
