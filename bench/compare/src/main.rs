@@ -6,7 +6,9 @@
 //!
 //! Input: `RAW/<scenario>/<server>/r<round>.json`, each the JSON object that
 //! `duplex bench --json` printed (`mode` `echo` or `idle`), `r<round>.failed` for a run
-//! that failed, and `RAW/meta.json` written by the script. Output in `OUT`:
+//! that failed, and `RAW/meta.json` written by the script (its `scenarios` object gives
+//! each scenario's server threads and pipeline depth, which go into the labels). Output
+//! in `OUT`:
 //!
 //! - `report.json`: per scenario and server, the medians over the rounds, every round's
 //!   values, and the ratios duplex/peer;
@@ -36,12 +38,14 @@ const SERVER_ORDER: &[&str] = &[
     "tungstenite",
     "fastwebsockets",
     "tokio-websockets",
+    "sockudo-ws",
 ];
 /// Crates whose locked versions the report names.
 const PEER_CRATES: &[(&str, &str)] = &[
     ("tungstenite", "tokio-tungstenite"),
     ("fastwebsockets", "fastwebsockets"),
     ("tokio-websockets", "tokio-websockets"),
+    ("sockudo-ws", "sockudo-ws"),
 ];
 
 struct Args {
@@ -109,6 +113,10 @@ struct Scenario {
     mode: String,
     conns: Option<u64>,
     size: Option<u64>,
+    /// Threads of every server (1: pinned to a CPU of its own).
+    server_threads: u64,
+    /// Messages in flight per connection (echo).
+    pipeline: u64,
     servers: Vec<Entry>,
 }
 
@@ -171,17 +179,14 @@ fn server_rank(name: &str) -> (usize, String) {
     (i, name.to_owned())
 }
 
-fn scenario_rank(
-    id: &str,
-    mode: &str,
-    conns: Option<u64>,
-    size: Option<u64>,
-) -> (u8, u64, u64, String) {
+/// Single-threaded echo first, by size, then idle, then the multi-threaded scenarios.
+fn scenario_rank(sc: &Scenario) -> (u64, u8, u64, u64, String) {
     (
-        u8::from(mode != "echo"),
-        size.unwrap_or(0),
-        conns.unwrap_or(0),
-        id.to_owned(),
+        sc.server_threads,
+        u8::from(sc.mode != "echo"),
+        sc.size.unwrap_or(0),
+        sc.conns.unwrap_or(0),
+        sc.id.clone(),
     )
 }
 
@@ -193,24 +198,31 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn label(mode: &str, conns: Option<u64>, size: Option<u64>, id: &str) -> String {
-    match (mode, conns, size) {
+fn label(sc: &Scenario) -> String {
+    let mut label = match (sc.mode.as_str(), sc.conns, sc.size) {
         ("echo", Some(c), Some(s)) => format!("echo {c} × {}", human_bytes(s)),
         ("idle", Some(c), _) => format!("idle {c} conns"),
-        _ => id.to_owned(),
+        _ => sc.id.clone(),
+    };
+    if sc.pipeline > 1 {
+        let _ = write!(label, ", {} in flight", sc.pipeline);
     }
+    if sc.server_threads > 1 {
+        let _ = write!(label, ", {} threads", sc.server_threads);
+    }
+    label
 }
 
 fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-fn load(raw: &Path) -> Vec<Scenario> {
+fn load(raw: &Path, meta: &Value) -> Vec<Scenario> {
     let mut scenarios = Vec::new();
     for sdir in sorted_dirs(raw) {
         let id = file_name(&sdir);
         let mut entries = Vec::new();
-        let (mut mode, mut conns, mut size) = (String::new(), None, None);
+        let (mut mode, mut conns, mut size, mut pipeline) = (String::new(), None, None, None);
         for vdir in sorted_dirs(&sdir) {
             let mut e = Entry {
                 server: file_name(&vdir),
@@ -269,6 +281,7 @@ fn load(raw: &Path) -> Vec<Scenario> {
                 }
                 conns = conns.or(r.get("conns").and_then(Value::as_u64));
                 size = size.or(r.get("size").and_then(Value::as_u64));
+                pipeline = pipeline.or(r.get("pipeline").and_then(Value::as_u64));
             }
             entries.push(e);
         }
@@ -294,16 +307,21 @@ fn load(raw: &Path) -> Vec<Scenario> {
                 e.duplex_ratio_bytes_per_conn = ratio(d_mem, e.bytes_per_conn);
             }
         }
-        scenarios.push(Scenario {
-            label: label(&mode, conns, size, &id),
+        let spec = &meta["scenarios"][&id];
+        let mut scenario = Scenario {
+            label: String::new(),
+            server_threads: spec["server_threads"].as_u64().unwrap_or(1),
+            pipeline: pipeline.or(spec["pipeline"].as_u64()).unwrap_or(1),
             id,
             mode,
             conns,
             size,
             servers: entries,
-        });
+        };
+        scenario.label = label(&scenario);
+        scenarios.push(scenario);
     }
-    scenarios.sort_by_key(|s| scenario_rank(&s.id, &s.mode, s.conns, s.size));
+    scenarios.sort_by_key(scenario_rank);
     scenarios
 }
 
@@ -389,7 +407,10 @@ fn markdown(report: &Report) -> String {
     let _ = writeln!(
         md,
         "\nEach server runs single-threaded on CPU 0, the load generator (`{}`) on CPU 1, \
-         over loopback, binary messages. \
+         except in the scenarios marked \"N threads\": there the servers and the load \
+         generator each run N threads, unpinned, sharing the CPUs (compare server CPU per \
+         message; msgs/s is what the pair reaches). \"K in flight\": messages in flight per \
+         connection. Over loopback, binary messages. \
          Peers: {}; `tcp-echo` is the ceiling (raw frame echo, unmask only).\n",
         s("load_generator").unwrap_or_default(),
         if report.peer_versions.is_empty() {
@@ -707,10 +728,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
+    let scenarios = load(&args.raw, &meta);
     let report = Report {
         meta,
         peer_versions: peer_versions(args.lock.as_deref()),
-        scenarios: load(&args.raw),
+        scenarios,
     };
     if report.scenarios.is_empty() {
         return Err(format!("no results under {}", args.raw.display()).into());
@@ -733,5 +755,60 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("compare-report: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(id: &str, mode: &str, size: Option<u64>, threads: u64, pipeline: u64) -> Scenario {
+        Scenario {
+            id: id.into(),
+            label: String::new(),
+            mode: mode.into(),
+            conns: Some(100),
+            size,
+            server_threads: threads,
+            pipeline,
+            servers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn labels_name_threads_and_pipelining() {
+        assert_eq!(
+            label(&scenario("echo_100x1KiB", "echo", Some(1024), 1, 1)),
+            "echo 100 × 1 KiB"
+        );
+        assert_eq!(
+            label(&scenario("t2_echo_100x20B", "echo", Some(20), 2, 4)),
+            "echo 100 × 20 B, 4 in flight, 2 threads"
+        );
+        assert_eq!(
+            label(&scenario("idle_9", "idle", Some(0), 1, 1)),
+            "idle 100 conns"
+        );
+    }
+
+    #[test]
+    fn multi_threaded_scenarios_come_last() {
+        let mut v = vec![
+            scenario("t2_echo_100x20B", "echo", Some(20), 2, 4),
+            scenario("idle_100", "idle", Some(0), 1, 1),
+            scenario("echo_100x1KiB", "echo", Some(1024), 1, 4),
+            scenario("echo_100x20B", "echo", Some(20), 1, 4),
+        ];
+        v.sort_by_key(scenario_rank);
+        let ids: Vec<_> = v.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "echo_100x20B",
+                "echo_100x1KiB",
+                "idle_100",
+                "t2_echo_100x20B"
+            ]
+        );
     }
 }
