@@ -8,14 +8,18 @@
 //! is compared on plain RFC 6455), and then:
 //!
 //! - `--mode echo`: sends one frame and waits for the whole reply, again and
-//!   again, so each connection has exactly one message in flight. The frame is
+//!   again, so each connection has exactly one message in flight; with
+//!   `--pipeline K`, K of them: it sends K frames, and whenever replies come
+//!   back sends as many again (one write for all of them), so that one core of
+//!   load generation can keep a server busy with small messages. The frame is
 //!   encoded and masked once, before the run, and every send writes those same
 //!   bytes. Replies are read by parsing frame headers only: payload bytes are
 //!   counted and skipped, never copied or unmasked. Reusing one masking key
 //!   breaks RFC 6455 §5.3's "unpredictable" rule, which protects proxies from
 //!   cache poisoning; a server cannot tell, and on loopback there is no proxy.
 //!   After `--warmup` seconds, `--secs` seconds are measured: messages,
-//!   latency (send to whole reply, hdrhistogram) and, with `--server-pid`, the
+//!   latency (from each message's own send time to its whole reply, replies
+//!   coming back in order; hdrhistogram) and, with `--server-pid`, the
 //!   server's CPU time (utime + stime from `/proc/PID/stat`) per message.
 //! - `--mode idle`: opens `--conns` connections, holds them, and with
 //!   `--server-pid` reports the growth of the server's RSS per connection.
@@ -26,6 +30,7 @@
 //! (default one, so that the load generator can be pinned to one core).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -59,6 +64,12 @@ const FINISH_GRACE: Duration = Duration::from_secs(3);
 const OPENERS: usize = 64;
 /// File descriptors needed besides the connections (stdio, epoll, /proc...).
 const SPARE_FDS: u64 = 64;
+/// With `--pipeline` above 1, the most bytes of frames one connection may have
+/// in flight. The connection writes while it is not reading: the server's
+/// echoes must fit in the kernel's receive buffer meanwhile (128 KiB by
+/// default on Linux, about half of it for data), or the server stops reading
+/// while blocked writing and both ends wait for ever.
+const MAX_PIPELINE_BYTES: usize = 64 << 10;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +120,11 @@ pub(crate) struct BenchArgs {
     /// of the connections.
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
+    /// Echo: messages in flight per connection. Above 1, the frames of one
+    /// connection in flight may total at most 64 KiB (e.g. 20 B × 2,000 or
+    /// 1 KiB × 63). Latency is still measured per message, from its own send.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pipeline: usize,
     /// Print one JSON object on stdout instead of a summary, and no progress
     /// bar.
     #[arg(long)]
@@ -182,6 +198,7 @@ struct Plan {
     warmup: Duration,
     settle: Duration,
     threads: usize,
+    pipeline: usize,
     server_pid: Option<u32>,
     json: bool,
     deflate: bool,
@@ -270,6 +287,25 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
     if args.deflate && args.mode != Mode::Idle {
         return usage("--deflate works with --mode idle only".into());
     }
+    if args.pipeline == 0 {
+        return usage("--pipeline must be at least 1".into());
+    }
+    if args.pipeline > 1 {
+        if args.mode != Mode::Echo {
+            return usage("--pipeline works with --mode echo only".into());
+        }
+        let frame = FrameHeader::new(OpCode::Binary, args.size, Some([0; 4])).len() + args.size;
+        if args.pipeline.saturating_mul(frame) > MAX_PIPELINE_BYTES {
+            return usage(format!(
+                "--pipeline {} with --size {}: {} frames of {frame} bytes exceed the {} KiB \
+                 a connection may have in flight",
+                args.pipeline,
+                args.size,
+                args.pipeline,
+                MAX_PIPELINE_BYTES >> 10
+            ));
+        }
+    }
     Ok(Plan {
         mode: args.mode,
         uri,
@@ -281,6 +317,7 @@ fn validate(args: &BenchArgs) -> Result<Plan, BenchError> {
         warmup,
         settle,
         threads: args.threads.min(args.conns),
+        pipeline: args.pipeline,
         server_pid: args.server_pid,
         json: args.json,
         deflate: args.deflate,
@@ -396,6 +433,14 @@ impl ReplyParser {
             received: 0,
             in_frame: false,
         }
+    }
+
+    /// Readies the parser for the next reply, keeping a Pong still owed.
+    fn next_reply(&mut self) {
+        *self = ReplyParser {
+            pong: self.pong.take(),
+            ..ReplyParser::new(self.expected as usize)
+        };
     }
 
     /// Consumes what it can of `buf`.
@@ -518,21 +563,19 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads until one whole reply of `expected` payload bytes went by;
-    /// returns the payload of a Ping seen on the way, owed a Pong.
-    async fn read_reply(
-        &mut self,
-        stream: &mut Conn,
-        expected: usize,
-    ) -> Result<Option<Vec<u8>>, BenchError> {
-        let mut parser = ReplyParser::new(expected);
+    /// Parses the replies already buffered, without reading: returns how
+    /// many went by whole. A partial reply stays in `parser`, and a Ping's
+    /// payload owed a Pong in `parser.pong`.
+    fn take_replies(&mut self, parser: &mut ReplyParser) -> Result<usize, BenchError> {
+        let mut replies = 0;
         loop {
             let fed = parser.feed(&self.buf[self.start..self.end])?;
             self.start += fed.consumed;
-            if fed.done {
-                return Ok(parser.pong);
+            if !fed.done {
+                return Ok(replies);
             }
-            self.read_some(stream).await?;
+            replies += 1;
+            parser.next_reply();
         }
     }
 
@@ -736,7 +779,11 @@ impl Progress {
 
 /// The pre-built frames every connection of a run sends.
 struct Frames {
-    message: Vec<u8>,
+    /// The message frame `--pipeline` times over, so that sending n frames at
+    /// once is one write of `batch[..n * len]`.
+    batch: Vec<u8>,
+    /// The length of one message frame.
+    len: usize,
     close: Vec<u8>,
     /// The masking key of the run, for Pongs.
     key: [u8; 4],
@@ -744,8 +791,11 @@ struct Frames {
 
 fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
     let key: [u8; 4] = rand_key();
+    let message = build_frame(plan.text, plan.size, key);
     let frames = Arc::new(Frames {
-        message: build_frame(plan.text, plan.size, key),
+        len: message.len(),
+        // `validate` bounds the batch to 64 KiB when `pipeline` is above 1.
+        batch: message.repeat(plan.pipeline),
         close: build_close(key),
         key,
     });
@@ -822,6 +872,8 @@ fn run_echo(plan: &Plan) -> Result<Report, BenchError> {
         opened,
         size: plan.size,
         text: plan.text,
+        threads: plan.threads,
+        pipeline: plan.pipeline,
         secs,
         warmup: plan.warmup.as_secs_f64(),
         msgs: stats.msgs,
@@ -907,25 +959,34 @@ async fn echo_conn(
         return Ok(());
     };
     let run = async {
+        let mut in_flight = InFlight::new(plan.pipeline);
+        let mut parser = ReplyParser::new(plan.size);
         loop {
-            let sent = Instant::now();
-            if sent >= window.end {
+            let n = in_flight.refill(Instant::now(), window.end);
+            if n > 0 {
+                send(&mut stream, &frames.batch[..n * frames.len]).await?;
+            }
+            if in_flight.is_empty() {
                 return Ok(());
             }
-            send(&mut stream, &frames.message).await?;
-            if let Some(ping) = reader.read_reply(&mut stream, plan.size).await? {
-                send(&mut stream, &build_control(OpCode::Pong, &ping, frames.key)).await?;
-            }
+            let replies = loop {
+                let replies = reader.take_replies(&mut parser)?;
+                if let Some(ping) = parser.pong.take() {
+                    send(&mut stream, &build_control(OpCode::Pong, &ping, frames.key)).await?;
+                }
+                if replies > 0 {
+                    break replies;
+                }
+                reader.read_some(&mut stream).await?;
+            };
             let done = Instant::now();
-            progress.replies.fetch_add(1, Ordering::Relaxed);
-            if done >= window.start && done < window.end {
-                let mut s = stats.borrow_mut();
-                s.msgs += 1;
-                s.latency.saturating_record(nanos(done - sent));
-            }
+            progress
+                .replies
+                .fetch_add(replies as u64, Ordering::Relaxed);
+            in_flight.complete(replies, done, &window, &mut stats.borrow_mut())?;
         }
     };
-    // Past the window's end, only the last reply may still be awaited.
+    // Past the window's end, only the last replies may still be awaited.
     let give_up = tokio::time::Instant::from_std(window.end + FINISH_GRACE);
     match tokio::time::timeout_at(give_up, run).await {
         Ok(Ok(())) => {}
@@ -938,6 +999,64 @@ async fn echo_conn(
     }
     close(stream, &frames.close).await;
     Ok(())
+}
+
+/// The messages one connection has in flight, by send time, oldest first.
+#[derive(Debug)]
+struct InFlight {
+    sent: VecDeque<Instant>,
+    /// The most in flight at once (`--pipeline`).
+    depth: usize,
+}
+
+impl InFlight {
+    fn new(depth: usize) -> Self {
+        InFlight {
+            sent: VecDeque::with_capacity(depth),
+            depth,
+        }
+    }
+
+    /// Tops up to `depth` messages sent at `now`, unless the window is over;
+    /// returns how many to send.
+    fn refill(&mut self, now: Instant, end: Instant) -> usize {
+        if now >= end {
+            return 0;
+        }
+        let n = self.depth - self.sent.len();
+        self.sent.extend((0..n).map(|_| now));
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    /// `replies` came back whole at `done`: the oldest messages, since an
+    /// echo keeps the order. Those completed within the window count, each
+    /// with its latency from its own send time.
+    fn complete(
+        &mut self,
+        replies: usize,
+        done: Instant,
+        window: &Window,
+        stats: &mut Stats,
+    ) -> Result<(), BenchError> {
+        if replies > self.sent.len() {
+            return Err(BenchError::UnexpectedReply(format!(
+                "{replies} replies with {} messages in flight",
+                self.sent.len()
+            )));
+        }
+        let counted = done >= window.start && done < window.end;
+        for sent in self.sent.drain(..replies) {
+            if counted {
+                stats.msgs += 1;
+                stats.latency.saturating_record(nanos(done - sent));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -1141,6 +1260,8 @@ struct EchoResult<'a> {
     opened: u64,
     size: usize,
     text: bool,
+    threads: usize,
+    pipeline: usize,
     secs: f64,
     warmup: f64,
     msgs: u64,
@@ -1179,6 +1300,8 @@ impl EchoResult<'_> {
             "errors": self.errors,
             "first_error": self.first_error,
             "server_cpu_us_per_msg": self.server_cpu_us_per_msg,
+            "threads": self.threads,
+            "pipeline": self.pipeline,
         })
     }
 
@@ -1188,6 +1311,10 @@ impl EchoResult<'_> {
         let mut s = format!(
             "echo: {} connections ({} opened), {} B {kind} messages, {} s measured after {} s warm-up\n",
             self.conns, self.opened, self.size, self.secs, self.warmup
+        );
+        s += &format!(
+            "  load       {} thread(s), {} message(s) in flight per connection\n",
+            self.threads, self.pipeline
         );
         s += &format!(
             "  messages   {} ({:.0} msgs/s, {:.2} MiB/s)\n",
@@ -1441,6 +1568,28 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_are_bounded_by_the_bytes_in_flight() {
+        let plan = parse(&["ws://127.0.0.1:1/", "--pipeline", "8", "--size", "1024"]).unwrap();
+        assert_eq!(plan.pipeline, 8);
+        assert_eq!(parse(&["ws://127.0.0.1:1/"]).unwrap().pipeline, 1);
+        // 20 B frames are 26 bytes on the wire: 2,520 of them fit in 64 KiB.
+        assert!(parse(&["ws://127.0.0.1:1/", "--pipeline", "2520"]).is_ok());
+        let err = parse(&["ws://127.0.0.1:1/", "--pipeline", "2521"]).unwrap_err();
+        assert!(
+            err.contains("--pipeline") && err.contains("64 KiB"),
+            "{err}"
+        );
+        let err = parse(&["ws://127.0.0.1:1/", "--pipeline", "2", "--size", "1048576"]);
+        assert!(err.unwrap_err().contains("in flight"));
+        // One message in flight is always allowed, whatever its size.
+        assert!(parse(&["ws://127.0.0.1:1/", "--pipeline", "1", "--size", "1048576"]).is_ok());
+        let err = parse(&["ws://127.0.0.1:1/", "--pipeline", "0"]).unwrap_err();
+        assert!(err.contains("--pipeline"), "{err}");
+        let err = parse(&["ws://127.0.0.1:1/", "--mode", "idle", "--pipeline", "2"]);
+        assert!(err.unwrap_err().contains("echo"));
+    }
+
+    #[test]
     fn threads_never_outnumber_connections() {
         let plan = parse(&["ws://127.0.0.1:1/", "--conns", "3", "--threads", "8"]).unwrap();
         assert_eq!(plan.threads, 3);
@@ -1516,6 +1665,82 @@ mod tests {
             let used = feed_in_chunks(&mut parser, &reply, chunk).unwrap();
             assert_eq!(used, 70_000 + 10, "chunk {chunk}");
         }
+    }
+
+    /// Pipelined replies arrive several to a read, or split across reads:
+    /// every whole one is counted once, a partial one waits for its rest.
+    #[test]
+    fn buffered_replies_are_counted_in_any_chunking() {
+        let mut wire = Vec::new();
+        for _ in 0..3 {
+            wire.extend(server_frame(0x82, 20));
+        }
+        wire.extend(server_frame(0x89, 2)); // a Ping between replies
+        wire.extend(server_frame(0x02, 10)); // a fragmented fourth reply
+        wire.extend(server_frame(0x80, 10));
+        for chunk in [1, 3, 22, 23, 50, wire.len()] {
+            let mut reader = Reader::new(0);
+            let mut parser = ReplyParser::new(20);
+            let mut counts = Vec::new();
+            for piece in wire.chunks(chunk) {
+                reader.make_room();
+                reader.buf[reader.end..reader.end + piece.len()].copy_from_slice(piece);
+                reader.end += piece.len();
+                counts.push(reader.take_replies(&mut parser).unwrap());
+            }
+            assert_eq!(counts.iter().sum::<usize>(), 4, "chunk {chunk}: {counts:?}");
+            assert_eq!(reader.start, reader.end, "chunk {chunk}");
+            assert_eq!(parser.pong.as_deref(), Some(&[0xab, 0xab][..]));
+        }
+        // All at once: four replies from one buffer.
+        let mut reader = Reader::new(0);
+        reader.buf[..wire.len()].copy_from_slice(&wire);
+        reader.end = wire.len();
+        assert_eq!(reader.take_replies(&mut ReplyParser::new(20)).unwrap(), 4);
+        // A reply of the wrong size is still an error mid-batch.
+        let mut reader = Reader::new(0);
+        let bad = [server_frame(0x82, 20), server_frame(0x82, 19)].concat();
+        reader.buf[..bad.len()].copy_from_slice(&bad);
+        reader.end = bad.len();
+        let err = reader.take_replies(&mut ReplyParser::new(20));
+        assert!(matches!(err, Err(BenchError::UnexpectedReply(_))));
+    }
+
+    /// With several messages in flight, each reply's latency runs from its own
+    /// send time; only replies completed inside the window count.
+    #[test]
+    fn pipelined_latency_is_measured_per_message() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let window = Window {
+            start: ms(10),
+            end: ms(100),
+        };
+        let mut stats = Stats::new();
+        let mut in_flight = InFlight::new(4);
+        // Before the window: four sent at 0, two back at 5 (warm-up, not counted).
+        assert_eq!(in_flight.refill(t0, window.end), 4);
+        assert_eq!(in_flight.refill(t0, window.end), 0);
+        in_flight.complete(2, ms(5), &window, &mut stats).unwrap();
+        assert_eq!(stats.msgs, 0);
+        // Two more sent at 5; at 12 three come back: the two of t0 (12 ms)
+        // and the first of 5 (7 ms).
+        assert_eq!(in_flight.refill(ms(5), window.end), 2);
+        in_flight.complete(3, ms(12), &window, &mut stats).unwrap();
+        assert_eq!(stats.msgs, 3);
+        assert_eq!(stats.latency.count_at(12_000_000), 2);
+        assert_eq!(stats.latency.count_at(7_000_000), 1);
+        // Past the end: nothing new is sent; the last replies are drained but
+        // not counted.
+        assert_eq!(in_flight.refill(ms(12), window.end), 3);
+        assert_eq!(in_flight.refill(ms(100), window.end), 0);
+        in_flight.complete(4, ms(101), &window, &mut stats).unwrap();
+        assert!(in_flight.is_empty());
+        assert_eq!(stats.msgs, 3);
+        assert_eq!(stats.latency.len(), 3);
+        // A reply nobody asked for is an error, not a miscount.
+        let err = in_flight.complete(1, ms(102), &window, &mut stats);
+        assert!(matches!(err, Err(BenchError::UnexpectedReply(_))));
     }
 
     #[test]
@@ -1631,6 +1856,8 @@ mod tests {
             opened: 100,
             size: 1024,
             text: false,
+            threads: 2,
+            pipeline: 4,
             secs: 2.0,
             warmup: 1.0,
             msgs: 2048,
@@ -1655,10 +1882,16 @@ mod tests {
             "errors",
             "first_error",
             "server_cpu_us_per_msg",
+            "threads",
+            "pipeline",
         ];
         expect.sort_unstable();
         assert_eq!(keys, expect);
         assert_eq!(echo["mode"], "echo");
+        assert_eq!(
+            (&echo["threads"], &echo["pipeline"]),
+            (&2.into(), &4.into())
+        );
         assert_eq!(echo["msgs_per_sec"], 1024.0);
         assert_eq!(echo["mib_per_sec"], 1.0);
         assert!(echo["server_cpu_us_per_msg"].is_null());

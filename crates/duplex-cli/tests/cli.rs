@@ -81,6 +81,15 @@ fn bad_flags_fail_with_a_message() {
         vec!["serve", "--write-timeout", "-1"],
         vec!["bench", "ws://127.0.0.1:1/", "--conns", "0"],
         vec!["bench", "ws://127.0.0.1:1/", "--size", "1G"],
+        vec!["bench", "ws://127.0.0.1:1/", "--pipeline", "0"],
+        vec![
+            "bench",
+            "ws://127.0.0.1:1/",
+            "--pipeline",
+            "64",
+            "--size",
+            "2048",
+        ],
         vec!["bench", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
         vec!["bench", "wss://127.0.0.1:1/", "--ca", "/nonexistent/ca.pem"],
     ] {
@@ -198,6 +207,40 @@ fn bench_echoes_and_measures_the_server() {
     assert!(out.status.success(), "{json}");
     assert_eq!(json["errors"], 0, "{json}");
     assert!(json["bytes_per_conn"].is_number(), "{json}");
+}
+
+#[test]
+fn bench_pipelines_messages_on_several_threads() {
+    let server = Server::start(&["--ping-interval", "0.1", "--ping-timeout", "0.3"]);
+    let pid = server.child.id().to_string();
+    let (out, json) = bench(
+        &format!("ws://{}/", server.addr),
+        &[
+            "--conns",
+            "6",
+            "--size",
+            "20",
+            "--pipeline",
+            "8",
+            "--threads",
+            "2",
+            "--secs",
+            "1",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(
+        (&json["pipeline"], &json["threads"]),
+        (&8.into(), &2.into())
+    );
+    assert!(json["msgs"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["p50_us"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["server_cpu_us_per_msg"].is_number(), "{json}");
 }
 
 #[test]
