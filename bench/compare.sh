@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: `duplex serve --threads 1` against single-threaded peer echo
-# servers (tokio-tungstenite, fastwebsockets, tokio-websockets and a raw TCP frame echo,
-# the ceiling), all driven by the same load generator, `duplex bench`.
+# Side-by-side benchmark: `duplex serve` against peer echo servers (tokio-tungstenite,
+# fastwebsockets, tokio-websockets, sockudo-ws and a raw TCP frame echo, the ceiling),
+# all driven by the same load generator, `duplex bench`.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--secs S] [--warmup S] [--idle-conns N]
-#                    [--servers a,b,...] [--no-build]
+#                    [--pipeline K] [--servers a,b,...] [--no-build]
 #
 # For every scenario and every round the servers run one after another (interleaved,
-# order rotated each round): the server pinned to CPU 0, the load generator to CPU 1,
-# loopback only. The load generator is given the server's pid and itself samples the
-# server's CPU time (utime+stime, after warm-up and at the end) and RSS. Medians over
-# the rounds go to target/bench/report.{json,md,svg} of the main repo; raw results
-# stay in target/bench/raw/<scenario>/<server>/r<round>.json.
+# order rotated each round), loopback only. The load generator is given the server's
+# pid and itself samples the server's CPU time (utime+stime of all its threads, after
+# warm-up and at the end) and RSS. Medians over the rounds go to
+# target/bench/report.{json,md,svg} of the main repo; raw results stay in
+# target/bench/raw/<scenario>/<server>/r<round>.json.
+#
+# Two kinds of scenario:
+# - single-threaded (echo_*, idle_*): every server on one thread (`duplex serve
+#   --threads 1`, the peers' current_thread runtime) pinned to CPU 0, the load generator
+#   (one thread) pinned to CPU 1. At 20 B and 1 KiB the load generator keeps --pipeline K
+#   messages in flight per connection (default 4): with one at a time its own core was
+#   the ceiling, so every server tied on msgs/s (bench/README.md has the measurement).
+# - two-threaded (t2_*): every server on two threads (`duplex serve --threads 2`, the
+#   peers on a tokio multi-thread runtime of 2 workers) and the load generator on two
+#   threads too, none pinned. This machine has two cores, so load and server share them:
+#   msgs/s is what the pair reaches together (a server that costs less leaves more CPU
+#   to the load generator, so it also counts), and server CPU per message is the
+#   figure that compares servers. It says how a server behaves across threads (work
+#   stealing, cross-thread wake-ups), not how it scales on a bigger machine.
 #
 # Environment:
 #   DUPLEX_BENCH_BIN    load generator command (default: "<repo>/target/release/duplex bench")
-#   DUPLEX_SERVE_CMD    duplex server command, without --bind
-#                       (default: "<repo>/target/release/duplex serve --threads 1")
+#   DUPLEX_SERVE_CMD    duplex server command, without --bind and --threads (the script
+#                       adds both) (default: "<repo>/target/release/duplex serve")
 #   BENCH_ALLOW_MISSING=1  skip a server whose binary is missing or fails to build
 #                       (default: fail)
 #
-# Full run: 3 rounds of 8 s (+2 s warm-up), ~15 min. --quick: 1 round of 2 s (+1 s), ~2 min.
+# Full run: 3 rounds of 8 s (+2 s warm-up), ~25 min. --quick: 1 round of 2 s (+1 s), ~3 min.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,8 +43,10 @@ OUT="$ROOT/target/bench"
 RAW="$OUT/raw"
 LOGS="$OUT/logs"
 
-ROUNDS=3 SECS=8 WARMUP=2 IDLE_CONNS=10000 QUICK=0 BUILD=1
-SERVERS="duplex,tcp-echo,tungstenite,fastwebsockets,tokio-websockets"
+ROUNDS=3 SECS=8 WARMUP=2 IDLE_CONNS=10000 QUICK=0 BUILD=1 PIPELINE=4
+SERVERS="duplex,tcp-echo,tungstenite,fastwebsockets,tokio-websockets,sockudo-ws"
+# Server (and load generator) threads of the t2_* scenarios.
+MT=2
 
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 note() { echo "compare.sh: $*" >&2; }
@@ -43,6 +59,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=${2:?}; shift ;;
         --idle-conns) IDLE_CONNS=${2:?}; shift ;;
         --servers) SERVERS=${2:?}; shift ;;
+        --pipeline) PIPELINE=${2:?}; shift ;;
         --no-build) BUILD=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
@@ -50,20 +67,26 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-# Scenarios: id, mode, connections, message size in bytes.
+case "$PIPELINE" in ''|*[!0-9]*|0) die "--pipeline wants a whole number of 1 or more" ;; esac
+
+# Scenarios: id, mode, connections, message size in bytes, messages in flight per
+# connection (the load generator's --pipeline), server threads (1: server and load
+# generator pinned apart; more: both on all CPUs, the load generator on as many threads).
 SCENARIOS=(
-    "echo_100x20B echo 100 20"
-    "echo_100x1KiB echo 100 1024"
-    "echo_500x16KiB echo 500 16384"
-    "echo_10x1MiB echo 10 1048576"
-    "idle_${IDLE_CONNS} idle ${IDLE_CONNS} 0"
+    "echo_100x20B echo 100 20 $PIPELINE 1"
+    "echo_100x1KiB echo 100 1024 $PIPELINE 1"
+    "echo_500x16KiB echo 500 16384 1 1"
+    "echo_10x1MiB echo 10 1048576 1 1"
+    "idle_${IDLE_CONNS} idle ${IDLE_CONNS} 0 1 1"
+    "t${MT}_echo_100x20B echo 100 20 $PIPELINE $MT"
+    "t${MT}_echo_100x1KiB echo 100 1024 $PIPELINE $MT"
 )
 
-server_cmd() {
+server_cmd() { # name threads
     case "$1" in
-        duplex) echo "${DUPLEX_SERVE_CMD:-$ROOT/target/release/duplex serve --threads 1}" ;;
-        tcp-echo|tungstenite|fastwebsockets|tokio-websockets)
-            echo "$BENCH_DIR/target/release/peer-$1" ;;
+        duplex) echo "${DUPLEX_SERVE_CMD:-$ROOT/target/release/duplex serve} --threads $2" ;;
+        tcp-echo|tungstenite|fastwebsockets|tokio-websockets|sockudo-ws)
+            echo "$BENCH_DIR/target/release/peer-$1 --threads $2" ;;
         *) die "unknown server: $1" ;;
     esac
 }
@@ -74,7 +97,7 @@ NOFILE=$(ulimit -n)
 if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE_CONNS + 256)) ]; then
     note "ulimit -n is $NOFILE: idle scenario lowered to $((NOFILE - 256)) connections"
     IDLE_CONNS=$((NOFILE - 256))
-    SCENARIOS[4]="idle_${IDLE_CONNS} idle ${IDLE_CONNS} 0"
+    SCENARIOS[4]="idle_${IDLE_CONNS} idle ${IDLE_CONNS} 0 1 1"
 fi
 
 # --- CPU pinning ------------------------------------------------------------------------
@@ -106,7 +129,7 @@ read -r -a LOADGEN <<<"${DUPLEX_BENCH_BIN:-$ROOT/target/release/duplex bench}"
 ACTIVE=()
 IFS=, read -r -a WANTED <<<"$SERVERS"
 for s in "${WANTED[@]}"; do
-    read -r -a cmd <<<"$(server_cmd "$s")"
+    read -r -a cmd <<<"$(server_cmd "$s" 1)"
     if [ -x "${cmd[0]}" ]; then
         ACTIVE+=("$s")
     elif [ "${BENCH_ALLOW_MISSING:-0}" = 1 ]; then
@@ -135,7 +158,16 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')";
     printf '"servers":{'
     sep=
     for s in "${ACTIVE[@]}"; do
-        printf '%s%s:%s' "$sep" "$(json_str "$s")" "$(json_str "$(server_cmd "$s")")"
+        printf '%s%s:%s' "$sep" "$(json_str "$s")" "$(json_str "$(server_cmd "$s" 1)")"
+        sep=,
+    done
+    printf '},"scenarios":{'
+    sep=
+    for spec in "${SCENARIOS[@]}"; do
+        read -r id _ _ _ pipeline threads <<<"$spec"
+        printf '%s%s:{"pipeline":%s,"server_threads":%s,"load_threads":%s,"pinned":%s}' \
+            "$sep" "$(json_str "$id")" "$pipeline" "$threads" "$threads" \
+            "$([ "$threads" = 1 ] && [ ${#PIN_SERVER[@]} -gt 0 ] && echo true || echo false)"
         sep=,
     done
     printf '}}\n'
@@ -144,13 +176,14 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')";
 # --- one run ------------------------------------------------------------------------------
 SERVER_PID= SERVER_URL=
 
-start_server() { # name logprefix
-    local name=$1 log=$2 line= i
-    read -r -a cmd <<<"$(server_cmd "$name")"
-    "${PIN_SERVER[@]}" "${cmd[@]}" --bind 127.0.0.1:0 >"$log.out" 2>"$log.err" &
+start_server() { # name threads logprefix
+    local name=$1 threads=$2 log=$3 line= i pin=()
+    read -r -a cmd <<<"$(server_cmd "$name" "$threads")"
+    [ "$threads" = 1 ] && pin=("${PIN_SERVER[@]}")
+    "${pin[@]}" "${cmd[@]}" --bind 127.0.0.1:0 >"$log.out" 2>"$log.err" &
     SERVER_PID=$!
     for ((i = 0; i < 200; i++)); do
-        line=$(grep -m1 '^listening on ws://' "$log.out" || true)
+        line=$(grep -m1 '^listening on ws://' "$log.out" 2>/dev/null || true)
         [ -n "$line" ] && break
         kill -0 "$SERVER_PID" 2>/dev/null || { wait "$SERVER_PID" || true; SERVER_PID=; return 1; }
         sleep 0.05
@@ -174,30 +207,32 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-run_one() { # scenario-id mode conns size server round
-    local id=$1 mode=$2 conns=$3 size=$4 server=$5 round=$6
-    local dir="$RAW/$id/$server" log="$LOGS/$id.$server.r$round" rc=0 limit
+run_one() { # scenario-id mode conns size pipeline threads server round
+    local id=$1 mode=$2 conns=$3 size=$4 pipeline=$5 threads=$6 server=$7 round=$8
+    local dir="$RAW/$id/$server" log="$LOGS/$id.$server.r$round" rc=0 limit pin=()
+    [ "$threads" = 1 ] && pin=("${PIN_CLIENT[@]}")
     mkdir -p "$dir"
-    if ! start_server "$server" "$log"; then
+    if ! start_server "$server" "$threads" "$log"; then
         note "$id/$server r$round: server did not start (see $log.err)"
         echo "server did not start" >"$dir/r$round.failed"
         return 0
     fi
-    local args=("$SERVER_URL/" --mode "$mode" --conns "$conns" --server-pid "$SERVER_PID" --json)
+    local args=("$SERVER_URL/" --mode "$mode" --conns "$conns" --server-pid "$SERVER_PID" --json
+        --threads "$threads")
     if [ "$mode" = echo ]; then
-        args+=(--size "$size" --secs "$SECS" --warmup "$WARMUP" --binary)
+        args+=(--size "$size" --secs "$SECS" --warmup "$WARMUP" --binary --pipeline "$pipeline")
         limit=$((SECS + WARMUP + 90))
     else
         limit=180
     fi
-    timeout -k 5 "$limit" "${PIN_CLIENT[@]}" "${LOADGEN[@]}" "${args[@]}" \
+    timeout -k 5 "$limit" "${pin[@]}" "${LOADGEN[@]}" "${args[@]}" \
         >"$dir/r$round.out" 2>"$log.bench.err" || rc=$?
     local alive=1
     kill -0 "$SERVER_PID" 2>/dev/null || alive=0
     stop_server
     if [ "$rc" = 0 ] && [ "$alive" = 1 ] && [ -s "$dir/r$round.out" ]; then
         mv "$dir/r$round.out" "$dir/r$round.json"
-        printf '  %-18s %-17s r%s  %s\n' "$id" "$server" "$round" \
+        printf '  %-20s %-17s r%s  %s\n' "$id" "$server" "$round" \
             "$(tr -d '\n' <"$dir/r$round.json" | cut -c1-150)" >&2
     else
         local why="load generator exit $rc"
@@ -214,13 +249,14 @@ if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 
 START=$(date +%s)
-note "servers: ${ACTIVE[*]}; rounds $ROUNDS; ${SECS}s + ${WARMUP}s warm-up; load generator: ${LOADGEN[*]}"
+note "servers: ${ACTIVE[*]}; rounds $ROUNDS; ${SECS}s + ${WARMUP}s warm-up; pipeline $PIPELINE at 20 B and 1 KiB; load generator: ${LOADGEN[*]}"
 n=${#ACTIVE[@]}
 for spec in "${SCENARIOS[@]}"; do
-    read -r id mode conns size <<<"$spec"
+    read -r id mode conns size pipeline threads <<<"$spec"
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < n; k++)); do
-            run_one "$id" "$mode" "$conns" "$size" "${ACTIVE[$(((k + r - 1) % n))]}" "$r"
+            run_one "$id" "$mode" "$conns" "$size" "$pipeline" "$threads" \
+                "${ACTIVE[$(((k + r - 1) % n))]}" "$r"
         done
     done
 done
