@@ -793,7 +793,7 @@ mod tests {
 
     #[test]
     fn multi_threaded_scenarios_come_last() {
-        let mut v = vec![
+        let mut v = [
             scenario("t2_echo_100x20B", "echo", Some(20), 2, 4),
             scenario("idle_100", "idle", Some(0), 1, 1),
             scenario("echo_100x1KiB", "echo", Some(1024), 1, 4),
