@@ -15,7 +15,8 @@
 //!   text format.
 //! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on
 //!   `/topics/{name}` subscribes and publishes, `POST /topics/{name}`
-//!   publishes, `GET /metrics`, `GET /healthz`. It is a hyper and a tower
+//!   publishes, `GET /metrics`, `GET /healthz`, and `GET /duplex.js` serves
+//!   the browser client. It is a hyper and a tower
 //!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
 //!
 //! - [`auth`] says who may connect, subscribe and publish: JWTs with
@@ -26,6 +27,7 @@
 
 pub mod auth;
 pub mod backplane;
+mod client_js;
 pub mod hub;
 pub mod metrics;
 mod publish;
