@@ -233,6 +233,25 @@ test("history lost (new epoch): onGap with reset, delivery goes on in the new ep
   client.close();
 });
 
+test("an unprompted subscribed frame (the epoch changed under a live subscription): onGap with reset", async () => {
+  const server = new FakeServer();
+  const client = new Client("ws://h/topics", { ...fast, WebSocket: server.WebSocket });
+  const r = recorder();
+  await client.subscribe("news", r).ready;
+  server.publish("news", "a");
+  server.publish("news", "b");
+  await until(() => r.got.length === 2, "two messages");
+  const [ws] = server.conns;
+  server.push(ws, { type: "subscribed", topic: "news", epoch: "x9", offset: 0, recovered: false });
+  server.push(ws, { type: "message", topic: "news", offset: 1, data: "new" });
+  await until(() => r.got.length === 3, "the new epoch's first message");
+  assert.deepEqual(r.got, [1, 2, 1]);
+  assert.equal(r.gaps.length, 1);
+  assert.equal(r.gaps[0].reset, true);
+  assert.deepEqual(r.gaps[0].previous, { epoch: "e1", offset: 2 });
+  client.close();
+});
+
 test("history trimmed in the same epoch: onGap without reset, the retained messages follow", async () => {
   const server = new FakeServer();
   server.historySize = 2;
@@ -352,7 +371,7 @@ test("silence for ping_interval + 10 s: the connection is dead and replaced", as
 test("reconnect delays: full jitter under an exponential ceiling capped at maxDelay", async (t) => {
   const delays = [];
   const realSetTimeout = globalThis.setTimeout;
-  t.mock.method(Math, "random", () => 0.999);
+  t.mock.method(Math, "random", () => 0.5);
   t.mock.method(globalThis, "setTimeout", (fn, ms, ...rest) => {
     if (ms < 1000) delays.push(Math.round(ms)); // reconnects, not the 35 s dead timer
     return realSetTimeout(fn, 0, ...rest);
@@ -362,7 +381,7 @@ test("reconnect delays: full jitter under an exponential ceiling capped at maxDe
   const client = new Client("ws://h/topics", { minDelay: 10, maxDelay: 80, WebSocket: server.WebSocket });
   await until(() => delays.length >= 6, "six retries");
   client.close();
-  assert.deepEqual(delays.slice(0, 6), [10, 20, 40, 80, 80, 80]);
+  assert.deepEqual(delays.slice(0, 6), [5, 10, 20, 40, 40, 40]);
 });
 
 test("offline: no retry until the browser is online again, then at once", async (t) => {
