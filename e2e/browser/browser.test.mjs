@@ -395,6 +395,9 @@ test('the topic panel subscribes, publishes and receives with offsets; presence 
     await other.close();
   }
   await page.click('#unsubscribe');
+  // Closed for good: when the server stops at the end, nothing reconnects.
+  await page.evaluate(() => window.duplexPanel.client.close());
+  await page.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 5000 });
 });
 
 // ---------------------------------------------------------------- resume across a restart
