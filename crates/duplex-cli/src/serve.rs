@@ -84,6 +84,20 @@ pub(crate) struct ServeArgs {
     /// Topics with subscribers, at most; more subscriptions are refused.
     #[arg(long, default_value_t = HubConfig::default().max_topics, value_name = "N")]
     max_topics: usize,
+    /// Messages each topic retains for clients that resume (duplex.v1
+    /// `since`); 0 keeps none.
+    #[arg(long, default_value_t = HubConfig::default().history_size, value_name = "N")]
+    history_size: usize,
+    /// Seconds a retained message is kept.
+    #[arg(long, default_value_t = HubConfig::default().history_ttl.as_secs_f64(), value_name = "SECS")]
+    history_ttl: f64,
+    /// Bytes of retained messages over all topics, at most (without
+    /// --redis; with it, Redis's maxmemory bounds them).
+    #[arg(long, default_value_t = HubConfig::default().max_history_bytes, value_name = "BYTES")]
+    max_history_bytes: usize,
+    /// Topics one duplex.v1 connection may subscribe to at once.
+    #[arg(long, default_value_t = HubConfig::default().max_subscriptions, value_name = "N")]
+    max_subscriptions: usize,
     /// Seconds one message may take to write to a topic subscriber before
     /// its connection is dropped (it stopped reading).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
@@ -161,8 +175,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    if args.topic_queue == 0 || args.max_topics == 0 {
-        return Err("--topic-queue and --max-topics must be at least 1".into());
+    if args.topic_queue == 0 || args.max_topics == 0 || args.max_subscriptions == 0 {
+        return Err(
+            "--topic-queue, --max-topics and --max-subscriptions must be at least 1".into(),
+        );
     }
     // Read before the port opens: a bad key stops the start.
     let verifier = args.auth.verifier()?;
@@ -174,7 +190,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .max_topics(args.max_topics)
             .send_timeout(send_timeout)
             .max_message_size(args.limits.max_message_size)
-            .body_timeout(crate::limits::seconds("--body-timeout", args.body_timeout)?),
+            .body_timeout(crate::limits::seconds("--body-timeout", args.body_timeout)?)
+            .history_size(args.history_size)
+            .history_ttl(crate::limits::seconds("--history-ttl", args.history_ttl)?)
+            .max_history_bytes(args.max_history_bytes)
+            .max_subscriptions(args.max_subscriptions),
     );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {

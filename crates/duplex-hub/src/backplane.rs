@@ -1,46 +1,100 @@
-//! The Redis backplane: every message published on one node reaches the
-//! subscribers on every node.
+//! The Redis backplane: every node of a cluster assigns the same offsets,
+//! serves the same history, and delivers every message in the same order.
 //!
-//! Each node publishes its messages to the Redis channel
-//! `duplex:topic:{name}` and pattern-subscribes to `duplex:topic:*`. A
-//! payload on the wire is [`MAGIC`], one kind byte (`t` text, `b` binary),
-//! the 16-byte id of the node that published it, then the message bytes. A
-//! node delivers its own messages locally at once and skips them when Redis
-//! hands them back, so each subscriber gets each message once.
+//! A topic's state lives in four Redis keys, `duplex:{name}:epoch`,
+//! `:offset`, `:stream` and `:presence`. A publish is one Lua script
+//! (atomic): it makes the epoch if there is none, `INCR`s the offset,
+//! `XADD`s the message to the stream with the id `{offset}-0` (`MAXLEN`
+//! [`HubConfig::history_size`](crate::HubConfig::history_size)), sets
+//! every key to expire [`history_ttl`](crate::HubConfig::history_ttl)
+//! after this publish, and `PUBLISH`es the message with its epoch and
+//! offset on the channel `duplex:topic:{name}`. As scripts run one at a
+//! time, every node receives a topic's messages in offset order, and a
+//! node delivers its own publishes when Redis hands them back too, not
+//! before: one order for everyone.
 //!
-//! Publishing never waits for Redis: messages go through a bounded queue to
-//! one task that sends them; when the queue is full or Redis is down they are
-//! dropped and counted (`duplex_backplane_dropped_total`), and both tasks
-//! reconnect every second until Redis is back. Redis pub/sub is itself
-//! at-most-once, so a backplane does not promise more.
+//! A subscriber that resumes is subscribed locally first, then reads the
+//! stream after its offset (a second script, which also makes the epoch if
+//! there is none); the session skips offsets it already sent. Pub/sub is
+//! at-most-once: a node that receives offset N+2 after N fills N+1 from the
+//! stream before delivering N+2. The age limit is applied on reading: an
+//! entry older than the TTL is not served.
 //!
-//! [`BackplaneState`] says whether both connections are up now, for a
-//! health check (`GET /healthz` of [`HubService`](crate::HubService)).
+//! Presence: each duplex.v1 subscription is a member of the topic's sorted
+//! set, scored by when it expires; every node refreshes its own members
+//! every [`PRESENCE_REFRESH`] so that those of a node that died leave
+//! within [`PRESENCE_TTL`]. Joins and leaves also go out on the topic's
+//! channel, for the watchers on other nodes.
+//!
+//! When Redis is down, publishing and subscribing fail with
+//! [`HubError::Unavailable`], and both connections reconnect every second.
+//! [`BackplaneState`] says whether both are up now, for a health check
+//! (`GET /healthz` of [`HubService`](crate::HubService)).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use duplex::{Message, Utf8Bytes};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
 
 use crate::auth::mask_url_password;
-use crate::hub::{Hub, validate_topic};
-use crate::metrics::Metrics;
+use crate::hub::{Delivery, Hub, HubError, Member, Opened, Since, new_epoch, validate_topic};
 
-/// The first bytes of every payload duplex puts on a Redis channel.
-pub const MAGIC: &[u8; 3] = b"DX1";
+/// The first bytes of every message payload duplex puts on a channel.
+pub const MAGIC: &[u8; 3] = b"DX2";
+/// The first bytes of a presence event on a channel.
+pub const PRESENCE_MAGIC: &[u8; 3] = b"DXP";
 /// Channel names are this prefix and the topic.
 pub const CHANNEL_PREFIX: &str = "duplex:topic:";
-/// Messages waiting to go to Redis, at most, before new ones are dropped.
-const OUTBOUND_QUEUE: usize = 4096;
+/// How often a node renews its presence members.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+/// How long a presence member lasts without being renewed.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 /// How long to wait between attempts to reach Redis again.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to Redis, or one command, may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+const PUBLISH_SCRIPT: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('SET', KEYS[1], epoch)
+end
+local offset = string.format('%d', redis.call('INCR', KEYS[2]))
+local time = redis.call('TIME')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], offset .. '-0', 'k', ARGV[2], 'd', ARGV[3], 't', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[3])
+return {epoch, offset}
+";
+
+const OPEN_SCRIPT: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
+end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local time = redis.call('TIME')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+local since = tonumber(ARGV[3])
+local entries = {}
+if since >= 0 and since < last then
+  entries = redis.call('XRANGE', KEYS[3], string.format('%d', since + 1) .. '-0', '+')
+end
+return {epoch, string.format('%d', last), now, entries}
+";
 
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,60 +121,465 @@ pub enum BackplaneError {
     AlreadyAttached,
 }
 
-/// A message on its way out, with its topic.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbound {
-    queue: mpsc::Sender<(String, Bytes)>,
+fn key(topic: &str, what: &str) -> String {
+    format!("duplex:{{{topic}}}:{what}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a node keeps of Redis: the connection for commands, the scripts,
+/// the history limits.
+#[derive(Debug)]
+pub(crate) struct Store {
+    client: redis::Client,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    state: BackplaneState,
+    publish: redis::Script,
+    open: redis::Script,
+    history_size: usize,
+    history_ttl_ms: u64,
     node: [u8; 16],
 }
 
-impl Outbound {
-    pub(crate) fn send(&self, topic: &str, message: &Message, metrics: &Metrics) {
-        let payload = encode(self.node, message);
-        if self.queue.try_send((topic.to_owned(), payload)).is_err() {
-            metrics.backplane_dropped();
-            tracing::debug!(
-                topic,
-                "backplane queue full or closed: message not sent to other nodes"
-            );
+impl Store {
+    fn connection(&self) -> Result<MultiplexedConnection, HubError> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(HubError::Unavailable)
+    }
+
+    /// Forgets a connection that failed; the keeper makes a new one.
+    fn failed(&self, error: &redis::RedisError) {
+        tracing::warn!(%error, "Redis command failed; reconnecting");
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.state.set_publisher(false);
+    }
+
+    /// Runs `work` on the connection, bounded by [`COMMAND_TIMEOUT`].
+    async fn run<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, HubError> {
+        let mut connection = self.connection()?;
+        match tokio::time::timeout(COMMAND_TIMEOUT, work(&mut connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.failed(&e);
+                Err(HubError::Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!("Redis did not answer within {COMMAND_TIMEOUT:?}");
+                Err(HubError::Unavailable)
+            }
+        }
+    }
+
+    /// Assigns `message` its offset in Redis and publishes it to every
+    /// node.
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        message: &Message,
+        hub: &Hub,
+    ) -> Result<(Arc<str>, u64), HubError> {
+        let (kind, data) = kind_and_bytes(message);
+        let mut header = Vec::with_capacity(MAGIC.len() + 1 + 16);
+        header.extend_from_slice(MAGIC);
+        header.push(kind);
+        header.extend_from_slice(&self.node);
+        let result = self
+            .run(async |c| {
+                self.publish
+                    .key(key(topic, "epoch"))
+                    .key(key(topic, "offset"))
+                    .key(key(topic, "stream"))
+                    .arg(&*new_epoch())
+                    .arg(&[kind][..])
+                    .arg(data)
+                    .arg(self.history_size)
+                    .arg(self.history_ttl_ms)
+                    .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                    .arg(&header[..])
+                    .invoke_async::<(String, u64)>(c)
+                    .await
+            })
+            .await;
+        match result {
+            Ok((epoch, offset)) => {
+                hub.metrics().backplane_out();
+                Ok((epoch.into(), offset))
+            }
+            Err(e) => {
+                hub.metrics().backplane_dropped();
+                Err(e)
+            }
+        }
+    }
+
+    /// Where `topic` stands in Redis and, with `since`, what it retains
+    /// after it.
+    pub(crate) async fn open(
+        &self,
+        topic: &str,
+        since: Option<&Since>,
+        hub: &Hub,
+    ) -> Result<Opened, HubError> {
+        let after = since.map_or(-1, |s| i64::try_from(s.offset).unwrap_or(i64::MAX));
+        let value: Value = self
+            .run(async |c| {
+                self.open
+                    .key(key(topic, "epoch"))
+                    .key(key(topic, "offset"))
+                    .key(key(topic, "stream"))
+                    .arg(&*new_epoch())
+                    .arg(self.history_ttl_ms)
+                    .arg(after)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        let bad = || {
+            tracing::warn!(topic, "unexpected answer from the open script");
+            HubError::Unavailable
+        };
+        let Value::Array(parts) = value else {
+            return Err(bad());
+        };
+        let [epoch, last, now, entries] = <[Value; 4]>::try_from(parts).map_err(|_| bad())?;
+        let epoch: Arc<str> = text(&epoch).ok_or_else(bad)?.into();
+        let last: u64 = text(&last).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let now: u64 = text(&now).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let oldest = now.saturating_sub(self.history_ttl_ms);
+        let retained = entries_of(topic, &epoch, &entries, oldest, hub);
+        Ok(Opened::resume(epoch, last, since, retained))
+    }
+
+    /// The stream's messages `from..=to` (to fill a gap in pub/sub).
+    async fn range(
+        &self,
+        topic: &str,
+        epoch: &Arc<str>,
+        from: u64,
+        to: u64,
+        hub: &Hub,
+    ) -> Result<Vec<Arc<Delivery>>, HubError> {
+        let value: Value = self
+            .run(async |c| {
+                redis::cmd("XRANGE")
+                    .arg(key(topic, "stream"))
+                    .arg(format!("{from}-0"))
+                    .arg(format!("{to}-0"))
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(entries_of(topic, epoch, &value, 0, hub))
+    }
+
+    /// Adds a member to the topic's presence and tells the other nodes.
+    pub(crate) async fn joined(&self, topic: &str, member: &Member, _hub: &Hub) {
+        let Ok(json) = serde_json::to_string(member) else {
+            return;
+        };
+        let event = presence_payload(self.node, true, &json);
+        let result = self
+            .run(async |c| {
+                redis::pipe()
+                    .cmd("ZADD")
+                    .arg(key(topic, "presence"))
+                    .arg(now_ms() + PRESENCE_TTL.as_millis() as u64)
+                    .arg(&json)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(key(topic, "presence"))
+                    .arg(PRESENCE_TTL.as_millis() as u64)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                    .arg(&event[..])
+                    .ignore()
+                    .query_async::<()>(c)
+                    .await
+            })
+            .await;
+        if result.is_err() {
+            tracing::info!(topic, "presence join not recorded in Redis");
+        }
+    }
+
+    /// Removes a member from the topic's presence, in the background (a
+    /// subscription ends in a `Drop`).
+    pub(crate) fn left(self: &Arc<Self>, topic: &str, member: Member, _hub: &Hub) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::clone(self);
+        let topic = topic.to_owned();
+        runtime.spawn(async move {
+            let Ok(json) = serde_json::to_string(&member) else {
+                return;
+            };
+            let event = presence_payload(store.node, false, &json);
+            let _ = store
+                .run(async |c| {
+                    redis::pipe()
+                        .cmd("ZREM")
+                        .arg(key(&topic, "presence"))
+                        .arg(&json)
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                        .arg(&event[..])
+                        .ignore()
+                        .query_async::<()>(c)
+                        .await
+                })
+                .await;
+        });
+    }
+
+    /// The topic's members on every node: how many, and up to `limit`.
+    pub(crate) async fn presence(
+        &self,
+        topic: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<Member>), HubError> {
+        let (count, listed): (usize, Vec<String>) = self
+            .run(async |c| {
+                redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(key(topic, "presence"))
+                    .arg("-inf")
+                    .arg(now_ms())
+                    .ignore()
+                    .cmd("ZCARD")
+                    .arg(key(topic, "presence"))
+                    .cmd("ZRANGE")
+                    .arg(key(topic, "presence"))
+                    .arg(0)
+                    .arg(limit.max(1) - 1)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        let members = listed
+            .iter()
+            .filter_map(|m| serde_json::from_str(m).ok())
+            .take(limit)
+            .collect();
+        Ok((count, members))
+    }
+
+    /// Renews this node's members in Redis.
+    async fn refresh_presence(&self, hub: &Hub) {
+        let expiry = now_ms() + PRESENCE_TTL.as_millis() as u64;
+        for (topic, members) in hub.all_members() {
+            let mut pipe = redis::pipe();
+            for member in &members {
+                if let Ok(json) = serde_json::to_string(member) {
+                    pipe.cmd("ZADD")
+                        .arg(key(&topic, "presence"))
+                        .arg(expiry)
+                        .arg(json)
+                        .ignore();
+                }
+            }
+            pipe.cmd("PEXPIRE")
+                .arg(key(&topic, "presence"))
+                .arg(PRESENCE_TTL.as_millis() as u64)
+                .ignore();
+            if self
+                .run(async |c| pipe.query_async::<()>(c).await)
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
 
-/// Encodes a message for the wire: magic, kind, node id, payload.
-pub fn encode(node: [u8; 16], message: &Message) -> Bytes {
-    let (kind, bytes) = match message {
+/// The text of a Redis string value.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The deliveries of an `XRANGE` answer, those stored at `oldest` (ms) or
+/// later; entries that are not duplex's are skipped.
+fn entries_of(
+    topic: &str,
+    epoch: &Arc<str>,
+    entries: &Value,
+    oldest: u64,
+    hub: &Hub,
+) -> Vec<Arc<Delivery>> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    let topic: Arc<str> = topic.into();
+    let max = hub.config().max_message_size;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(parts) = entry else { continue };
+        let [id, Value::Array(fields)] = &parts[..] else {
+            continue;
+        };
+        let Some(offset) = text(id)
+            .and_then(|id| id.strip_suffix("-0").map(str::to_owned))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let (mut kind, mut data, mut at) = (None, None, 0u64);
+        for pair in fields.chunks(2) {
+            let [name, value] = pair else { continue };
+            match (text(name).as_deref(), value) {
+                (Some("k"), Value::BulkString(k)) => kind = k.first().copied(),
+                (Some("d"), Value::BulkString(d)) => data = Some(d),
+                (Some("t"), v) => at = text(v).and_then(|t| t.parse().ok()).unwrap_or(0),
+                _ => {}
+            }
+        }
+        let (Some(kind), Some(data)) = (kind, data) else {
+            continue;
+        };
+        if at < oldest || data.len() > max {
+            continue;
+        }
+        let Some(message) = message_of(kind, Bytes::copy_from_slice(data)) else {
+            continue;
+        };
+        out.push(Arc::new(Delivery::new(
+            Arc::clone(&topic),
+            Arc::clone(epoch),
+            offset,
+            message,
+        )));
+    }
+    out
+}
+
+fn kind_and_bytes(message: &Message) -> (u8, &[u8]) {
+    match message {
         Message::Text(text) => (b't', text.as_bytes()),
         Message::Binary(bytes) => (b'b', &bytes[..]),
-    };
-    let mut out = Vec::with_capacity(MAGIC.len() + 1 + node.len() + bytes.len());
+    }
+}
+
+fn message_of(kind: u8, bytes: Bytes) -> Option<Message> {
+    match kind {
+        b't' => Utf8Bytes::try_from_bytes(bytes).ok().map(Message::Text),
+        b'b' => Some(Message::Binary(bytes)),
+        _ => None,
+    }
+}
+
+fn presence_payload(node: [u8; 16], joined: bool, json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PRESENCE_MAGIC.len() + 17 + json.len());
+    out.extend_from_slice(PRESENCE_MAGIC);
+    out.push(if joined { b'j' } else { b'l' });
+    out.extend_from_slice(&node);
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// A payload from a channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A message with its place in the topic.
+    Message {
+        /// The topic's epoch.
+        epoch: String,
+        /// The message's offset.
+        offset: u64,
+        /// The message.
+        message: Message,
+    },
+    /// A presence event of another node (or of this one).
+    Presence {
+        /// The node that sent it.
+        node: [u8; 16],
+        /// Joined, or left.
+        joined: bool,
+        /// Who.
+        member: Member,
+    },
+}
+
+/// Encodes a message as the publish script does: magic, kind, node id,
+/// `{offset}:{epoch}:`, payload.
+pub fn encode(node: [u8; 16], epoch: &str, offset: u64, message: &Message) -> Bytes {
+    let (kind, bytes) = kind_and_bytes(message);
+    let mut out = Vec::with_capacity(MAGIC.len() + 1 + node.len() + 32 + bytes.len());
     out.extend_from_slice(MAGIC);
     out.push(kind);
     out.extend_from_slice(&node);
+    out.extend_from_slice(format!("{offset}:{epoch}:").as_bytes());
     out.extend_from_slice(bytes);
     Bytes::from(out)
 }
 
-/// Decodes a payload from the wire into the publishing node's id and the
-/// message; `None` for anything that is not a well-formed duplex payload
-/// (another program's, or text that is not UTF-8).
-pub fn decode(payload: &[u8]) -> Option<([u8; 16], Message)> {
+/// Decodes a payload from a channel; `None` for anything that is not a
+/// well-formed duplex payload (another program's, or text that is not
+/// UTF-8).
+pub fn decode(payload: &[u8]) -> Option<Decoded> {
+    if let Some(rest) = payload.strip_prefix(PRESENCE_MAGIC) {
+        let (&kind, rest) = rest.split_first()?;
+        let node: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+        let member: Member = serde_json::from_slice(&rest[16..]).ok()?;
+        let joined = match kind {
+            b'j' => true,
+            b'l' => false,
+            _ => return None,
+        };
+        return Some(Decoded::Presence {
+            node,
+            joined,
+            member,
+        });
+    }
     let rest = payload.strip_prefix(MAGIC)?;
     let (&kind, rest) = rest.split_first()?;
-    let node: [u8; 16] = rest.get(..16)?.try_into().ok()?;
-    let bytes = Bytes::copy_from_slice(&rest[16..]);
-    let message = match kind {
-        b't' => Message::Text(Utf8Bytes::try_from_bytes(bytes).ok()?),
-        b'b' => Message::Binary(bytes),
-        _ => return None,
-    };
-    Some((node, message))
+    let rest = rest.get(16..)?;
+    // The offset and the epoch are short: look for them in the first bytes.
+    let head = &rest[..rest.len().min(64)];
+    let colon = head.iter().position(|&b| b == b':')?;
+    let offset: u64 = std::str::from_utf8(&head[..colon]).ok()?.parse().ok()?;
+    let after = &rest[colon + 1..];
+    let head = &after[..after.len().min(48)];
+    let colon = head.iter().position(|&b| b == b':')?;
+    let epoch = std::str::from_utf8(&head[..colon]).ok()?.to_owned();
+    let message = message_of(kind, Bytes::copy_from_slice(&after[colon + 1..]))?;
+    Some(Decoded::Message {
+        epoch,
+        offset,
+        message,
+    })
 }
 
-/// Whether a payload carries a message over `max` bytes (its header, the
-/// magic, the kind and the node id, not counted).
+fn message_len(message: &Message) -> usize {
+    kind_and_bytes(message).1.len()
+}
+
+/// Whether a payload surely carries a message over `max` bytes (its
+/// header not counted, taking the offset and epoch at their longest), to
+/// drop it before copying it; the exact check follows the decoding.
 fn too_large(payload: &[u8], max: usize) -> bool {
-    payload.len().saturating_sub(MAGIC.len() + 1 + 16) > max
+    payload.len().saturating_sub(MAGIC.len() + 1 + 16 + 64) > max
 }
 
 /// Whether a [`Backplane`] reaches Redis now: cheap to clone, and it
@@ -146,7 +605,7 @@ impl BackplaneState {
         }
     }
 
-    /// Whether both connections to Redis, the one that publishes and the
+    /// Whether both connections to Redis, the one for commands and the
     /// one that receives, are up.
     pub fn is_connected(&self) -> bool {
         self.inner.publisher.load(Ordering::Relaxed)
@@ -178,9 +637,10 @@ impl Drop for Backplane {
 }
 
 impl Backplane {
-    /// Connects `hub` to the Redis at `url` (`redis://host:port/db`) and
-    /// starts relaying. Fails, with the URL and the reason, if Redis cannot
-    /// be reached now; once started, it reconnects by itself.
+    /// Connects `hub` to the Redis at `url` (`redis://host:port/db`): from
+    /// now on its offsets and history live there. Fails, with the URL and
+    /// the reason, if Redis cannot be reached now; once started, it
+    /// reconnects by itself.
     pub async fn redis(hub: &Hub, url: &str) -> Result<Backplane, BackplaneError> {
         let client = redis::Client::open(url).map_err(|e| BackplaneError::InvalidUrl {
             url: mask_url_password(url),
@@ -190,31 +650,29 @@ impl Backplane {
             url: mask_url_password(url),
             reason,
         };
-        let publisher = connect_publisher(&client).await.map_err(unreachable)?;
+        let connection = connect_commands(&client).await.map_err(unreachable)?;
         let subscriber = connect_subscriber(&client).await.map_err(unreachable)?;
-        let (queue, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-        if !hub.attach(Outbound {
-            queue,
+        let state = BackplaneState::connected();
+        let config = hub.config();
+        let store = Arc::new(Store {
+            client: client.clone(),
+            connection: Mutex::new(Some(connection)),
+            state: state.clone(),
+            publish: redis::Script::new(PUBLISH_SCRIPT),
+            open: redis::Script::new(OPEN_SCRIPT),
+            history_size: config.history_size,
+            history_ttl_ms: u64::try_from(config.history_ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             node: hub.node(),
-        }) {
+        });
+        if !hub.attach(Arc::clone(&store)) {
             return Err(BackplaneError::AlreadyAttached);
         }
         tracing::info!(url = mask_url_password(url), "backplane connected");
-        let state = BackplaneState::connected();
         let tasks = vec![
-            tokio::spawn(publish_loop(
-                client.clone(),
-                publisher,
-                outbound,
-                hub.clone(),
-                state.clone(),
-            )),
-            tokio::spawn(subscribe_loop(
-                client,
-                subscriber,
-                hub.clone(),
-                state.clone(),
-            )),
+            tokio::spawn(keep(Arc::clone(&store), hub.clone())),
+            tokio::spawn(subscribe_loop(client, subscriber, hub.clone(), store)),
         ];
         Ok(Backplane { tasks, state })
     }
@@ -226,14 +684,17 @@ impl Backplane {
     }
 }
 
-async fn connect_publisher(
-    client: &redis::Client,
-) -> Result<redis::aio::MultiplexedConnection, String> {
-    within_connect_timeout(client.get_multiplexed_async_connection()).await
+async fn connect_commands(client: &redis::Client) -> Result<MultiplexedConnection, String> {
+    within_timeout(async {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        c.set_response_timeout(COMMAND_TIMEOUT);
+        Ok(c)
+    })
+    .await
 }
 
 async fn connect_subscriber(client: &redis::Client) -> Result<redis::aio::PubSub, String> {
-    within_connect_timeout(async {
+    within_timeout(async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(format!("{CHANNEL_PREFIX}*")).await?;
         Ok(pubsub)
@@ -241,75 +702,56 @@ async fn connect_subscriber(client: &redis::Client) -> Result<redis::aio::PubSub
     .await
 }
 
-/// `work` bounded by [`CONNECT_TIMEOUT`], its error as text.
-async fn within_connect_timeout<T>(
-    work: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, work).await {
+/// `work` bounded by [`COMMAND_TIMEOUT`], its error as text.
+async fn within_timeout<T>(work: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {COMMAND_TIMEOUT:?}")),
     }
 }
 
-/// Sends queued messages to Redis. When the connection fails it reconnects
-/// every [`RECONNECT_DELAY`], whether or not messages are waiting (so that
-/// the state is current for health checks), and drops the messages queued
-/// meanwhile: they are not held back for a Redis that may stay down.
-async fn publish_loop(
-    client: redis::Client,
-    connection: redis::aio::MultiplexedConnection,
-    mut outbound: mpsc::Receiver<(String, Bytes)>,
-    hub: Hub,
-    state: BackplaneState,
-) {
-    let mut connection = Some(connection);
+/// Keeps the command connection: pings it every [`RECONNECT_DELAY`] (so
+/// that the state is current for health checks), makes a new one when it
+/// failed, and renews this node's presence members.
+async fn keep(store: Arc<Store>, hub: Hub) {
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
-        let Some(c) = connection.as_mut() else {
-            match connect_publisher(&client).await {
+        tokio::time::sleep(RECONNECT_DELAY).await;
+        if store.connection().is_err() {
+            match connect_commands(&store.client).await {
                 Ok(c) => {
-                    tracing::info!("backplane publisher reconnected");
-                    state.set_publisher(true);
-                    connection = Some(c);
+                    tracing::info!("backplane reconnected");
+                    *store
+                        .connection
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(c);
+                    store.state.set_publisher(true);
+                    store.refresh_presence(&hub).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "backplane down: messages not sent to other nodes");
-                    while outbound.try_recv().is_ok() {
-                        hub.metrics().backplane_dropped();
-                    }
-                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    tracing::warn!(error = %e, "backplane down: nothing is published");
                 }
             }
             continue;
-        };
-        let Some((topic, payload)) = outbound.recv().await else {
-            return;
-        };
-        let channel = format!("{CHANNEL_PREFIX}{topic}");
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(&payload[..])
-            .query_async(c)
+        }
+        let _ = store
+            .run(async |c| redis::cmd("PING").query_async::<()>(c).await)
             .await;
-        match sent {
-            Ok(_) => hub.metrics().backplane_out(),
-            Err(e) => {
-                tracing::warn!(error = %e, "backplane publish failed; reconnecting");
-                hub.metrics().backplane_dropped();
-                state.set_publisher(false);
-                connection = None;
-            }
+        if last_refresh.elapsed() >= PRESENCE_REFRESH {
+            last_refresh = tokio::time::Instant::now();
+            store.refresh_presence(&hub).await;
         }
     }
 }
 
-/// Delivers other nodes' messages locally; resubscribes when the
-/// connection ends.
+/// Delivers every node's messages, in the order Redis hands them over,
+/// filling gaps from the stream; resubscribes when the connection ends.
 async fn subscribe_loop(
     client: redis::Client,
     pubsub: redis::aio::PubSub,
     hub: Hub,
-    state: BackplaneState,
+    store: Arc<Store>,
 ) {
     let node = hub.node();
     let max_message_size = hub.config().max_message_size;
@@ -320,7 +762,7 @@ async fn subscribe_loop(
             None => match connect_subscriber(&client).await {
                 Ok(p) => {
                     tracing::info!("backplane subscriber reconnected");
-                    state.set_subscriber(true);
+                    store.state.set_subscriber(true);
                     p
                 }
                 Err(e) => {
@@ -351,17 +793,63 @@ async fn subscribe_loop(
                 continue;
             }
             match decode(payload) {
-                Some((from, _)) if from == node => {}
-                Some((_, message)) => {
+                Some(Decoded::Message { message, .. })
+                    if message_len(&message) > max_message_size =>
+                {
+                    hub.metrics().backplane_too_large();
+                    tracing::warn!(
+                        topic,
+                        "dropped a message from the backplane over the message size limit"
+                    );
+                }
+                Some(Decoded::Message {
+                    epoch,
+                    offset,
+                    message,
+                }) => {
                     hub.metrics().backplane_in();
-                    hub.deliver(topic, &message);
+                    let epoch: Arc<str> = epoch.into();
+                    if let Some((seen, last)) = hub.expected(topic)
+                        && seen == epoch
+                        && offset > last + 1
+                    {
+                        fill(&store, &hub, topic, &epoch, last + 1, offset - 1).await;
+                    }
+                    hub.deliver(Arc::new(Delivery::new(
+                        topic.into(),
+                        epoch,
+                        offset,
+                        message,
+                    )));
+                }
+                Some(Decoded::Presence {
+                    node: from,
+                    joined,
+                    member,
+                }) => {
+                    if from != node {
+                        hub.presence_event(topic, joined, member);
+                    }
                 }
                 None => tracing::debug!(channel = msg.get_channel_name(), "not a duplex payload"),
             }
         }
-        state.set_subscriber(false);
+        store.state.set_subscriber(false);
         tracing::warn!("backplane subscription ended; reconnecting");
         tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// Delivers `from..=to` of `topic` from the stream: pub/sub lost them.
+async fn fill(store: &Store, hub: &Hub, topic: &str, epoch: &Arc<str>, from: u64, to: u64) {
+    tracing::info!(topic, from, to, "filling a gap in pub/sub from the stream");
+    match store.range(topic, epoch, from, to, hub).await {
+        Ok(missed) => {
+            for delivery in missed {
+                hub.deliver(delivery);
+            }
+        }
+        Err(e) => tracing::warn!(topic, error = %e, "cannot fill a gap: messages lost"),
     }
 }
 
@@ -373,20 +861,45 @@ mod tests {
     fn payloads_round_trip() {
         let node = [7u8; 16];
         for message in [
-            Message::text("héllo"),
+            Message::text("héllo: a:b"),
             Message::binary(vec![0u8, 255, 1]),
             Message::text(""),
         ] {
-            assert_eq!(decode(&encode(node, &message)), Some((node, message)));
+            assert_eq!(
+                decode(&encode(node, "0123abcd", 42, &message)),
+                Some(Decoded::Message {
+                    epoch: "0123abcd".into(),
+                    offset: 42,
+                    message
+                })
+            );
         }
+        let member = Member {
+            client: "c-1".into(),
+            user: Some("alice".into()),
+        };
+        let json = serde_json::to_string(&member).unwrap();
+        assert_eq!(
+            decode(&presence_payload(node, false, &json)),
+            Some(Decoded::Presence {
+                node,
+                joined: false,
+                member
+            })
+        );
     }
 
     #[test]
     fn the_size_cap_counts_the_message_not_the_header() {
         let node = [9u8; 16];
-        let at_limit = encode(node, &Message::binary(vec![0u8; 100]));
+        let at_limit = encode(
+            node,
+            &"e".repeat(40),
+            u64::MAX,
+            &Message::binary(vec![0u8; 100]),
+        );
         assert!(!too_large(&at_limit, 100));
-        let over = encode(node, &Message::text("x".repeat(101)));
+        let over = encode(node, "e", 1, &Message::text("x".repeat(200)));
         assert!(too_large(&over, 100));
         assert!(!too_large(b"", 0));
     }
@@ -394,16 +907,20 @@ mod tests {
     #[test]
     fn foreign_or_broken_payloads_are_ignored() {
         let node = [1u8; 16];
-        let good = encode(node, &Message::text("x"));
+        let good = encode(node, "e", 5, &Message::text("x"));
         assert_eq!(decode(b""), None);
         assert_eq!(decode(b"hello"), None);
         assert_eq!(decode(&good[..10]), None, "truncated node id");
         let mut bad_kind = good.to_vec();
         bad_kind[3] = b'z';
         assert_eq!(decode(&bad_kind), None);
-        let mut bad_utf8 = encode(node, &Message::binary(vec![0xff, 0xfe])).to_vec();
+        let mut bad_utf8 = encode(node, "e", 5, &Message::binary(vec![0xff, 0xfe])).to_vec();
         bad_utf8[3] = b't';
         assert_eq!(decode(&bad_utf8), None);
+        let mut bad_offset = good.to_vec();
+        bad_offset[20] = b'x';
+        assert_eq!(decode(&bad_offset), None);
+        assert_eq!(decode(b"DXPj0123456789abcdef{}"), None);
     }
 
     #[tokio::test]

@@ -1,26 +1,39 @@
-//! Topics and their subscribers: subscribe, publish, and what happens to a
-//! subscriber that cannot keep up.
+//! Topics, their order and their history: subscribe, publish, resume, and
+//! what happens to a subscriber that cannot keep up.
 //!
-//! Each subscriber has its own bounded queue (a tokio `mpsc` channel of
-//! [`HubConfig::queue`] messages). Publishing never waits: a message goes
-//! into every queue that has room, and a subscriber whose queue is full is
-//! removed from the topic; its [`Subscription::recv`] then returns what was
-//! queued and [`RecvError::Lagged`]. Memory is bounded by the queues, and a
-//! payload queued for many subscribers is stored once (it is a `Bytes`).
+//! Every message published to a topic gets an offset, 1, 2, 3… within the
+//! topic's epoch (an opaque name for one run of offsets), and every
+//! subscriber receives the topic's messages in offset order. Without a
+//! backplane the hub assigns offsets itself and retains each topic's latest
+//! messages, bounded by count ([`HubConfig::history_size`]), by age
+//! ([`HubConfig::history_ttl`]) and, over all topics, by bytes
+//! ([`HubConfig::max_history_bytes`]). With the Redis backplane
+//! ([`backplane`](crate::backplane)) offsets and history live in Redis, and
+//! a node delivers every message, its own too, when Redis hands it back, so
+//! that every node sees one order.
 //!
-//! All topics sit behind one mutex, held while a publish fills the queues:
-//! simple, and `try_send` is cheap; a topic map sharded by name would be the
-//! next step for many busy topics.
+//! Each subscriber has a bounded queue (a tokio `mpsc` channel of
+//! [`HubConfig::queue`] items); a duplex.v1 connection has one for all its
+//! topics. Publishing never waits: a message goes into every queue that has
+//! room, and a subscriber whose queue is full is removed from the topic and
+//! told so ([`RecvError::Lagged`]). A payload queued for many subscribers
+//! and kept in the history is stored once (it is a `Bytes`).
+//!
+//! A topic lives while it has subscribers or retained messages; both count
+//! against [`HubConfig::max_topics`]. All topics sit behind one mutex, held
+//! while a publish fills the queues: simple, and `try_send` is cheap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use duplex::{Broadcast, Message};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+// Tokio's clock, so that tests may move time.
+use tokio::time::Instant;
 
-use crate::backplane::Outbound;
+use crate::backplane::Store;
 use crate::metrics::Metrics;
 
 /// The longest topic name accepted.
@@ -37,9 +50,9 @@ pub struct HubConfig {
     /// default 64 MiB message limit the worst case per subscriber is still
     /// bounded (in practice pushes are small).
     pub queue: usize,
-    /// Topics with at least one subscriber, at most. Default 100,000: every
-    /// topic costs a map entry, and a client must not be able to create them
-    /// without bound.
+    /// Topics with subscribers or retained messages, at most. Default
+    /// 100,000: every topic costs a map entry, and a client must not be
+    /// able to create them without bound.
     pub max_topics: usize,
     /// How long a subscriber's connection may take to take one message
     /// before the server drops it. Default 10 s. A subscriber that stops
@@ -47,14 +60,13 @@ pub struct HubConfig {
     /// message; its queue overflows meanwhile, but the connection itself is
     /// only freed by this timeout.
     pub send_timeout: Duration,
-    /// The largest message relayed from the backplane: a payload from Redis
-    /// over it is dropped and counted (`duplex_backplane_too_large_total`),
-    /// not delivered. Default 64 MiB, the WebSocket default
-    /// `max_message_size`: no node of the cluster accepts more from its
-    /// clients, so a larger payload was not published by one, and
-    /// delivering it would queue a copy of it per subscriber. Set it to the
-    /// `max_message_size` of the service's config (`duplex serve` sets both
-    /// from `--max-message-size`).
+    /// The largest message published or relayed from the backplane: a
+    /// payload from Redis over it is dropped and counted
+    /// (`duplex_backplane_too_large_total`), a duplex.v1 publish over it is
+    /// refused (`too_large`). Default 64 MiB, the WebSocket default
+    /// `max_message_size`. Set it to the `max_message_size` of the
+    /// service's config (`duplex serve` sets both from
+    /// `--max-message-size`).
     pub max_message_size: usize,
     /// How long a `POST /topics/{name}` may take to send its body, from the
     /// end of its head; past it the answer is 408 and the connection is
@@ -63,6 +75,27 @@ pub struct HubConfig {
     /// while a client that drips its body a byte at a time cannot hold a
     /// request (and its buffer) open for longer.
     pub body_timeout: Duration,
+    /// Messages each topic retains for clients that resume. Default 100:
+    /// a client that was away for a short reconnect (seconds) misses far
+    /// fewer on most topics, and 100 small pushes cost a few KiB.
+    pub history_size: usize,
+    /// How long a retained message is kept. Default 5 minutes: longer than
+    /// any reconnect with backoff, short enough that a topic's history does
+    /// not outlive its interest. A topic whose every message has expired
+    /// starts a new epoch.
+    pub history_ttl: Duration,
+    /// Bytes of retained payloads over all topics, at most (without Redis;
+    /// with it, Redis's own `maxmemory` bounds them). Default 256 MiB. Past
+    /// it the oldest messages of the topic being published to go first,
+    /// then those of other topics.
+    pub max_history_bytes: usize,
+    /// Topics one duplex.v1 connection may subscribe to at once. Default
+    /// 100: a page rarely follows more, and each costs a place in a topic.
+    pub max_subscriptions: usize,
+    /// How often a duplex.v1 connection gets a `ping` frame. Default 25 s:
+    /// under the usual 30–60 s idle timeouts of proxies, and a client
+    /// that hears nothing for this plus 10 s knows the connection is dead.
+    pub ping_interval: Duration,
 }
 
 impl Default for HubConfig {
@@ -73,6 +106,11 @@ impl Default for HubConfig {
             send_timeout: Duration::from_secs(10),
             max_message_size: 64 << 20,
             body_timeout: Duration::from_secs(10),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            max_history_bytes: 256 << 20,
+            max_subscriptions: 100,
+            ping_interval: Duration::from_secs(25),
         }
     }
 }
@@ -99,9 +137,14 @@ setters! {
     send_timeout: Duration,
     max_message_size: usize,
     body_timeout: Duration,
+    history_size: usize,
+    history_ttl: Duration,
+    max_history_bytes: usize,
+    max_subscriptions: usize,
+    ping_interval: Duration,
 }
 
-/// Why a subscription could not be made.
+/// Why a subscription or a publish could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HubError {
@@ -109,9 +152,16 @@ pub enum HubError {
     /// `A-Z a-z 0-9 - _ . :`.
     #[error("invalid topic name {0:?}: 1-128 characters of A-Z a-z 0-9 - _ . :")]
     InvalidTopic(String),
-    /// [`HubConfig::max_topics`] topics already have subscribers.
+    /// [`HubConfig::max_topics`] topics already exist.
     #[error("too many topics (at most {0})")]
     TooManyTopics(usize),
+    /// The message is over [`HubConfig::max_message_size`].
+    #[error("a message is at most {0} bytes")]
+    TooLarge(usize),
+    /// The backplane cannot reach Redis: nothing was published or
+    /// subscribed.
+    #[error("the backplane (Redis) is unreachable")]
+    Unavailable,
 }
 
 /// Why [`Subscription::recv`] returned no message.
@@ -127,7 +177,7 @@ pub enum RecvError {
 }
 
 /// Checks a topic name: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`, so that
-/// it is safe in a URL path, a Redis channel name and a log line.
+/// it is safe in a URL path, a Redis key and a log line.
 pub fn validate_topic(name: &str) -> Result<(), HubError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_TOPIC_LEN
@@ -142,6 +192,242 @@ pub fn validate_topic(name: &str) -> Result<(), HubError> {
     }
 }
 
+/// A new epoch name: 64 random bits in hex.
+pub(crate) fn new_epoch() -> Arc<str> {
+    format!("{:016x}", rand::random::<u64>()).into()
+}
+
+/// A message of a topic as its subscribers get it: where it stands in the
+/// topic's order, and the message, shared by every subscriber (and
+/// compressed once for all of them).
+#[derive(Debug)]
+pub struct Delivery {
+    topic: Arc<str>,
+    epoch: Arc<str>,
+    offset: u64,
+    broadcast: Broadcast,
+    /// The duplex.v1 `message` frame, made once for every v1 subscriber.
+    frame: OnceLock<Broadcast>,
+}
+
+impl Delivery {
+    pub(crate) fn new(topic: Arc<str>, epoch: Arc<str>, offset: u64, message: Message) -> Delivery {
+        Delivery {
+            topic,
+            epoch,
+            offset,
+            broadcast: Broadcast::new(message),
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The epoch its offset belongs to.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Its offset in the topic: one more than the message before it.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        self.broadcast.message()
+    }
+
+    /// The message, to send with
+    /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
+    pub fn broadcast(&self) -> &Broadcast {
+        &self.broadcast
+    }
+
+    /// The message as a duplex.v1 `message` frame.
+    pub(crate) fn frame(&self) -> &Broadcast {
+        self.frame.get_or_init(|| {
+            Broadcast::new(Message::text(crate::v1::message_frame(
+                &self.topic,
+                self.offset,
+                self.message(),
+            )))
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        match self.message() {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+}
+
+/// A duplex.v1 subscription as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The connection's id.
+    pub client: Arc<str>,
+    /// Its token's `sub`, if it came with one.
+    pub user: Option<Arc<str>>,
+}
+
+/// A member joining or leaving a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PresenceEvent {
+    pub(crate) topic: Arc<str>,
+    pub(crate) joined: bool,
+    pub(crate) member: Member,
+}
+
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Queued {
+    Message(Arc<Delivery>),
+    Presence(Arc<PresenceEvent>),
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The topic's epoch.
+    pub epoch: Arc<str>,
+    /// The message's offset in it.
+    pub offset: u64,
+    /// Local subscribers it was (or, with a backplane, is being) queued for.
+    pub delivered: usize,
+}
+
+/// Where a resuming subscriber left off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Since {
+    /// The epoch of `offset`; `None` for the topic's current one.
+    pub epoch: Option<String>,
+    /// The last offset the subscriber saw (0: all that is retained).
+    pub offset: u64,
+}
+
+/// What a subscriber starts from.
+#[derive(Debug, Clone)]
+pub(crate) struct Opened {
+    /// The topic's epoch.
+    pub(crate) epoch: Arc<str>,
+    /// The topic's newest offset when the subscription began.
+    pub(crate) offset: u64,
+    /// With a [`Since`]: whether `history` has every message after it.
+    pub(crate) recovered: Option<bool>,
+    /// Retained messages after the [`Since`], oldest first.
+    pub(crate) history: Vec<Arc<Delivery>>,
+}
+
+impl Opened {
+    /// Decides what a subscriber resuming from `since` gets, given the
+    /// topic's `epoch`, its newest offset `last` and the retained messages
+    /// after `since.offset` (oldest first).
+    pub(crate) fn resume(
+        epoch: Arc<str>,
+        last: u64,
+        since: Option<&Since>,
+        retained: Vec<Arc<Delivery>>,
+    ) -> Opened {
+        let Some(since) = since else {
+            return Opened {
+                epoch,
+                offset: last,
+                recovered: None,
+                history: Vec::new(),
+            };
+        };
+        let same_epoch = since.epoch.as_deref().is_none_or(|e| e == &*epoch);
+        if !same_epoch || since.offset > last {
+            // Offsets started again, or the client comes from the future:
+            // nothing it holds can be continued, and nothing after it is
+            // retained.
+            return Opened {
+                epoch,
+                offset: last,
+                recovered: Some(false),
+                history: Vec::new(),
+            };
+        }
+        let history: Vec<_> = retained
+            .into_iter()
+            .filter(|d| d.offset > since.offset)
+            .collect();
+        let recovered = since.offset == last
+            || history
+                .first()
+                .is_some_and(|d| d.offset == since.offset + 1);
+        Opened {
+            epoch,
+            offset: last,
+            recovered: Some(recovered),
+            history,
+        }
+    }
+}
+
+/// The queue of one subscriber (a raw topic WebSocket) or of one duplex.v1
+/// connection (all its topics).
+#[derive(Debug, Clone)]
+pub(crate) struct Inbox {
+    tx: mpsc::Sender<Queued>,
+    lagged: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Inbox {
+    /// A queue of `capacity` items and its receiving end.
+    pub(crate) fn new(capacity: usize) -> (Inbox, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let inbox = Inbox {
+            tx,
+            lagged: Arc::new(AtomicBool::new(false)),
+            notify: Arc::new(Notify::new()),
+        };
+        (inbox, rx)
+    }
+
+    /// Whether the queue overflowed.
+    pub(crate) fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the queue has overflowed.
+    pub(crate) async fn overflowed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.lagged() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues `item`; `false` when it no longer fits (the subscriber lags)
+    /// or nobody receives any more.
+    fn offer(&self, item: Queued) -> Result<(), Offer> {
+        match self.tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                self.notify.notify_waiters();
+                Err(Offer::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Offer::Closed),
+        }
+    }
+}
+
+enum Offer {
+    Full,
+    Closed,
+}
+
 /// The topics of one server. Cheap to clone: clones share the topics.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -151,24 +437,113 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: Mutex<Topics>,
     next_id: AtomicU64,
     metrics: Metrics,
-    /// Set once a backplane is attached: where local publishes go out.
-    outbound: OnceLock<Outbound>,
+    /// Set once a backplane is attached: offsets and history in Redis.
+    store: OnceLock<Arc<Store>>,
     /// This node's id on the backplane.
     node: [u8; 16],
 }
 
 #[derive(Debug, Default)]
+struct Topics {
+    map: HashMap<Arc<str>, Topic>,
+    /// Bytes of retained payloads over all topics.
+    history_bytes: usize,
+}
+
+#[derive(Debug)]
 struct Topic {
+    name: Arc<str>,
     subscribers: HashMap<u64, Subscriber>,
+    /// The epoch: assigned here without a backplane; with one, the epoch
+    /// of the last message delivered (to notice a lost one).
+    epoch: Arc<str>,
+    /// The newest offset: assigned, or last delivered.
+    last: u64,
+    /// Retained messages, oldest first (without a backplane).
+    history: VecDeque<Retained>,
+    history_bytes: usize,
+    /// Local duplex.v1 subscriptions, for presence.
+    members: HashMap<u64, Member>,
+}
+
+#[derive(Debug)]
+struct Retained {
+    delivery: Arc<Delivery>,
+    at: Instant,
 }
 
 #[derive(Debug)]
 struct Subscriber {
-    queue: mpsc::Sender<Arc<Broadcast>>,
-    lagged: Arc<AtomicBool>,
+    inbox: Inbox,
+    /// Whether it wants join/leave events.
+    presence: bool,
+}
+
+impl Topic {
+    fn new(name: Arc<str>) -> Topic {
+        Topic {
+            name,
+            subscribers: HashMap::new(),
+            epoch: new_epoch(),
+            last: 0,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            members: HashMap::new(),
+        }
+    }
+
+    /// Drops retained messages older than `ttl`; returns the bytes freed.
+    fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        let mut freed = 0;
+        while let Some(front) = self.history.front() {
+            if now.duration_since(front.at) < ttl {
+                break;
+            }
+            freed += self.pop_oldest();
+        }
+        freed
+    }
+
+    fn pop_oldest(&mut self) -> usize {
+        let Some(oldest) = self.history.pop_front() else {
+            return 0;
+        };
+        let bytes = oldest.delivery.bytes();
+        self.history_bytes -= bytes;
+        bytes
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty()
+    }
+
+    /// Queues `item` for its subscribers (presence events only for those
+    /// that asked); returns how many got it and how many were dropped.
+    fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
+        let presence = matches!(item, Queued::Presence(_));
+        let mut delivered = 0;
+        let mut lagged = 0;
+        self.subscribers.retain(|_, subscriber| {
+            if presence && !subscriber.presence {
+                return true;
+            }
+            match subscriber.inbox.offer(item.clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(Offer::Full) => {
+                    lagged += 1;
+                    false
+                }
+                Err(Offer::Closed) => false,
+            }
+        });
+        (delivered, lagged)
+    }
 }
 
 impl Hub {
@@ -177,15 +552,18 @@ impl Hub {
         let config = HubConfig {
             queue: config.queue.max(1),
             max_topics: config.max_topics.max(1),
+            max_subscriptions: config.max_subscriptions.max(1),
+            history_ttl: config.history_ttl.max(Duration::from_millis(1)),
+            ping_interval: config.ping_interval.max(Duration::from_millis(10)),
             ..config
         };
         Hub {
             inner: Arc::new(Inner {
                 config,
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(Topics::default()),
                 next_id: AtomicU64::new(0),
                 metrics: Metrics::default(),
-                outbound: OnceLock::new(),
+                store: OnceLock::new(),
                 node: rand::random(),
             }),
         }
@@ -201,108 +579,365 @@ impl Hub {
         &self.inner.metrics
     }
 
-    /// Subscribes to `topic`, which exists as long as it has subscribers.
+    /// Subscribes to the live messages of `topic`.
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, HubError> {
         validate_topic(topic)?;
-        let (queue, rx) = mpsc::channel(self.inner.config.queue);
-        let lagged = Arc::new(AtomicBool::new(false));
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut topics = self.topics();
-            if !topics.contains_key(topic) && topics.len() >= self.inner.config.max_topics {
-                return Err(HubError::TooManyTopics(self.inner.config.max_topics));
-            }
-            let subscriber = Subscriber {
-                queue,
-                lagged: Arc::clone(&lagged),
-            };
-            topics
-                .entry(topic.to_owned())
-                .or_default()
-                .subscribers
-                .insert(id, subscriber);
-            self.inner.metrics.set_topics(topics.len());
-        }
-        self.inner.metrics.subscribed();
+        let (inbox, rx) = Inbox::new(self.inner.config.queue);
+        let (membership, _) = self.join(topic, &inbox, None, None, false)?;
         Ok(Subscription {
-            hub: self.clone(),
-            topic: topic.to_owned(),
-            id,
+            membership,
             rx,
-            lagged,
+            inbox,
         })
     }
 
-    /// Publishes `message` to every subscriber of `topic` on this node and,
-    /// with a backplane, on every other node. Returns how many local
-    /// subscribers it was queued for. Never waits.
-    pub fn publish(&self, topic: &str, message: Message) -> Result<usize, HubError> {
+    /// Subscribes `inbox` to `topic`: with `member`, as a duplex.v1
+    /// subscription that presence shows (and that receives join/leave
+    /// events with `watch`). Returns what the subscriber starts from: with
+    /// a backplane the offset and history come from Redis.
+    pub(crate) async fn open(
+        &self,
+        topic: &str,
+        inbox: &Inbox,
+        member: Option<Member>,
+        since: Option<&Since>,
+        watch: bool,
+    ) -> Result<(Membership, Opened), HubError> {
         validate_topic(topic)?;
-        self.inner.metrics.published();
-        if let Some(outbound) = self.inner.outbound.get() {
-            outbound.send(topic, &message, &self.inner.metrics);
+        let (membership, opened) = self.join(topic, inbox, member.clone(), since, watch)?;
+        let Some(store) = self.inner.store.get() else {
+            if let Some(member) = member {
+                self.presence_event(topic, true, member);
+            }
+            return Ok((membership, opened));
+        };
+        // Subscribed first, read second: a message published in between
+        // arrives twice (the session skips offsets it has sent), never not.
+        let opened = store.open(topic, since, self).await.inspect_err(|e| {
+            tracing::info!(topic, error = %e, "cannot open a topic in Redis");
+        })?;
+        if let Some(member) = member {
+            self.presence_event(topic, true, member.clone());
+            store.joined(topic, &member, self).await;
         }
-        Ok(self.deliver(topic, &message))
+        Ok((membership, opened))
     }
 
-    /// Queues `message` for the local subscribers of `topic`: one
-    /// [`Broadcast`] for all, so that it is compressed at most once.
-    pub(crate) fn deliver(&self, topic: &str, message: &Message) -> usize {
+    fn join(
+        &self,
+        topic: &str,
+        inbox: &Inbox,
+        member: Option<Member>,
+        since: Option<&Since>,
+        watch: bool,
+    ) -> Result<(Membership, Opened), HubError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut topics = self.topics();
-        let Some(entry) = topics.get_mut(topic) else {
+        let entry = self.topic_entry(&mut topics, topic)?;
+        entry.subscribers.insert(
+            id,
+            Subscriber {
+                inbox: inbox.clone(),
+                presence: watch,
+            },
+        );
+        if let Some(member) = member {
+            entry.members.insert(id, member);
+        }
+        let name = Arc::clone(&entry.name);
+        let opened = if self.inner.store.get().is_some() {
+            Opened::resume(Arc::clone(&entry.epoch), entry.last, None, Vec::new())
+        } else {
+            let retained = match since {
+                Some(s) => entry
+                    .history
+                    .iter()
+                    .filter(|r| r.delivery.offset > s.offset)
+                    .map(|r| Arc::clone(&r.delivery))
+                    .collect(),
+                None => Vec::new(),
+            };
+            Opened::resume(Arc::clone(&entry.epoch), entry.last, since, retained)
+        };
+        self.inner.metrics.set_topics(topics.map.len());
+        drop(topics);
+        self.inner.metrics.subscribed();
+        Ok((
+            Membership {
+                hub: self.clone(),
+                topic: name,
+                id,
+            },
+            opened,
+        ))
+    }
+
+    /// The topic's entry, made if it does not exist and the limit allows;
+    /// its expired history dropped.
+    fn topic_entry<'a>(
+        &self,
+        topics: &'a mut Topics,
+        topic: &str,
+    ) -> Result<&'a mut Topic, HubError> {
+        let now = Instant::now();
+        let ttl = self.inner.config.history_ttl;
+        let max = self.inner.config.max_topics;
+        if !topics.map.contains_key(topic) && topics.map.len() >= max {
+            // Topics kept only for a history that has expired since make
+            // room first.
+            let mut freed = 0;
+            topics.map.retain(|_, t| {
+                freed += t.expire(now, ttl);
+                !t.is_idle()
+            });
+            topics.history_bytes -= freed;
+            if topics.map.len() >= max {
+                return Err(HubError::TooManyTopics(max));
+            }
+        }
+        let Topics { map, history_bytes } = topics;
+        let entry = map
+            .entry(Arc::from(topic))
+            .or_insert_with_key(|name| Topic::new(Arc::clone(name)));
+        *history_bytes -= entry.expire(now, ttl);
+        if entry.is_idle() && entry.last > 0 {
+            // Nobody holds it and its whole history expired: as if it had
+            // been swept already, its offsets start again.
+            *entry = Topic::new(Arc::clone(&entry.name));
+        }
+        Ok(entry)
+    }
+
+    /// Publishes `message` to every subscriber of `topic`, on every node
+    /// with a backplane. Returns its offset; never waits but for Redis.
+    pub async fn publish(&self, topic: &str, message: Message) -> Result<Published, HubError> {
+        validate_topic(topic)?;
+        let size = match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        };
+        if size > self.inner.config.max_message_size {
+            return Err(HubError::TooLarge(self.inner.config.max_message_size));
+        }
+        let Some(store) = self.inner.store.get() else {
+            self.inner.metrics.published();
+            return self.publish_here(topic, message);
+        };
+        let (epoch, offset) = store.publish(topic, &message, self).await?;
+        self.inner.metrics.published();
+        Ok(Published {
+            epoch,
+            offset,
+            delivered: self.subscriber_count(topic),
+        })
+    }
+
+    /// Without a backplane: assigns the offset, retains, delivers.
+    fn publish_here(&self, topic: &str, message: Message) -> Result<Published, HubError> {
+        let config = &self.inner.config;
+        let mut topics = self.topics();
+        let entry = self.topic_entry(&mut topics, topic)?;
+        entry.last += 1;
+        let delivery = Arc::new(Delivery::new(
+            Arc::clone(&entry.name),
+            Arc::clone(&entry.epoch),
+            entry.last,
+            message,
+        ));
+        let published = Published {
+            epoch: Arc::clone(&entry.epoch),
+            offset: entry.last,
+            delivered: 0,
+        };
+        let mut added = 0;
+        if config.history_size > 0 {
+            added = delivery.bytes();
+            entry.history.push_back(Retained {
+                delivery: Arc::clone(&delivery),
+                at: Instant::now(),
+            });
+            entry.history_bytes += added;
+        }
+        let mut freed = 0;
+        while entry.history.len() > config.history_size {
+            freed += entry.pop_oldest();
+        }
+        let (delivered, lagged) = entry.fan_out(&Queued::Message(delivery));
+        topics.history_bytes = topics.history_bytes + added - freed;
+        self.bound_history(&mut topics, topic);
+        topics.map.retain(|_, t| !t.is_idle());
+        self.inner.metrics.set_topics(topics.map.len());
+        drop(topics);
+        self.counted(topic, delivered, lagged);
+        Ok(Published {
+            delivered,
+            ..published
+        })
+    }
+
+    /// Drops the oldest retained messages until the history fits
+    /// [`HubConfig::max_history_bytes`]: of `topic` first (whoever
+    /// publishes pays), but never its newest, then of other topics.
+    fn bound_history(&self, topics: &mut Topics, topic: &str) {
+        let max = self.inner.config.max_history_bytes;
+        if topics.history_bytes <= max {
+            return;
+        }
+        let Topics { map, history_bytes } = topics;
+        if let Some(entry) = map.get_mut(topic) {
+            while *history_bytes > max && entry.history.len() > 1 {
+                *history_bytes -= entry.pop_oldest();
+            }
+        }
+        for (name, entry) in map.iter_mut() {
+            if &**name == topic {
+                continue;
+            }
+            while *history_bytes > max && !entry.history.is_empty() {
+                *history_bytes -= entry.pop_oldest();
+            }
+            if *history_bytes <= max {
+                break;
+            }
+        }
+    }
+
+    /// Where a topic with local subscribers stands: the epoch and offset
+    /// of the last message delivered from the backplane, for the backplane
+    /// to notice a lost one. `None` before the first.
+    pub(crate) fn expected(&self, topic: &str) -> Option<(Arc<str>, u64)> {
+        let topics = self.topics();
+        let entry = topics.map.get(topic)?;
+        (entry.last > 0).then(|| (Arc::clone(&entry.epoch), entry.last))
+    }
+
+    /// Delivers a message from the backplane to the local subscribers.
+    pub(crate) fn deliver(&self, delivery: Arc<Delivery>) -> usize {
+        let mut topics = self.topics();
+        let Some(entry) = topics.map.get_mut(delivery.topic()) else {
             return 0;
         };
-        let broadcast = Arc::new(Broadcast::new(message.clone()));
-        let mut delivered = 0;
-        let mut lagged = 0;
-        entry.subscribers.retain(|_, subscriber| {
-            match subscriber.queue.try_send(Arc::clone(&broadcast)) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Dropping the sender ends the subscription once its
-                    // queue is drained; the flag says why.
-                    subscriber.lagged.store(true, Ordering::Release);
-                    lagged += 1;
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
-        if entry.subscribers.is_empty() {
-            topics.remove(topic);
+        if *entry.epoch == *delivery.epoch && delivery.offset <= entry.last {
+            // Already delivered (a gap filled from the stream).
+            return 0;
         }
-        self.inner.metrics.set_topics(topics.len());
+        entry.epoch = Arc::clone(&delivery.epoch);
+        entry.last = delivery.offset;
+        let topic = Arc::clone(&delivery.topic);
+        let (delivered, lagged) = entry.fan_out(&Queued::Message(delivery));
+        if entry.is_idle() {
+            topics.map.remove(&topic);
+        }
+        self.inner.metrics.set_topics(topics.map.len());
         drop(topics);
+        self.counted(&topic, delivered, lagged);
+        delivered
+    }
+
+    /// Queues a join or leave for the local subscribers that watch
+    /// `topic`'s presence.
+    pub(crate) fn presence_event(&self, topic: &str, joined: bool, member: Member) {
+        let mut topics = self.topics();
+        let Some(entry) = topics.map.get_mut(topic) else {
+            return;
+        };
+        let event = Queued::Presence(Arc::new(PresenceEvent {
+            topic: Arc::clone(&entry.name),
+            joined,
+            member,
+        }));
+        let (_, lagged) = entry.fan_out(&event);
+        drop(topics);
+        if lagged > 0 {
+            self.inner.metrics.lagged(lagged);
+        }
+    }
+
+    fn counted(&self, topic: &str, delivered: usize, lagged: u64) {
         self.inner.metrics.delivered(delivered as u64);
         if lagged > 0 {
             tracing::info!(topic, lagged, "dropping slow subscribers");
             self.inner.metrics.lagged(lagged);
         }
-        delivered
     }
 
-    /// Topics with subscribers now.
+    /// The duplex.v1 subscriptions to `topic` on this node.
+    pub(crate) fn local_members(&self, topic: &str) -> Vec<Member> {
+        self.topics()
+            .map
+            .get(topic)
+            .map(|t| t.members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every local duplex.v1 subscription, by topic (for the backplane's
+    /// presence refresh).
+    pub(crate) fn all_members(&self) -> Vec<(Arc<str>, Vec<Member>)> {
+        self.topics()
+            .map
+            .values()
+            .filter(|t| !t.members.is_empty())
+            .map(|t| (Arc::clone(&t.name), t.members.values().cloned().collect()))
+            .collect()
+    }
+
+    /// How many duplex.v1 subscriptions `topic` has, and up to `limit` of
+    /// them: on every node with a backplane.
+    pub(crate) async fn presence(
+        &self,
+        topic: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<Member>), HubError> {
+        validate_topic(topic)?;
+        match self.inner.store.get() {
+            Some(store) => store.presence(topic, limit).await,
+            None => {
+                let members = self.local_members(topic);
+                let count = members.len();
+                Ok((count, members.into_iter().take(limit).collect()))
+            }
+        }
+    }
+
+    /// Topics with subscribers or retained messages now.
     pub fn topic_count(&self) -> usize {
-        self.topics().len()
+        self.topics().map.len()
     }
 
     /// Subscribers of `topic` now.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics().get(topic).map_or(0, |t| t.subscribers.len())
+        self.topics()
+            .map
+            .get(topic)
+            .map_or(0, |t| t.subscribers.len())
+    }
+
+    /// Bytes of retained payloads over all topics now (without a
+    /// backplane).
+    pub fn history_bytes(&self) -> usize {
+        self.topics().history_bytes
+    }
+
+    /// A new connection id, unique across nodes.
+    pub(crate) fn client_id(&self) -> Arc<str> {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let node = &self.inner.node;
+        format!(
+            "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}-{n}",
+            node[0], node[1], node[2], node[3], node[4], node[5]
+        )
+        .into()
     }
 
     pub(crate) fn node(&self) -> [u8; 16] {
         self.inner.node
     }
 
-    pub(crate) fn attach(&self, outbound: Outbound) -> bool {
-        self.inner.outbound.set(outbound).is_ok()
+    pub(crate) fn attach(&self, store: Arc<Store>) -> bool {
+        self.inner.store.set(store).is_ok()
     }
 
-    fn topics(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
+    fn topics(&self) -> MutexGuard<'_, Topics> {
         // The map is consistent whatever panicked while holding it.
         self.inner
             .topics
@@ -310,60 +945,87 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn unsubscribe(&self, topic: &str, id: u64) {
+    fn leave(&self, topic: &str, id: u64) {
         let mut topics = self.topics();
-        if let Some(entry) = topics.get_mut(topic) {
+        let mut left = None;
+        if let Some(entry) = topics.map.get_mut(topic) {
             entry.subscribers.remove(&id);
-            if entry.subscribers.is_empty() {
-                topics.remove(topic);
+            left = entry.members.remove(&id);
+            if entry.is_idle() {
+                topics.map.remove(topic);
             }
         }
-        self.inner.metrics.set_topics(topics.len());
+        self.inner.metrics.set_topics(topics.map.len());
         drop(topics);
         self.inner.metrics.unsubscribed();
+        if let Some(member) = left {
+            self.presence_event(topic, false, member.clone());
+            if let Some(store) = self.inner.store.get() {
+                store.left(topic, member, self);
+            }
+        }
+    }
+}
+
+/// A place in a topic; leaving is dropping it.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    hub: Hub,
+    topic: Arc<str>,
+    id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.leave(&self.topic, self.id);
     }
 }
 
 /// One subscriber's membership of a topic; leaving is dropping it.
 #[derive(Debug)]
 pub struct Subscription {
-    hub: Hub,
-    topic: String,
-    id: u64,
-    rx: mpsc::Receiver<Arc<Broadcast>>,
-    lagged: Arc<AtomicBool>,
+    membership: Membership,
+    rx: mpsc::Receiver<Queued>,
+    inbox: Inbox,
 }
 
 impl Subscription {
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.membership.topic
     }
 
     /// The next message published to the topic, shared with every other
-    /// subscriber: send it with
+    /// subscriber: send its [`broadcast`](Delivery::broadcast) with
     /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
-    pub async fn recv(&mut self) -> Result<Arc<Broadcast>, RecvError> {
-        match self.rx.recv().await {
-            Some(message) => Ok(message),
-            None if self.lagged.load(Ordering::Acquire) => {
-                Err(RecvError::Lagged(self.hub.inner.config.queue))
+    pub async fn recv(&mut self) -> Result<Arc<Delivery>, RecvError> {
+        loop {
+            if self.inbox.lagged() && self.rx.is_empty() {
+                return Err(RecvError::Lagged(self.membership.hub.inner.config.queue));
             }
-            None => Err(RecvError::Closed),
+            tokio::select! {
+                biased;
+                item = self.rx.recv() => match item {
+                    Some(Queued::Message(delivery)) => return Ok(delivery),
+                    // Raw subscribers do not watch presence.
+                    Some(Queued::Presence(_)) => {}
+                    None => return Err(RecvError::Closed),
+                },
+                () = self.inbox.overflowed() => {}
+            }
         }
     }
 
     /// A message already queued, without waiting, to send what piled up in
     /// one write. `None` when nothing is queued, or when the subscription
     /// ended ([`recv`](Self::recv) says why).
-    pub fn try_recv(&mut self) -> Option<Arc<Broadcast>> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.unsubscribe(&self.topic, self.id);
+    pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
+        loop {
+            match self.rx.try_recv().ok()? {
+                Queued::Message(delivery) => return Some(delivery),
+                Queued::Presence(_) => {}
+            }
+        }
     }
 }
 
@@ -384,7 +1046,7 @@ mod tests {
         let mut sub = hub.subscribe("t").unwrap();
         assert!(sub.try_recv().is_none());
         for text in ["a", "b", "c"] {
-            hub.publish("t", Message::text(text)).unwrap();
+            hub.publish("t", Message::text(text)).await.unwrap();
         }
         assert_eq!(*sub.recv().await.unwrap().message(), Message::text("a"));
         assert_eq!(*sub.try_recv().unwrap().message(), Message::text("b"));
@@ -397,9 +1059,9 @@ mod tests {
         let hub = hub(8);
         let mut a = hub.subscribe("t").unwrap();
         let mut b = hub.subscribe("t").unwrap();
-        hub.publish("t", Message::text("once")).unwrap();
+        hub.publish("t", Message::text("once")).await.unwrap();
         let (a, b) = (a.recv().await.unwrap(), b.recv().await.unwrap());
-        assert!(Arc::ptr_eq(&a, &b), "one Broadcast, so one compression");
+        assert!(Arc::ptr_eq(&a, &b), "one Delivery, so one compression");
     }
 
     #[tokio::test]
@@ -408,9 +1070,18 @@ mod tests {
         let mut a = hub.subscribe("news").unwrap();
         let mut b = hub.subscribe("news").unwrap();
         let mut other = hub.subscribe("sport").unwrap();
-        assert_eq!(hub.publish("news", Message::text("one")).unwrap(), 2);
         assert_eq!(
-            hub.publish("news", Message::binary(&b"two"[..])).unwrap(),
+            hub.publish("news", Message::text("one"))
+                .await
+                .unwrap()
+                .delivered,
+            2
+        );
+        assert_eq!(
+            hub.publish("news", Message::binary(&b"two"[..]))
+                .await
+                .unwrap()
+                .delivered,
             2
         );
         for sub in [&mut a, &mut b] {
@@ -420,7 +1091,13 @@ mod tests {
                 Message::binary(&b"two"[..])
             );
         }
-        assert_eq!(hub.publish("sport", Message::text("goal")).unwrap(), 1);
+        assert_eq!(
+            hub.publish("sport", Message::text("goal"))
+                .await
+                .unwrap()
+                .delivered,
+            1
+        );
         assert_eq!(
             *other.recv().await.unwrap().message(),
             Message::text("goal")
@@ -430,10 +1107,16 @@ mod tests {
         assert_eq!(snapshot.delivered, 5);
     }
 
-    #[test]
-    fn a_topic_lives_as_long_as_its_subscribers() {
-        let hub = hub(8);
-        assert_eq!(hub.publish("empty", Message::text("x")).unwrap(), 0);
+    #[tokio::test]
+    async fn a_topic_lives_as_long_as_its_subscribers_or_its_history() {
+        let hub = Hub::new(HubConfig::default().history_size(0));
+        assert_eq!(
+            hub.publish("empty", Message::text("x"))
+                .await
+                .unwrap()
+                .delivered,
+            0
+        );
         assert_eq!(hub.topic_count(), 0);
         let a = hub.subscribe("t").unwrap();
         let b = hub.subscribe("t").unwrap();
@@ -451,11 +1134,19 @@ mod tests {
         let mut slow = hub.subscribe("t").unwrap();
         let mut fast = hub.subscribe("t").unwrap();
         for i in 0..2 {
-            hub.publish("t", Message::text(format!("{i}"))).unwrap();
+            hub.publish("t", Message::text(format!("{i}")))
+                .await
+                .unwrap();
             fast.recv().await.unwrap();
         }
         // The third does not fit the slow subscriber's queue of two.
-        assert_eq!(hub.publish("t", Message::text("2")).unwrap(), 1);
+        assert_eq!(
+            hub.publish("t", Message::text("2"))
+                .await
+                .unwrap()
+                .delivered,
+            1
+        );
         assert_eq!(hub.subscriber_count("t"), 1);
         assert_eq!(*slow.recv().await.unwrap().message(), Message::text("0"));
         assert_eq!(*slow.recv().await.unwrap().message(), Message::text("1"));
@@ -464,8 +1155,8 @@ mod tests {
         assert_eq!(hub.metrics().snapshot().lagged, 1);
     }
 
-    #[test]
-    fn topic_names_are_checked() {
+    #[tokio::test]
+    async fn topic_names_are_checked() {
         for good in ["a", "news", "room-1_a.b:c", &"x".repeat(128)] {
             assert_eq!(validate_topic(good), Ok(()), "{good}");
         }
@@ -477,7 +1168,7 @@ mod tests {
             hub.subscribe("a/b"),
             Err(HubError::InvalidTopic(_))
         ));
-        assert!(hub.publish("", Message::text("x")).is_err());
+        assert!(hub.publish("", Message::text("x")).await.is_err());
     }
 
     #[test]
@@ -487,5 +1178,180 @@ mod tests {
         let _b = hub.subscribe("b").unwrap();
         let _b2 = hub.subscribe("b").unwrap();
         assert_eq!(hub.subscribe("c").unwrap_err(), HubError::TooManyTopics(2));
+    }
+
+    fn text(d: &Delivery) -> String {
+        match d.message() {
+            Message::Text(t) => t.as_str().to_owned(),
+            Message::Binary(_) => panic!("binary"),
+        }
+    }
+
+    async fn open(hub: &Hub, topic: &str, since: Option<Since>) -> (Membership, Opened) {
+        let (inbox, _rx) = Inbox::new(16);
+        hub.open(topic, &inbox, None, since.as_ref(), false)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn offsets_count_up_from_one_per_topic() {
+        let hub = hub(8);
+        let mut sub = hub.subscribe("t").unwrap();
+        let a = hub.publish("t", Message::text("a")).await.unwrap();
+        let b = hub.publish("t", Message::text("b")).await.unwrap();
+        let other = hub.publish("u", Message::text("x")).await.unwrap();
+        assert_eq!((a.offset, b.offset, other.offset), (1, 2, 1));
+        assert_eq!(a.epoch, b.epoch);
+        assert_ne!(a.epoch, other.epoch);
+        let first = sub.recv().await.unwrap();
+        assert_eq!((first.offset(), first.epoch()), (1, &*a.epoch));
+        assert_eq!(sub.recv().await.unwrap().offset(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_resumes_from_the_history() {
+        let hub = Hub::new(HubConfig::default().history_size(3));
+        for i in 1..=5 {
+            hub.publish("t", Message::text(format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let since = |epoch: Option<&str>, offset| {
+            Some(Since {
+                epoch: epoch.map(str::to_owned),
+                offset,
+            })
+        };
+        // Offsets 3, 4, 5 are retained.
+        let (_m, opened) = open(&hub, "t", since(None, 2)).await;
+        assert_eq!((opened.offset, opened.recovered), (5, Some(true)));
+        let texts: Vec<_> = opened.history.iter().map(|d| text(d)).collect();
+        assert_eq!(texts, ["m3", "m4", "m5"]);
+        let epoch = opened.epoch.to_string();
+        let (_m, opened) = open(&hub, "t", since(Some(&epoch), 4)).await;
+        assert_eq!((opened.recovered, opened.history.len()), (Some(true), 1));
+        let (_m, opened) = open(&hub, "t", since(Some(&epoch), 5)).await;
+        assert_eq!((opened.recovered, opened.history.len()), (Some(true), 0));
+        // 2 is gone: what is retained comes, but not recovered.
+        let (_m, opened) = open(&hub, "t", since(None, 1)).await;
+        assert_eq!((opened.recovered, opened.history.len()), (Some(false), 3));
+        // Another epoch, or an offset from the future: nothing.
+        let (_m, opened) = open(&hub, "t", since(Some("other"), 2)).await;
+        assert_eq!((opened.recovered, opened.history.len()), (Some(false), 0));
+        let (_m, opened) = open(&hub, "t", since(None, 9)).await;
+        assert_eq!((opened.recovered, opened.history.len()), (Some(false), 0));
+        // Without since: where the topic stands, no history.
+        let (_m, opened) = open(&hub, "t", None).await;
+        assert_eq!(
+            (opened.offset, opened.recovered, opened.history.len()),
+            (5, None, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_expires_with_age_and_then_the_epoch_changes() {
+        let hub = Hub::new(HubConfig::default().history_ttl(Duration::from_secs(60)));
+        let first = hub.publish("t", Message::text("old")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        hub.publish("t", Message::text("new")).await.unwrap();
+        assert_eq!(hub.topic_count(), 1, "kept for its history");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        let (_m, opened) = open(
+            &hub,
+            "t",
+            Some(Since {
+                epoch: None,
+                offset: 0,
+            }),
+        )
+        .await;
+        assert_eq!(opened.history.len(), 1, "the old one expired");
+        assert_eq!(opened.recovered, Some(false));
+        drop(_m);
+        tokio::time::advance(Duration::from_secs(40)).await;
+        let again = hub.publish("t", Message::text("again")).await.unwrap();
+        assert_ne!(again.epoch, first.epoch, "a new run of offsets");
+        assert_eq!(again.offset, 1);
+    }
+
+    #[tokio::test]
+    async fn history_bytes_are_bounded_over_all_topics() {
+        let hub = Hub::new(HubConfig::default().max_history_bytes(1000));
+        for i in 0..20 {
+            hub.publish(&format!("t{i}"), Message::binary(vec![0u8; 100]))
+                .await
+                .unwrap();
+            assert!(hub.history_bytes() <= 1000, "{}", hub.history_bytes());
+        }
+        assert_eq!(hub.history_bytes(), 1000);
+        // The topic being published keeps at least its newest message.
+        hub.publish("big", Message::binary(vec![0u8; 900]))
+            .await
+            .unwrap();
+        assert!(hub.history_bytes() <= 1000);
+        let (_m, opened) = open(
+            &hub,
+            "big",
+            Some(Since {
+                epoch: None,
+                offset: 0,
+            }),
+        )
+        .await;
+        assert_eq!(opened.history.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn topics_kept_for_their_history_count_against_the_limit() {
+        let hub = Hub::new(HubConfig::default().max_topics(2));
+        hub.publish("a", Message::text("x")).await.unwrap();
+        hub.publish("b", Message::text("x")).await.unwrap();
+        assert_eq!(
+            hub.publish("c", Message::text("x")).await.unwrap_err(),
+            HubError::TooManyTopics(2)
+        );
+        assert_eq!(hub.subscribe("c").unwrap_err(), HubError::TooManyTopics(2));
+    }
+
+    #[tokio::test]
+    async fn presence_counts_v1_subscriptions_and_tells_watchers() {
+        let hub = hub(8);
+        let (watcher, mut rx) = Inbox::new(8);
+        let alice = Member {
+            client: "c1".into(),
+            user: Some("alice".into()),
+        };
+        let bob = Member {
+            client: "c2".into(),
+            user: None,
+        };
+        let (_w, _) = hub
+            .open("t", &watcher, Some(alice.clone()), None, true)
+            .await
+            .unwrap();
+        let (other, _rx2) = Inbox::new(8);
+        let (b, _) = hub
+            .open("t", &other, Some(bob.clone()), None, false)
+            .await
+            .unwrap();
+        let _raw = hub.subscribe("t").unwrap();
+        let (count, members) = hub.presence("t", 1000).await.unwrap();
+        assert_eq!(count, 2, "raw subscribers are not counted");
+        assert!(members.contains(&alice) && members.contains(&bob));
+        drop(b);
+        let mut events = Vec::new();
+        while let Ok(Queued::Presence(e)) = rx.try_recv() {
+            events.push((e.joined, e.member.client.to_string()));
+        }
+        assert_eq!(
+            events,
+            [
+                (true, "c1".into()),
+                (true, "c2".into()),
+                (false, "c2".into())
+            ]
+        );
+        assert_eq!(hub.presence("t", 1000).await.unwrap().0, 1);
     }
 }

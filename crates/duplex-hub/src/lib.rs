@@ -33,9 +33,14 @@ pub mod metrics;
 mod publish;
 pub mod service;
 mod session;
+pub mod v1;
+mod v1_session;
 
 pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
 pub use backplane::{BackplaneError, BackplaneState};
-pub use hub::{Hub, HubConfig, HubError, RecvError, Subscription, validate_topic};
+pub use hub::{
+    Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Since, Subscription,
+    validate_topic,
+};
 pub use metrics::Metrics;
 pub use service::HubService;

@@ -14,10 +14,12 @@ use crate::service::text;
 
 /// Publishes the body of `request` to `topic`: text if the request says
 /// `text/*` or `application/json` (and it is UTF-8), binary otherwise.
-/// Answers `200` with `{"topic":…,"delivered":N}` (local subscribers), `400`
-/// for a bad topic, too many topics, or text that is not UTF-8, `413` above
-/// `max_size` bytes, `408` (and `Connection: close`) when the body is not
-/// all there within the hub's `body_timeout`.
+/// Answers `200` with `{"topic":…,"epoch":…,"offset":N,"delivered":N}`
+/// (the message's place in the topic, and how many local subscribers got
+/// it), `400` for a bad topic, too many topics, or text that is not UTF-8,
+/// `413` above `max_size` bytes, `408` (and `Connection: close`) when the
+/// body is not all there within the hub's `body_timeout`, `503` when the
+/// backplane cannot reach Redis.
 pub(crate) async fn publish<B>(
     request: Request<B>,
     topic: &str,
@@ -72,10 +74,13 @@ where
     } else {
         Message::Binary(body)
     };
-    match hub.publish(topic, message) {
-        Ok(delivered) => {
-            // A valid topic name needs no JSON escaping (`validate_topic`).
-            let body = format!("{{\"topic\":\"{topic}\",\"delivered\":{delivered}}}\n");
+    match hub.publish(topic, message).await {
+        Ok(published) => {
+            // A valid topic name and an epoch need no JSON escaping.
+            let body = format!(
+                "{{\"topic\":\"{topic}\",\"epoch\":\"{}\",\"offset\":{},\"delivered\":{}}}\n",
+                published.epoch, published.offset, published.delivered
+            );
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
@@ -84,6 +89,8 @@ where
         Err(e @ (HubError::InvalidTopic(_) | HubError::TooManyTopics(_))) => {
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
+        Err(e @ HubError::TooLarge(_)) => text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
+        Err(e @ HubError::Unavailable) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
     }
 }
 
@@ -111,10 +118,13 @@ mod tests {
         let mut sub = hub.subscribe("t").unwrap();
         let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100).await;
         assert_eq!(response.status(), StatusCode::OK);
+        let epoch = sub.recv().await.unwrap().epoch().to_owned();
         assert_eq!(
             body_of(response).await,
-            "{\"topic\":\"t\",\"delivered\":1}\n"
+            format!("{{\"topic\":\"t\",\"epoch\":\"{epoch}\",\"offset\":1,\"delivered\":1}}\n")
         );
+        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100).await;
+        assert!(body_of(response).await.contains("\"offset\":2,"));
         assert_eq!(*sub.recv().await.unwrap().message(), Message::text("hello"));
         let response = publish(post(b"\x00\x01", None), "t", &hub, 100).await;
         assert_eq!(response.status(), StatusCode::OK);

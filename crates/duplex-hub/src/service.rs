@@ -11,7 +11,8 @@
 //! | request | answer |
 //! |---|---|
 //! | WebSocket on `/topics/{name}` (an HTTP/1.1 `GET` Upgrade or an HTTP/2 extended CONNECT) | 101 (200 over HTTP/2): subscribed; every message it sends is published. 400 for a bad topic name or too many topics, the handshake's status (400, 426) for a bad handshake, 503 past the server's limit |
-//! | `POST /topics/{name}` | 200 `{"topic":…,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit |
+//! | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, the `v1_session` module); 400 without the subprotocol |
+//! | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
 //! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
 //! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected"\|"none"}`; 503 while the Redis backplane is unreachable or the server is shutting down |
 //! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`clients/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
@@ -43,10 +44,12 @@ use http_body_util::Full;
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
 use crate::hub::{Hub, validate_topic};
-use crate::{client_js, metrics, publish, session};
+use crate::{client_js, metrics, publish, session, v1, v1_session};
 
 /// The path prefix of topics.
 const TOPICS: &str = "/topics/";
+/// The path of duplex.v1 connections.
+const V1_PATH: &str = "/topics";
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -73,6 +76,8 @@ pub type ResponseFuture =
 pub struct HubService {
     hub: Hub,
     config: Arc<Config>,
+    /// `config` with the duplex.v1 subprotocol.
+    v1_config: Arc<Config>,
     max_body_size: Option<usize>,
     backplane: Option<BackplaneState>,
     tokens: Option<TokenVerifier>,
@@ -86,6 +91,7 @@ impl HubService {
         HubService {
             hub,
             config: Arc::new(Config::server()),
+            v1_config: Arc::new(v1_config(Config::server())),
             max_body_size: None,
             backplane: None,
             tokens: None,
@@ -102,6 +108,7 @@ impl HubService {
         if let Some(deflate) = &mut config.deflate {
             deflate.server_no_context_takeover = true;
         }
+        self.v1_config = Arc::new(v1_config(config.clone()));
         self.config = Arc::new(config);
         self
     }
@@ -173,6 +180,12 @@ impl HubService {
         B::Error: Into<BoxError>,
     {
         let path = request.uri().path();
+        if path == V1_PATH {
+            if request.method() == Method::GET || is_upgrade_request(&request) {
+                return ready(self.connect_v1(&mut request));
+            }
+            return ready(method_not_allowed("GET"));
+        }
         if let Some(topic) = path.strip_prefix(TOPICS) {
             let topic = topic.to_owned();
             let method = request.method();
@@ -255,6 +268,35 @@ impl HubService {
         upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights))
     }
 
+    /// A WebSocket on `/topics` with duplex.v1: the handshake, then the
+    /// session; the token's claims are checked per operation there.
+    fn connect_v1<B>(&self, request: &mut Request<B>) -> Response<Full<Bytes>> {
+        let claims = match self.authenticate(request) {
+            Ok(claims) => claims,
+            Err(e) => return e.to_response(),
+        };
+        let upgrade = match Upgrade::new(request, &self.v1_config) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
+                return e.to_response();
+            }
+        };
+        if upgrade.protocol() != Some(v1::PROTOCOL) {
+            tracing::info!("refusing a WebSocket on /topics without duplex.v1");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket on /topics needs the subprotocol duplex.v1\n",
+            );
+        }
+        let hub = self.hub.clone();
+        let token = claims.map(|claims| v1_session::Token {
+            expiry: Box::pin(claims.expiry()),
+            claims,
+        });
+        upgrade.on_upgrade(move |ws| v1_session::run(ws, hub, token))
+    }
+
     /// `GET /metrics`: the hub's counters, and the server's when the
     /// request came through duplex's server core.
     fn metrics<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
@@ -332,6 +374,12 @@ where
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
         self.respond(request)
     }
+}
+
+/// `config` for duplex.v1 connections: the subprotocol offered.
+fn v1_config(mut config: Config) -> Config {
+    config.protocols = vec![v1::PROTOCOL.to_owned()];
+    config
 }
 
 fn ready(response: Response<Full<Bytes>>) -> ResponseFuture {

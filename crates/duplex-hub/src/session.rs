@@ -52,14 +52,18 @@ pub(crate) async fn run(
                 Some(Event::Message(message)) => {
                     // Published, then delivered through the subscription
                     // like everyone's: one order for every subscriber.
-                    let _ = hub.publish(&topic, message);
+                    // Awaited (Redis assigns the offset), so that one
+                    // connection's messages keep their order.
+                    if let Err(e) = hub.publish(&topic, message).await {
+                        tracing::info!(topic, error = %e, "a subscriber's message was not published");
+                    }
                 }
                 Some(Event::Error(e)) => tracing::info!(error = %e, "connection failed"),
                 Some(Event::Open | Event::Close { .. }) => {}
                 None => break,
             },
             received = subscription.recv(), if !closing => match received {
-                Ok(broadcast) => {
+                Ok(delivery) => {
                     let timeout = hub.config().send_timeout;
                     // What else is queued goes out in the same write (a
                     // queue's worth at most). Each message is compressed
@@ -67,10 +71,10 @@ pub(crate) async fn run(
                     // only once the connection is closing; its Close event
                     // follows from `next`.
                     let batch = async {
-                        ws.feed_broadcast(&broadcast).await?;
+                        ws.feed_broadcast(delivery.broadcast()).await?;
                         for _ in 1..hub.config().queue {
                             let Some(next) = subscription.try_recv() else { break };
-                            ws.feed_broadcast(&next).await?;
+                            ws.feed_broadcast(next.broadcast()).await?;
                         }
                         ws.flush().await
                     };
@@ -100,10 +104,10 @@ pub(crate) async fn run(
 }
 
 /// Counts an open topic connection in `/metrics` for as long as it lives.
-struct Open(Hub);
+pub(crate) struct Open(Hub);
 
 impl Open {
-    fn new(hub: &Hub) -> Open {
+    pub(crate) fn new(hub: &Hub) -> Open {
         hub.metrics().connection_opened();
         Open(hub.clone())
     }

@@ -65,7 +65,7 @@ async fn a_message_from_redis_over_the_size_limit_is_dropped_and_counted() {
     // Wait until the subscription crosses Redis.
     let mut crossed = false;
     for _ in 0..50 {
-        big.publish("t", Message::text("warm-up")).unwrap();
+        big.publish("t", Message::text("warm-up")).await.unwrap();
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), on_small.recv()).await {
             crossed = true;
             break;
@@ -75,8 +75,12 @@ async fn a_message_from_redis_over_the_size_limit_is_dropped_and_counted() {
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_small.recv()).await {}
 
     // 1001 bytes: over the limit. Then exactly 1000: at it.
-    big.publish("t", Message::binary(vec![1u8; 1001])).unwrap();
-    big.publish("t", Message::binary(vec![2u8; 1000])).unwrap();
+    big.publish("t", Message::binary(vec![1u8; 1001]))
+        .await
+        .unwrap();
+    big.publish("t", Message::binary(vec![2u8; 1000]))
+        .await
+        .unwrap();
     let next = tokio::time::timeout(Duration::from_secs(10), on_small.recv())
         .await
         .expect("a message within 10 s")

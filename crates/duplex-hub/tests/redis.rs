@@ -31,7 +31,7 @@ async fn nothing_more(sub: &mut Subscription) {
 async fn publish_until_received(from: &Hub, to: &mut Subscription, text: &str) -> Message {
     // (Used before any other traffic on the topic.)
     for _ in 0..50 {
-        from.publish(to.topic(), Message::text(text)).unwrap();
+        from.publish(to.topic(), Message::text(text)).await.unwrap();
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), to.recv()).await {
             return m.message().clone();
         }
@@ -57,17 +57,19 @@ async fn two_nodes_share_topics_and_nobody_gets_a_message_twice() {
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_b.recv()).await {}
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await {}
 
-    b.publish("news", Message::binary(vec![1u8, 2, 3])).unwrap();
+    b.publish("news", Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
     assert_eq!(next(&mut on_b).await, Message::binary(vec![1u8, 2, 3]));
     assert_eq!(next(&mut on_a).await, Message::binary(vec![1u8, 2, 3]));
     // Published on A: once on A (not again from Redis), once on B.
-    a.publish("news", Message::text("from a")).unwrap();
+    a.publish("news", Message::text("from a")).await.unwrap();
     assert_eq!(next(&mut on_a).await, Message::text("from a"));
     assert_eq!(next(&mut on_b).await, Message::text("from a"));
     nothing_more(&mut on_a).await;
     nothing_more(&mut on_b).await;
     // Another topic does not leak into this one.
-    a.publish("sport", Message::text("goal")).unwrap();
+    a.publish("sport", Message::text("goal")).await.unwrap();
     nothing_more(&mut on_b).await;
 
     let (sa, sb) = (a.metrics().snapshot(), b.metrics().snapshot());
@@ -90,23 +92,23 @@ async fn the_backplane_comes_back_after_redis_restarts() {
     publish_until_received(&b, &mut on_a, "before").await;
 
     drop(redis);
-    // Published while Redis is down: the first fails and is counted as
-    // dropped; the ones queued behind it wait for the reconnection.
+    // Published while Redis is down: refused, and counted as dropped.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
-        b.publish("t", Message::text("during")).unwrap();
+        assert_eq!(
+            b.publish("t", Message::text("during")).await,
+            Err(duplex_hub::HubError::Unavailable)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _redis = Redis::start_on(port);
     // Both directions come back: B's publisher and A's subscription.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        b.publish("t", Message::text("after")).unwrap();
+        let _ = b.publish("t", Message::text("after")).await;
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), on_a.recv()).await {
-            if *m.message() == Message::text("after") {
-                break;
-            }
-            assert_eq!(*m.message(), Message::text("during"));
+            assert_eq!(*m.message(), Message::text("after"));
+            break;
         }
         assert!(Instant::now() < deadline, "the backplane did not come back");
     }
