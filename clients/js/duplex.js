@@ -345,11 +345,16 @@ export class Client {
   _scheduleReconnect(info) {
     this._setState("disconnected", info);
     if (this._closed || this._retryTimer) return;
-    // Offline: nothing to try until the browser says it is back ("online").
-    if (typeof navigator !== "undefined" && navigator.onLine === false) return;
-    const ceiling = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** Math.min(this._attempt, 30));
-    const delay = Math.random() * ceiling; // full jitter
-    this._attempt++;
+    let delay;
+    if (typeof navigator !== "undefined" && navigator.onLine === false) {
+      // Offline: no spinning, one try per maxDelay or so ("online" retries at
+      // once); yet some tries, as a server on loopback needs no network.
+      delay = this.options.maxDelay * (0.5 + Math.random() / 2);
+    } else {
+      const ceiling = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** Math.min(this._attempt, 30));
+      delay = Math.random() * ceiling; // full jitter
+      this._attempt++;
+    }
     this._retryTimer = setTimeout(() => { this._retryTimer = null; this._connect(); }, delay);
   }
 

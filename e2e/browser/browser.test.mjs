@@ -465,8 +465,9 @@ test('the browser client resumes after its server is killed and restarted with R
   const b = await startNode(0, redis.port);
   const resumeBrowser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
   const logs = [];
+  let p = null;
   try {
-    const p = await (await resumeBrowser.newContext()).newPage();
+    p = await (await resumeBrowser.newContext()).newPage();
     const errors = [];
     p.on('console', (m) => { logs.push(`${m.type()}: ${m.text()}`); if (m.type() === 'error') errors.push(m.text()); });
     p.on('pageerror', (e) => errors.push(`uncaught: ${e.message}`));
@@ -478,8 +479,9 @@ test('the browser client resumes after its server is killed and restarted with R
     const topic = `resume-${Date.now()}`;
     const post = async (node, text) => {
       const r = await fetch(`http://${HOST}:${node.port}/topics/${topic}`, { method: 'POST', body: text });
-      assert.equal(r.status, 200, await r.text());
-      return JSON.parse(await r.text());
+      const body = await r.text();
+      assert.equal(r.status, 200, body);
+      return JSON.parse(body);
     };
     await panelSubscribe(p, topic);
     for (let i = 1; i <= 5; i++) await post(b, `before ${i}`); // through Redis, from the other node
@@ -530,6 +532,12 @@ test('the browser client resumes after its server is killed and restarted with R
     const unexpected = errors.filter((e) => !/^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/topics' failed/.test(e));
     assert.deepEqual(unexpected, []);
   } finally {
+    if (p) {
+      const panel = await p.evaluate(() => [...document.querySelectorAll('#topic-log li')]
+        .map((li) => li.textContent.replace(/\s+/g, ' '))).catch((e) => [`(no panel: ${e.message})`]);
+      const presence = await p.textContent('#presence-count').catch(() => '?');
+      logs.push(`--- topic panel (presence: ${presence})`, ...panel);
+    }
     await resumeBrowser.close().catch(() => {});
     for (const n of [a, b]) n.kill();
     redis.kill();
