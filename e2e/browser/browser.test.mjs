@@ -22,8 +22,9 @@
 // against `duplex serve --redis` on a redis-server started here, two nodes A and
 // B: A is killed, messages are published on B while the page cannot receive
 // them, A starts again on the same port, and the page must resume with every
-// offset exactly once, in order, `recovered: true`; killed again with Redis
-// flushed, the page's gap callback must say that the history was lost.
+// offset exactly once, in order, `recovered: true`; killed again while more is
+// published than the history keeps, and once more with Redis flushed, the
+// page's gap callback must say what was lost.
 //
 // Uses node's built-in test runner, so the output ends with its pass/fail summary.
 
@@ -448,8 +449,11 @@ function redisCommand(port, ...args) {
   });
 }
 
+const HISTORY = 30; // messages a topic retains, on both nodes
+
 async function startNode(port, redisPort) {
-  const node = await spawnReady([BIN, 'serve', '--bind', `${HOST}:${port}`, '--redis', `redis://${HOST}:${redisPort}/`],
+  const node = await spawnReady([BIN, 'serve', '--bind', `${HOST}:${port}`, '--redis', `redis://${HOST}:${redisPort}/`,
+    '--history-size', String(HISTORY)],
     /^listening on ws:\/\/[^:]+:(\d+)$/, `duplex serve --redis (port ${port})`);
   return { ...node, port: Number(node.match[1]) };
 }
@@ -459,7 +463,7 @@ async function stopNode(node) {
   await node.exited;
 }
 
-test('the browser client resumes after its server is killed and restarted with Redis: every offset once, in order; a lost history calls onGap', async () => {
+test('the browser client resumes after its server is killed and restarted with Redis: every offset once, in order; a trimmed or lost history calls onGap', async () => {
   const redis = await startRedis();
   let a = await startNode(0, redis.port);
   const b = await startNode(0, redis.port);
@@ -509,15 +513,28 @@ test('the browser client resumes after its server is killed and restarted with R
     await waitOffsets(p, topic, [...all, 26], 10000, 'live again after the resume');
     console.log(`# resume: reconnected and resubscribed ${reconnectMs} ms after A started again`);
 
+    // More published while A is down than the history keeps: the page is told
+    // (same epoch, not a reset), then gets what is retained, in order.
+    await stopNode(a);
+    await p.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 10000 });
+    for (let i = 27; i <= 66; i++) await post(b, `too many ${i}`);
+    a = await startNode(a.port, redis.port);
+    const trimmed = p.locator('#topic-log li[data-kind="gap"]').first();
+    await trimmed.waitFor({ timeout: 15000 });
+    assert.equal(await trimmed.getAttribute('data-reset'), 'false', 'the same epoch');
+    assert.equal(await trimmed.getAttribute('data-from'), '26');
+    const retained = Array.from({ length: HISTORY }, (_, i) => 66 - HISTORY + 1 + i);
+    await waitOffsets(p, topic, [...all, 26, ...retained], 10000, 'the retained messages after the gap, once, in order');
+
     // The history is lost (Redis flushed while A is down): the page is told.
     await stopNode(a);
     await p.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 10000 });
     assert.equal(await redisCommand(redis.port, 'FLUSHALL'), '+OK');
     a = await startNode(a.port, redis.port);
-    const gap = p.locator('#topic-log li[data-kind="gap"]').first();
+    const gap = p.locator('#topic-log li[data-kind="gap"]').nth(1);
     await gap.waitFor({ timeout: 15000 });
     assert.equal(await gap.getAttribute('data-reset'), 'true', 'a new epoch');
-    assert.equal(await gap.getAttribute('data-from'), '26');
+    assert.equal(await gap.getAttribute('data-from'), '66');
     assert.equal(await p.getAttribute('#topic-sub-state', 'data-state'), 'subscribed');
     const epochs = await p.evaluate((t) => [...document.querySelectorAll(`#topic-log li[data-kind="message"][data-topic="${t}"]`)]
       .map((li) => li.getAttribute('data-epoch')), topic);
