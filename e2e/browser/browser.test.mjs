@@ -596,7 +596,7 @@ async function startTlsServer({ cert, key }) {
   return { proc, addr, stderr };
 }
 
-test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo', async () => {
+test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo; its topic panel works too', async () => {
   const tls = await startTlsServer(makeCerts(join(OUT_DIR, 'tls')));
   const tlsBrowser = await chromium.launch({
     executablePath: CHROMIUM, args: [...LAUNCH_ARGS, '--ignore-certificate-errors'],
@@ -625,6 +625,12 @@ test('over wss:// and HTTP/2: the page served over https:// connects with its ow
     assert.match(metrics, /^duplex_websockets_open\{http="2"\} 1$/m, metrics);
     assert.match(metrics, /^duplex_websockets_open\{http="1\.1"\} 0$/m, metrics);
     assert.equal(await p.evaluate(() => performance.getEntriesByName(new URL('/metrics', location.href).href)[0].nextHopProtocol), 'h2');
+    // The topic panel too: duplex.v1 over an HTTP/2 stream.
+    const topic = `wss-${Date.now()}`;
+    await panelSubscribe(p, topic);
+    await p.click('#publish');
+    await waitOffsets(p, topic, [1], 5000, 'the panel over wss:// and HTTP/2');
+    await p.evaluate(() => window.duplexPanel.client.close());
     await p.fill('#code', '1000');
     await p.fill('#reason', 'wss done');
     await p.click('#close');
