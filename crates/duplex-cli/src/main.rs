@@ -1,4 +1,5 @@
-//! The `duplex` command: `serve`, `connect`, `publish`, `token` and `bench`. This
+//! The `duplex` command: `serve`, `connect`, `publish`, `subscribe`, `token`
+//! and `bench`. This
 //! crate only parses flags and wires the library's layers together; no
 //! protocol logic lives here.
 
@@ -9,6 +10,7 @@ mod limits;
 mod publish;
 mod routes;
 mod serve;
+mod subscribe;
 mod token;
 
 use std::process::ExitCode;
@@ -36,8 +38,11 @@ enum Command {
     /// received messages are printed.
     Connect(connect::ConnectArgs),
     /// Publish messages to a topic of a duplex server: every subscriber
-    /// gets them.
+    /// gets them. Prints the offset each was given.
     Publish(publish::PublishArgs),
+    /// Follow a topic of a duplex server: one line per message, OFFSET TAB
+    /// TEXT; reconnects and resumes after the last offset by itself.
+    Subscribe(subscribe::SubscribeArgs),
     /// Print an HS256 token for a `duplex serve --token-secret`: who the
     /// client is (--sub), the topics it may subscribe to and publish on,
     /// and how long it is valid (--ttl).
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Connect(args) => connect::run(args),
         Command::Publish(args) => publish::run(args),
+        Command::Subscribe(args) => subscribe::run(args),
         Command::Token(args) => token::run(args),
         Command::Bench(args) => bench::run(args),
     };

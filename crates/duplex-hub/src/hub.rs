@@ -604,8 +604,8 @@ impl Hub {
         watch: bool,
     ) -> Result<(Membership, Opened), HubError> {
         validate_topic(topic)?;
-        let (membership, opened) = self.join(topic, inbox, member.clone(), since, watch)?;
         let Some(store) = self.inner.store.get() else {
+            let (membership, opened) = self.join(topic, inbox, member.clone(), since, watch)?;
             if let Some(member) = member {
                 self.presence_event(topic, true, member);
             }
@@ -613,10 +613,16 @@ impl Hub {
         };
         // Subscribed first, read second: a message published in between
         // arrives twice (the session skips offsets it has sent), never not.
+        let (membership, _) = self.join(topic, inbox, None, since, watch)?;
         let opened = store.open(topic, since, self).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
+        // A member only once subscribed, so that a failed subscription
+        // shows no join and no leave.
         if let Some(member) = member {
+            if let Some(entry) = self.topics().map.get_mut(topic) {
+                entry.members.insert(membership.id, member.clone());
+            }
             self.presence_event(topic, true, member.clone());
             store.joined(topic, &member, self).await;
         }

@@ -8,9 +8,8 @@
 //!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
 //!   than let the publisher wait or memory grow: the server closes that
 //!   connection (1008, "slow consumer").
-//! - [`backplane`] carries every local publish to Redis and every other
-//!   node's publish from it, tagged with a random node id so that no node
-//!   delivers its own messages twice.
+//! - [`backplane`] keeps offsets, history and presence in Redis, so that
+//!   every node gives the same offsets and a client resumes on any node.
 //! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
 //!   text format.
 //! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on
@@ -18,6 +17,10 @@
 //!   publishes, `GET /metrics`, `GET /healthz`, and `GET /duplex.js` serves
 //!   the browser client. It is a hyper and a tower
 //!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
+//!
+//! - [`v1`] holds the frames of duplex.v1, the topic subprotocol
+//!   (`docs/protocol.md`), which `/topics` serves; [`client`] is a Rust
+//!   client for it that resumes after reconnecting.
 //!
 //! - [`auth`] says who may connect, subscribe and publish: JWTs with
 //!   per-topic claims for WebSockets, an API key for `POST` and `/metrics`.
@@ -27,6 +30,7 @@
 
 pub mod auth;
 pub mod backplane;
+pub mod client;
 mod client_js;
 pub mod hub;
 pub mod metrics;

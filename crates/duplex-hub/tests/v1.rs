@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use duplex::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use duplex_hub::backplane::Backplane;
-use duplex_hub::{Claims, Hub, HubConfig, HubService, TokenVerifier};
+use duplex_hub::client::{Client as V1Client, ClientError, Event as ClientEvent};
+use duplex_hub::v1::ErrorCode;
+use duplex_hub::{Claims, Hub, HubConfig, HubService, Since, TokenVerifier};
 use serde_json::{Value, json};
 use support::Redis;
 use tokio::net::TcpStream;
@@ -561,4 +563,132 @@ async fn over_redis_without_redis_v1_answers_unavailable() {
     // The failed subscription left nothing behind (no already_subscribed).
     let no = ask(&mut ws, json!({"op":"subscribe","id":3,"topic":"t"})).await;
     assert_eq!(no["code"], "unavailable", "{no}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_subscribes_publishes_and_resumes() {
+    let hub = Hub::new(HubConfig::default());
+    let (addr, _server) = serve(HubService::new(hub.clone())).await;
+    let client = V1Client::connect(&format!("ws://{addr}/topics"))
+        .await
+        .unwrap();
+    let first = client.publish("news", "one").await.unwrap();
+    assert_eq!(first.offset, 1);
+    assert_eq!(
+        client.publish("news", vec![0u8, 1]).await.unwrap().offset,
+        2
+    );
+    let since = Since {
+        epoch: Some(first.epoch.clone()),
+        offset: 0,
+    };
+    let mut sub = client.subscribe("news", Some(since), true).await.unwrap();
+    assert_eq!(
+        sub.next().await.unwrap(),
+        ClientEvent::Subscribed {
+            epoch: first.epoch.clone(),
+            offset: 2,
+            recovered: Some(true)
+        }
+    );
+    assert_eq!(
+        sub.next().await.unwrap(),
+        ClientEvent::Message {
+            offset: 1,
+            message: Message::text("one")
+        }
+    );
+    assert_eq!(
+        sub.next().await.unwrap(),
+        ClientEvent::Message {
+            offset: 2,
+            message: Message::binary(vec![0u8, 1])
+        }
+    );
+    assert!(matches!(sub.next().await.unwrap(), ClientEvent::Join(_)));
+    assert_eq!(client.presence("news").await.unwrap().count, 1);
+    let again = client.subscribe("news", None, false).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ClientError::Refused {
+                code: ErrorCode::AlreadySubscribed,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    let bad = client.publish("a b", "x").await.unwrap_err();
+    assert!(
+        matches!(
+            bad,
+            ClientError::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{bad}"
+    );
+    drop(sub);
+    // The unsubscribe reaches the server.
+    for _ in 0..100 {
+        if client.presence("news").await.unwrap().count == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("dropping the subscription did not unsubscribe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_message_lost_by_pub_sub_is_filled_from_the_stream() {
+    let redis = Redis::start();
+    let [(a, _ha, _pa), _] = two_nodes(&redis, HubConfig::default()).await;
+    let (mut sub, _) = connect(a, "").await;
+    ask(&mut sub, json!({"op":"subscribe","id":1,"topic":"t"})).await;
+    let (mut publisher, _) = connect(a, "").await;
+    ask(
+        &mut publisher,
+        json!({"op":"publish","id":1,"topic":"t","data":"one"}),
+    )
+    .await;
+    assert_eq!(frame(&mut sub).await["offset"], 1);
+    // Offset 2 is assigned and stored as the publish script does, but its
+    // pub/sub message never goes out.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let offset: u64 = redis::cmd("INCR")
+        .arg("duplex:{t}:offset")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(offset, 2);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let () = redis::cmd("XADD")
+        .arg("duplex:{t}:stream")
+        .arg("2-0")
+        .arg("k")
+        .arg("t")
+        .arg("d")
+        .arg("lost")
+        .arg("t")
+        .arg(now)
+        .query_async::<String>(&mut c)
+        .await
+        .map(drop)
+        .unwrap();
+    ask(
+        &mut publisher,
+        json!({"op":"publish","id":2,"topic":"t","data":"three"}),
+    )
+    .await;
+    let two = frame(&mut sub).await;
+    assert_eq!(
+        (two["offset"].as_u64(), two["data"].as_str()),
+        (Some(2), Some("lost"))
+    );
+    assert_eq!(frame(&mut sub).await["offset"], 3);
 }
