@@ -118,7 +118,7 @@ export class Subscription {
       // What is retained of the same epoch still follows (offsets above
       // since.offset); with another epoch, or a resume point past the newest
       // offset, delivery goes on from the reply's offset.
-      const sameEpoch = since && (since.epoch === undefined || since.epoch === frame.epoch);
+      const sameEpoch = !!since && (since.epoch == null || since.epoch === frame.epoch);
       const base = sameEpoch && since.offset <= frame.offset ? since.offset : frame.offset;
       this.epoch = frame.epoch;
       this.offset = base;
