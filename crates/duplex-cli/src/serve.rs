@@ -1,8 +1,8 @@
 //! `duplex serve`: flags, wiring and printing. The server is duplex's
 //! [`Server`] running [`Routes`]: the echo on every path but the push
-//! service's (`/topics/{name}`, `/metrics`, `/healthz`; with `--redis`,
-//! topics are shared by every server on that Redis), the test page at
-//! `GET /`. `--max-connections` bounds the WebSockets (503 past it) and the
+//! service's (`/topics/{name}`, `/topics` for duplex.v1, `/metrics`,
+//! `/healthz`; with `--redis`, topics, their offsets and their history are
+//! shared by every server on that Redis), the test page at `GET /`. `--max-connections` bounds the WebSockets (503 past it) and the
 //! other TCP connections. SIGTERM or Ctrl-C shuts the server down, which
 //! closes every WebSocket with 1001.
 //!

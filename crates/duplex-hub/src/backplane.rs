@@ -7,7 +7,8 @@
 //! `XADD`s the message to the stream with the id `{offset}-0` (`MAXLEN`
 //! [`HubConfig::history_size`](crate::HubConfig::history_size)), sets
 //! every key to expire [`history_ttl`](crate::HubConfig::history_ttl)
-//! after this publish, and `PUBLISH`es the message with its epoch and
+//! after this publish (the epoch and offset of a topic that a node has
+//! subscribers for are kept alive by that node), and `PUBLISH`es the message with its epoch and
 //! offset on the channel `duplex:topic:{name}`. As scripts run one at a
 //! time, every node receives a topic's messages in offset order, and a
 //! node delivers its own publishes when Redis hands them back too, not
@@ -379,6 +380,27 @@ impl Store {
         Ok((count, members))
     }
 
+    /// Keeps the epoch and offset of the topics with local subscribers:
+    /// a quiet topic that someone follows keeps its offsets, and its
+    /// subscribers are not told that messages were lost when its next one
+    /// comes (its stream still expires with its messages' age).
+    async fn keep_epochs(&self, hub: &Hub) {
+        let topics = hub.subscribed_topics();
+        if topics.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for topic in &topics {
+            for what in ["epoch", "offset"] {
+                pipe.cmd("PEXPIRE")
+                    .arg(key(topic, what))
+                    .arg(self.history_ttl_ms)
+                    .ignore();
+            }
+        }
+        let _ = self.run(async |c| pipe.query_async::<()>(c).await).await;
+    }
+
     /// Renews this node's members in Redis.
     async fn refresh_presence(&self, hub: &Hub) {
         let expiry = now_ms() + PRESENCE_TTL.as_millis() as u64;
@@ -713,9 +735,14 @@ async fn within_timeout<T>(work: impl Future<Output = redis::RedisResult<T>>) ->
 
 /// Keeps the command connection: pings it every [`RECONNECT_DELAY`] (so
 /// that the state is current for health checks), makes a new one when it
-/// failed, and renews this node's presence members.
+/// failed, renews this node's presence members, and keeps the epoch of
+/// every topic with local subscribers from expiring.
 async fn keep(store: Arc<Store>, hub: Hub) {
     let mut last_refresh = tokio::time::Instant::now();
+    // Often enough that neither a member nor an epoch in use expires.
+    let refresh = PRESENCE_REFRESH
+        .min(Duration::from_millis(store.history_ttl_ms / 3))
+        .max(RECONNECT_DELAY);
     loop {
         tokio::time::sleep(RECONNECT_DELAY).await;
         if store.connection().is_err() {
@@ -738,9 +765,10 @@ async fn keep(store: Arc<Store>, hub: Hub) {
         let _ = store
             .run(async |c| redis::cmd("PING").query_async::<()>(c).await)
             .await;
-        if last_refresh.elapsed() >= PRESENCE_REFRESH {
+        if last_refresh.elapsed() >= refresh {
             last_refresh = tokio::time::Instant::now();
             store.refresh_presence(&hub).await;
+            store.keep_epochs(&hub).await;
         }
     }
 }

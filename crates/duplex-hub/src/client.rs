@@ -657,18 +657,8 @@ impl Task {
                 sub.last = offset;
                 let _ = sub.events.send(Event::Message { offset, message }).await;
             }
-            Frame::Join {
-                topic,
-                client,
-                user,
-            }
-            | Frame::Leave {
-                topic,
-                client,
-                user,
-            } if !self.subscriptions.contains_key(&topic) => {
-                let _ = (client, user);
-            }
+            Frame::Join { topic, .. } | Frame::Leave { topic, .. }
+                if !self.subscriptions.contains_key(&topic) => {}
             Frame::Join {
                 topic,
                 client,

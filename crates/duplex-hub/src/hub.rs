@@ -905,6 +905,16 @@ impl Hub {
         }
     }
 
+    /// Topics with local subscribers now.
+    pub(crate) fn subscribed_topics(&self) -> Vec<Arc<str>> {
+        self.topics()
+            .map
+            .values()
+            .filter(|t| !t.subscribers.is_empty())
+            .map(|t| Arc::clone(&t.name))
+            .collect()
+    }
+
     /// Topics with subscribers or retained messages now.
     pub fn topic_count(&self) -> usize {
         self.topics().map.len()

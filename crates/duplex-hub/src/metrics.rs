@@ -36,13 +36,13 @@ pub struct Snapshot {
     pub stalled: u64,
     /// Subscribers now.
     pub subscribers: u64,
-    /// Topics with subscribers now.
+    /// Topics with subscribers or retained messages now.
     pub topics: u64,
-    /// Messages received from other nodes.
+    /// Messages received from Redis (every node's, this one's too).
     pub backplane_in: u64,
-    /// Messages sent to other nodes.
+    /// Messages published through Redis.
     pub backplane_out: u64,
-    /// Messages not sent to other nodes (backplane queue full or down).
+    /// Messages not published because Redis was unreachable.
     pub backplane_dropped: u64,
     /// Messages from other nodes dropped for being over the hub's
     /// `max_message_size`.
@@ -129,7 +129,7 @@ impl Metrics {
             (
                 "duplex_topics",
                 "gauge",
-                "Topics with at least one subscriber.",
+                "Topics with subscribers or retained messages.",
                 s.topics,
             ),
             (
@@ -165,19 +165,19 @@ impl Metrics {
             (
                 "duplex_backplane_received_total",
                 "counter",
-                "Messages received from other nodes.",
+                "Messages received from Redis (every node's, this one's too).",
                 s.backplane_in,
             ),
             (
                 "duplex_backplane_sent_total",
                 "counter",
-                "Messages sent to other nodes.",
+                "Messages published through Redis.",
                 s.backplane_out,
             ),
             (
                 "duplex_backplane_dropped_total",
                 "counter",
-                "Messages not sent to other nodes (queue full or backplane down).",
+                "Messages not published because Redis was unreachable.",
                 s.backplane_dropped,
             ),
             (

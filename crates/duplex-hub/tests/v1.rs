@@ -692,3 +692,48 @@ async fn over_redis_a_message_lost_by_pub_sub_is_filled_from_the_stream() {
     );
     assert_eq!(frame(&mut sub).await["offset"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_quiet_topic_keeps_its_epoch_while_followed() {
+    let redis = Redis::start();
+    let config = HubConfig::default().history_ttl(Duration::from_secs(2));
+    let [(a, _ha, _pa), (b, _hb, _pb)] = two_nodes(&redis, config).await;
+    let (mut sub, _) = connect(a, "").await;
+    let reply = ask(&mut sub, json!({"op":"subscribe","id":1,"topic":"t"})).await;
+    let (mut publisher, _) = connect(b, "").await;
+    let one = ask(
+        &mut publisher,
+        json!({"op":"publish","id":1,"topic":"t","data":"one"}),
+    )
+    .await;
+    assert_eq!(one["epoch"], reply["epoch"]);
+    assert_eq!(frame(&mut sub).await["offset"], 1);
+    // Longer than the TTL without a message.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let two = ask(
+        &mut publisher,
+        json!({"op":"publish","id":2,"topic":"t","data":"two"}),
+    )
+    .await;
+    assert_eq!(
+        (&two["epoch"], two["offset"].as_u64()),
+        (&reply["epoch"], Some(2))
+    );
+    assert_eq!(
+        frame(&mut sub).await,
+        json!({"type":"message","topic":"t","offset":2,"data":"two"})
+    );
+    // Its history aged out meanwhile: resuming from 0 is not recovered.
+    let (mut late, _) = connect(b, "").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = ask(
+        &mut late,
+        json!({"op":"subscribe","id":1,"topic":"t","since":{"offset":0}}),
+    )
+    .await;
+    assert_eq!(
+        (resumed["offset"].as_u64(), resumed["recovered"].as_bool()),
+        (Some(2), Some(false)),
+        "{resumed}"
+    );
+}
