@@ -13,7 +13,8 @@
 #   interop-server   duplex connect -> Python websockets server (e2e/interop/duplex_vs_server.py)
 #   interop-axum     Python websockets clients -> the axum_chat example (duplex's axum extractor)
 #   tls              Python websockets <-> duplex over TLS, CA made at run time (e2e/tls/run.sh)
-#   browser          headless Chromium against duplex serve (e2e/browser/run.sh)
+#   browser          headless Chromium against duplex serve, after the browser client's tsc
+#                    check and unit tests (e2e/browser/run.sh, clients/js)
 #   bench            cargo bench --workspace --no-run (compiles the benches, never times them)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target of fuzz/ for 20 s from its seeds
 #                    (installs cargo-fuzz, pinned, on the stable toolchain)
@@ -26,9 +27,9 @@
 #
 # Installs what it needs, idempotently: a Python venv at target/venv with the pins of
 # e2e/requirements.txt (kosoku, websockets), reinstalled when the pins change; the
-# browser step installs Debian's chromium and playwright-core itself; the test step
-# installs Debian's redis-server when it is missing (tests start their own, on free
-# loopback ports; none uses a running Redis).
+# browser step installs Debian's chromium and redis-server, playwright-core and
+# typescript itself; the test step installs Debian's redis-server when it is missing
+# (tests start their own, on free loopback ports; none uses a running Redis).
 #
 # Environment:
 #   DUPLEX_AUTOBAHN_CASES        case selection for both roles, kosoku patterns separated

@@ -17,13 +17,22 @@
 // of the page's own connection: checked from the page (nextHopProtocol) and from
 // the server's side (its per-HTTP-version WebSocket count in /metrics).
 //
+// The browser client /duplex.js (clients/js), through the page's topic panel:
+// subscribe, publish and receive with offsets, presence with a second page; then
+// against `duplex serve --redis` on a redis-server started here, two nodes A and
+// B: A is killed, messages are published on B while the page cannot receive
+// them, A starts again on the same port, and the page must resume with every
+// offset exactly once, in order, `recovered: true`; killed again while more is
+// published than the history keeps, and once more with Redis flushed, the
+// page's gap callback must say what was lost.
+//
 // Uses node's built-in test runner, so the output ends with its pass/fail summary.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as netServer } from 'node:net';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +50,8 @@ const READY_LINE = `listening on ws://${HOST}:${PORT}`;
 const OUT_DIR = join(ROOT, 'target', 'browser');
 const SEED_DOC = resolve(ROOT, '..', 'shared', 'seed', 'websocket-seed.md');
 const CERTS_BIN = join(TARGET, 'release', 'examples', 'test_certs');
+const CLIENT_JS = join(ROOT, 'clients', 'js', 'duplex.js');
+const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
 const LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -176,6 +187,7 @@ test('GET / serves the page as UTF-8 HTML with the tutorial script unchanged', a
   const seedInPage = await page.evaluate(() => document.getElementById('seed').textContent);
   assert.ok(seedInPage.includes('var ws = new WebSocket("ws://localhost:8080");'), 'seed script present');
   assert.ok(seedInPage.includes('//申请一个WebSocket对象'), 'Chinese comments intact (page decoded as UTF-8)');
+  assert.equal(await page.getAttribute('#seed-status', 'data-ran'), 'true', 'served over http on 8080: the script runs');
   if (existsSync(SEED_DOC)) {
     const blocks = [...readFileSync(SEED_DOC, 'utf8').matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
     assert.equal(seedInPage.replace(/^\n/, ''), blocks[1], 'script differs from the second code block of websocket-seed.md');
@@ -322,6 +334,235 @@ test('drive the UI', async (t) => {
   });
 });
 
+test('GET /duplex.js serves the browser client, as in clients/js', async () => {
+  const resp = await page.request.get(`${ORIGIN}/duplex.js`);
+  assert.equal(resp.status(), 200);
+  assert.equal(resp.headers()['content-type'], 'text/javascript; charset=utf-8');
+  assert.equal(resp.headers()['cache-control'], 'no-cache');
+  assert.equal(await resp.text(), readFileSync(CLIENT_JS, 'utf8'));
+  const again = await page.request.get(`${ORIGIN}/duplex.js`, { headers: { 'if-none-match': resp.headers().etag } });
+  assert.equal(again.status(), 304);
+});
+
+// Offsets of the messages the page's topic panel showed for `topic`, in order.
+function panelOffsets(p, topic) {
+  return p.evaluate((t) => [...document.querySelectorAll(`#topic-log li[data-kind="message"][data-topic="${t}"]`)]
+    .map((li) => Number(li.getAttribute('data-offset'))), topic);
+}
+
+async function waitOffsets(p, topic, want, ms, what) {
+  const deadline = Date.now() + ms;
+  let got = [];
+  while (Date.now() < deadline) {
+    got = await panelOffsets(p, topic);
+    if (got.length >= want.length) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.deepEqual(got, want, what);
+}
+
+async function panelSubscribe(p, topic) {
+  await p.fill('#topic', topic);
+  await p.click('#subscribe');
+  await p.waitForSelector(`#topic-log li[data-kind="subscribed"][data-topic="${topic}"]`, { timeout: 10000 });
+  await p.waitForSelector('#topic-state[data-state="connected"]', { timeout: 10000 });
+}
+
+test('the topic panel subscribes, publishes and receives with offsets; presence counts a second page', async () => {
+  const topic = `panel-${Date.now()}`;
+  await panelSubscribe(page, topic);
+  assert.equal(await page.getAttribute('#topic-sub-state', 'data-state'), 'subscribed');
+  await page.waitForSelector('#presence-count[data-count="1"]', { timeout: 5000 });
+  for (let i = 1; i <= 3; i++) {
+    await page.fill('#pub-text', `panel message ${i}`);
+    await page.click('#publish');
+    await page.waitForSelector(`#topic-log li[data-kind="published"][data-offset="${i}"]`, { timeout: 5000 });
+  }
+  await waitOffsets(page, topic, [1, 2, 3], 5000, 'the three messages, each once, with offsets 1..3');
+  assert.match(await page.textContent(`#topic-log li[data-kind="message"][data-offset="2"]`), /panel message 2/);
+  assert.match(await page.textContent('#topic-offset'), / · 3$/);
+
+  // A second page (a second client) subscribing with presence: both count 2.
+  const other = await page.context().newPage();
+  try {
+    await other.goto(`${ORIGIN}/`, { waitUntil: 'load' });
+    await panelSubscribe(other, topic);
+    await other.waitForSelector('#presence-count[data-count="2"]', { timeout: 5000 });
+    await page.waitForSelector('#presence-count[data-count="2"]', { timeout: 5000 });
+    await page.waitForSelector('#topic-log li[data-kind="join"]', { timeout: 5000 });
+    await other.click('#unsubscribe');
+    await page.waitForSelector('#presence-count[data-count="1"]', { timeout: 5000 });
+  } finally {
+    await other.close();
+  }
+  await page.click('#unsubscribe');
+  // Closed for good: when the server stops at the end, nothing reconnects.
+  await page.evaluate(() => window.duplexPanel.client.close());
+  await page.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 5000 });
+});
+
+// ---------------------------------------------------------------- resume across a restart
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = netServer();
+    srv.once('error', rej);
+    srv.listen(0, HOST, () => { const { port } = srv.address(); srv.close(() => res(port)); });
+  });
+}
+
+// Spawns argv (killed with this process), resolving { proc, exited, out } once a
+// line of stdout matches `ready`, with the match.
+async function spawnReady(argv, ready, what) {
+  const cmd = existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'KILL', '--', ...argv] : argv;
+  const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = () => { try { proc.kill('SIGKILL'); } catch { /* already gone */ } };
+  process.on('exit', kill);
+  const out = [];
+  const exited = new Promise((res) => proc.once('exit', (code, signal) => res({ code, signal })));
+  createInterface({ input: proc.stderr }).on('line', (l) => { out.push(l); if (out.length > 300) out.shift(); });
+  const match = await withTimeout(new Promise((res, rej) => {
+    createInterface({ input: proc.stdout }).on('line', (l) => {
+      out.push(l);
+      const m = ready.exec(l);
+      if (m) res(m);
+    });
+    proc.once('error', rej);
+    exited.then(({ code, signal }) => rej(new Error(`${what} exited (${code}, ${signal}):\n${out.slice(-30).join('\n')}`)));
+  }), 15000, `${what}: waiting for ${ready}`).catch((e) => { kill(); throw e; });
+  return { proc, exited, out, match, kill };
+}
+
+async function startRedis() {
+  const port = await freePort();
+  return spawnReady([REDIS_SERVER, '--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'],
+    /Ready to accept connections/, 'redis-server').then((r) => ({ ...r, port }));
+}
+
+// One command to Redis in its protocol (RESP), answered with its first line.
+function redisCommand(port, ...args) {
+  return new Promise((res, rej) => {
+    const sock = netConnect({ host: HOST, port });
+    sock.once('error', rej);
+    sock.once('data', (d) => { sock.destroy(); res(d.toString().split('\r\n')[0]); });
+    sock.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
+  });
+}
+
+const HISTORY = 30; // messages a topic retains, on both nodes
+
+async function startNode(port, redisPort) {
+  const node = await spawnReady([BIN, 'serve', '--bind', `${HOST}:${port}`, '--redis', `redis://${HOST}:${redisPort}/`,
+    '--history-size', String(HISTORY)],
+    /^listening on ws:\/\/[^:]+:(\d+)$/, `duplex serve --redis (port ${port})`);
+  return { ...node, port: Number(node.match[1]) };
+}
+
+async function stopNode(node) {
+  node.kill();
+  await node.exited;
+}
+
+test('the browser client resumes after its server is killed and restarted with Redis: every offset once, in order; a trimmed or lost history calls onGap', async () => {
+  const redis = await startRedis();
+  let a = await startNode(0, redis.port);
+  const b = await startNode(0, redis.port);
+  const resumeBrowser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+  const logs = [];
+  let p = null;
+  try {
+    p = await (await resumeBrowser.newContext()).newPage();
+    const errors = [];
+    p.on('console', (m) => { logs.push(`${m.type()}: ${m.text()}`); if (m.type() === 'error') errors.push(m.text()); });
+    p.on('pageerror', (e) => errors.push(`uncaught: ${e.message}`));
+    await p.goto(`http://${HOST}:${a.port}/`, { waitUntil: 'load' });
+    // Not on 8080: the tutorial's script is not run, and the page says so.
+    assert.equal(await p.getAttribute('#seed-status', 'data-ran'), 'false');
+    assert.match(await p.textContent('#seed-status'), /Not run here/);
+
+    const topic = `resume-${Date.now()}`;
+    const post = async (node, text) => {
+      const r = await fetch(`http://${HOST}:${node.port}/topics/${topic}`, { method: 'POST', body: text });
+      const body = await r.text();
+      assert.equal(r.status, 200, body);
+      return JSON.parse(body);
+    };
+    await panelSubscribe(p, topic);
+    for (let i = 1; i <= 5; i++) await post(b, `before ${i}`); // through Redis, from the other node
+    await waitOffsets(p, topic, [1, 2, 3, 4, 5], 10000, 'the first five, live');
+
+    // A dies: the page is disconnected, and what B publishes now it cannot receive.
+    await stopNode(a);
+    await p.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 10000 });
+    const missed = [];
+    for (let i = 6; i <= 25; i++) missed.push((await post(b, `while down ${i}`)).offset);
+    assert.deepEqual(missed, Array.from({ length: 20 }, (_, i) => i + 6), 'offsets assigned through Redis');
+    assert.deepEqual(await panelOffsets(p, topic), [1, 2, 3, 4, 5], 'nothing arrives while A is down');
+
+    // A again, on the same port: the client reconnects on its own (backoff) and resumes.
+    const t0 = Date.now();
+    a = await startNode(a.port, redis.port);
+    await p.waitForSelector('#topic-log li[data-kind="subscribed"][data-resubscribed="true"]', { timeout: 15000 });
+    const reconnectMs = Date.now() - t0;
+    const all = Array.from({ length: 25 }, (_, i) => i + 1);
+    await waitOffsets(p, topic, all, 10000, 'every offset exactly once, in order');
+    const resub = p.locator('#topic-log li[data-kind="subscribed"][data-resubscribed="true"]').last();
+    assert.equal(await resub.getAttribute('data-recovered'), 'true');
+    assert.equal(await p.locator('#topic-log li[data-kind="gap"]').count(), 0, 'no gap');
+    await post(b, 'after');
+    await waitOffsets(p, topic, [...all, 26], 10000, 'live again after the resume');
+    console.log(`# resume: reconnected and resubscribed ${reconnectMs} ms after A started again`);
+
+    // More published while A is down than the history keeps: the page is told
+    // (same epoch, not a reset), then gets what is retained, in order.
+    await stopNode(a);
+    await p.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 10000 });
+    for (let i = 27; i <= 66; i++) await post(b, `too many ${i}`);
+    a = await startNode(a.port, redis.port);
+    const trimmed = p.locator('#topic-log li[data-kind="gap"]').first();
+    await trimmed.waitFor({ timeout: 15000 });
+    assert.equal(await trimmed.getAttribute('data-reset'), 'false', 'the same epoch');
+    assert.equal(await trimmed.getAttribute('data-from'), '26');
+    const retained = Array.from({ length: HISTORY }, (_, i) => 66 - HISTORY + 1 + i);
+    await waitOffsets(p, topic, [...all, 26, ...retained], 10000, 'the retained messages after the gap, once, in order');
+
+    // The history is lost (Redis flushed while A is down): the page is told.
+    await stopNode(a);
+    await p.waitForSelector('#topic-state[data-state="disconnected"]', { timeout: 10000 });
+    assert.equal(await redisCommand(redis.port, 'FLUSHALL'), '+OK');
+    a = await startNode(a.port, redis.port);
+    const gap = p.locator('#topic-log li[data-kind="gap"]').nth(1);
+    await gap.waitFor({ timeout: 15000 });
+    assert.equal(await gap.getAttribute('data-reset'), 'true', 'a new epoch');
+    assert.equal(await gap.getAttribute('data-from'), '66');
+    assert.equal(await p.getAttribute('#topic-sub-state', 'data-state'), 'subscribed');
+    const epochs = await p.evaluate((t) => [...document.querySelectorAll(`#topic-log li[data-kind="message"][data-topic="${t}"]`)]
+      .map((li) => li.getAttribute('data-epoch')), topic);
+    const newEpoch = await gap.getAttribute('data-epoch');
+    assert.ok(!epochs.includes(newEpoch), 'no message of the new epoch yet');
+    await post(b, 'first of the new epoch');
+    await p.waitForSelector(`#topic-log li[data-kind="message"][data-epoch="${newEpoch}"][data-offset="1"]`, { timeout: 10000 });
+
+    await p.screenshot({ path: join(OUT_DIR, 'page-resume.png'), fullPage: true });
+    // While a server is down the browser itself logs each refused connection;
+    // nothing else may be an error.
+    const unexpected = errors.filter((e) => !/^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/topics' failed/.test(e));
+    assert.deepEqual(unexpected, []);
+  } finally {
+    if (p) {
+      const panel = await p.evaluate(() => [...document.querySelectorAll('#topic-log li')]
+        .map((li) => li.textContent.replace(/\s+/g, ' '))).catch((e) => [`(no panel: ${e.message})`]);
+      const presence = await p.textContent('#presence-count').catch(() => '?');
+      logs.push(`--- topic panel (presence: ${presence})`, ...panel);
+    }
+    await resumeBrowser.close().catch(() => {});
+    for (const n of [a, b]) n.kill();
+    redis.kill();
+    writeFileSync(join(OUT_DIR, 'resume.log'),
+      ['--- page console', ...logs, '--- node A', ...a.out, '--- node B', ...b.out, '--- redis', ...redis.out].join('\n') + '\n');
+  }
+});
+
 // A CA and a certificate for 127.0.0.1/localhost in `dir`, made by the
 // `test_certs` example (built by the release build, else through cargo).
 function makeCerts(dir) {
@@ -355,7 +596,7 @@ async function startTlsServer({ cert, key }) {
   return { proc, addr, stderr };
 }
 
-test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo', async () => {
+test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo; its topic panel works too', async () => {
   const tls = await startTlsServer(makeCerts(join(OUT_DIR, 'tls')));
   const tlsBrowser = await chromium.launch({
     executablePath: CHROMIUM, args: [...LAUNCH_ARGS, '--ignore-certificate-errors'],
@@ -366,6 +607,7 @@ test('over wss:// and HTTP/2: the page served over https:// connects with its ow
     assert.equal(resp.status(), 200, 'GET / over https:// should answer 200');
     assert.equal(await p.evaluate(() => location.protocol), 'https:');
     assert.equal(await p.inputValue('#url'), `wss://${tls.addr}/`, 'default URL built from location');
+    assert.equal(await p.getAttribute('#seed-status', 'data-ran'), 'false', 'over https the tutorial script is not run');
     await p.click('#connect');
     await p.waitForSelector('#ready-state[data-state="1"]', { timeout: 10000 });
     const msg = `hello over wss ${Date.now()}`;
@@ -383,6 +625,12 @@ test('over wss:// and HTTP/2: the page served over https:// connects with its ow
     assert.match(metrics, /^duplex_websockets_open\{http="2"\} 1$/m, metrics);
     assert.match(metrics, /^duplex_websockets_open\{http="1\.1"\} 0$/m, metrics);
     assert.equal(await p.evaluate(() => performance.getEntriesByName(new URL('/metrics', location.href).href)[0].nextHopProtocol), 'h2');
+    // The topic panel too: duplex.v1 over an HTTP/2 stream.
+    const topic = `wss-${Date.now()}`;
+    await panelSubscribe(p, topic);
+    await p.click('#publish');
+    await waitOffsets(p, topic, [1], 5000, 'the panel over wss:// and HTTP/2');
+    await p.evaluate(() => window.duplexPanel.client.close());
     await p.fill('#code', '1000');
     await p.fill('#reason', 'wss done');
     await p.click('#close');

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Browser end-to-end test of `duplex serve` in headless Chromium.
-# Idempotent and self-installing: Debian's chromium (apt) and playwright-core (npm ci).
+# Browser end-to-end test of `duplex serve` in headless Chromium, after the
+# browser client's own checks (clients/js: a tsc type check of duplex.d.ts and
+# unit tests against a fake server).
+# Idempotent and self-installing: Debian's chromium and redis-server (apt),
+# playwright-core and typescript (npm ci, pinned by the package-lock.json files).
 # Never downloads a browser of its own (no `playwright install`). As root it runs in
 # a network namespace of its own, so a `duplex serve` on the host's port 8080 is no
 # obstacle.
@@ -11,20 +14,35 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-if [ ! -x /usr/bin/chromium ]; then
-  echo "run.sh: installing chromium (apt)" >&2
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+# The resume test runs `duplex serve --redis` on a redis-server of its own.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "run.sh: installing ${missing[*]} (apt)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# node_modules is stale when it was not installed from the current package-lock.json.
-stamp="$here/node_modules/.duplex-lock-stamp"
-if [ ! -d "$here/node_modules/playwright-core" ] || ! cmp -s "$here/package-lock.json" "$stamp"; then
-  echo "run.sh: npm ci" >&2
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-  cp "$here/package-lock.json" "$stamp"
-fi
+# npm_ci DIR PACKAGE: node_modules of DIR is stale when it was not installed from
+# the current package-lock.json.
+npm_ci() {
+  local dir="$1" stamp="$1/node_modules/.duplex-lock-stamp"
+  if [ ! -d "$dir/node_modules/$2" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
+    echo "run.sh: npm ci in $dir" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$stamp"
+  fi
+}
+npm_ci "$here" playwright-core
+client="$root/clients/js"
+npm_ci "$client" typescript
+
+echo "run.sh: clients/js: tsc type check of duplex.d.ts" >&2
+(cd "$client" && node node_modules/typescript/bin/tsc -p test/tsconfig.json)
+echo "run.sh: clients/js: unit tests" >&2
+(cd "$client" && node --test test/)
 
 if [ -z "${DUPLEX_BIN:-}" ] && [ ! -x "$target/release/duplex" ]; then
   echo "run.sh: building target/release/duplex" >&2

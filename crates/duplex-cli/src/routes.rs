@@ -1,5 +1,6 @@
 //! What each request to `duplex serve` gets: the test page at `GET /`, the
-//! push service for `/topics` (duplex.v1), `/topics/…`, `/metrics` and `/healthz`
+//! push service for `/topics` (duplex.v1), `/topics/…`, `/metrics`,
+//! `/healthz` and `/duplex.js`
 //! ([`HubService`]), the echo for a WebSocket on any other path, 404 for
 //! other paths and 405 for other methods. When the hub checks tokens, so
 //! does the echo ([`HubService::authenticate`]): 401 without a valid one,
@@ -50,6 +51,7 @@ impl Service<Request<Incoming>> for Routes {
             || path == "/topics"
             || path == "/metrics"
             || path == "/healthz"
+            || path == "/duplex.js"
         {
             return self.hub.call(request);
         }

@@ -14,7 +14,8 @@
 //!   text format.
 //! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on
 //!   `/topics/{name}` subscribes and publishes, `POST /topics/{name}`
-//!   publishes, `GET /metrics`, `GET /healthz`. It is a hyper and a tower
+//!   publishes, `GET /metrics`, `GET /healthz`, and `GET /duplex.js` serves
+//!   the browser client. It is a hyper and a tower
 //!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
 //!
 //! - [`v1`] holds the frames of duplex.v1, the topic subprotocol
@@ -30,6 +31,7 @@
 pub mod auth;
 pub mod backplane;
 pub mod client;
+mod client_js;
 pub mod hub;
 pub mod metrics;
 mod publish;

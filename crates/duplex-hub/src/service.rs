@@ -15,6 +15,7 @@
 //! | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
 //! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
 //! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected"\|"none"}`; 503 while the Redis backplane is unreachable or the server is shutting down |
+//! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`clients/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
 //! | another method on these paths | 405 with `Allow` |
 //! | any other path | 404 |
 //!
@@ -43,7 +44,7 @@ use http_body_util::Full;
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
 use crate::hub::{Hub, validate_topic};
-use crate::{metrics, publish, session, v1, v1_session};
+use crate::{client_js, metrics, publish, session, v1, v1_session};
 
 /// The path prefix of topics.
 const TOPICS: &str = "/topics/";
@@ -212,7 +213,8 @@ impl HubService {
                 None => self.metrics(&request),
             },
             "/healthz" if readable => self.health(&request),
-            "/metrics" | "/healthz" => method_not_allowed("GET, HEAD"),
+            client_js::PATH if readable => client_js::response(request.headers()),
+            "/metrics" | "/healthz" | client_js::PATH => method_not_allowed("GET, HEAD"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         };
         ready(response)
@@ -452,6 +454,53 @@ mod tests {
         let (status, _) = call(&mut service, request(Method::POST, "/topics/t")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(service.hub().metrics().snapshot().published, 1);
+    }
+
+    #[tokio::test]
+    async fn serves_the_browser_client() {
+        let mut service = HubService::new(Hub::new(HubConfig::default()));
+        let (status, response) = call(&mut service, request(Method::GET, "/duplex.js")).await;
+        assert_eq!(status, StatusCode::OK);
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../clients/js/duplex.js"
+        ))
+        .unwrap();
+        assert_eq!(&body[..], &file[..]);
+        assert!(body.starts_with(b"// duplex.js"));
+
+        let mut again = request(Method::GET, "/duplex.js");
+        again
+            .headers_mut()
+            .insert(header::IF_NONE_MATCH, headers[header::ETAG].clone());
+        let (status, response) = call(&mut service, again).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
+        let mut other = request(Method::GET, "/duplex.js");
+        other.headers_mut().insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"0.0.0-x\""),
+        );
+        assert_eq!(call(&mut service, other).await.0, StatusCode::OK);
+
+        let (status, response) = call(&mut service, request(Method::POST, "/duplex.js")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
     }
 
     #[test]
