@@ -58,7 +58,7 @@ pub fn bind_addr() -> SocketAddr {
 }
 
 /// Binds a listener with a deep backlog and `SO_REUSEADDR`.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
