@@ -84,7 +84,13 @@ enum Request {
 }
 
 fn parse(req: &httparse::Request<'_, '_>) -> Request {
-    let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/").to_owned();
+    let path = req
+        .path
+        .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .to_owned();
     let header = |name: &str| {
         req.headers
             .iter()
@@ -271,5 +277,44 @@ async fn flush(sub: Rc<Sub>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_three_length_forms() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            let frame = text_frame(&vec![b'x'; len]);
+            assert_eq!(frame.len(), header + len, "{len}");
+            assert_eq!(frame[0], 0x81);
+            assert_eq!(frame[1] & 0x80, 0, "server frames are unmasked");
+        }
+        assert_eq!(text_frame(b"hi"), b"\x81\x02hi");
+    }
+
+    #[test]
+    fn requests_are_sorted_out() {
+        let parse_head = |head: &[u8]| {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            assert!(req.parse(head).unwrap().is_complete());
+            parse(&req)
+        };
+        let upgrade =
+            b"GET /topics/t?x=1 HTTP/1.1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        assert!(
+            matches!(parse_head(upgrade), Request::Upgrade { path, .. } if path == "/topics/t")
+        );
+        let post = b"POST /topics/t HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        assert!(matches!(parse_head(post), Request::Post { path, len: 5 } if path == "/topics/t"));
+        let huge = b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n";
+        assert!(matches!(parse_head(huge), Request::Bad(s) if s.starts_with("413")));
+        let no_len = b"POST / HTTP/1.1\r\n\r\n";
+        assert!(matches!(parse_head(no_len), Request::Bad(s) if s.starts_with("411")));
+        let no_key = b"GET / HTTP/1.1\r\n\r\n";
+        assert!(matches!(parse_head(no_key), Request::Bad(s) if s.starts_with("400")));
     }
 }
