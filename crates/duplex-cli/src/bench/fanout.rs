@@ -270,7 +270,7 @@ fn parse_rate(rate: &str) -> Result<Rate, BenchError> {
         return Ok(Rate::Max);
     }
     match rate.parse::<f64>() {
-        Ok(r) if r == 0.0 => Ok(Rate::Max),
+        Ok(0.0) => Ok(Rate::Max),
         Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(Rate::Fixed(r)),
         _ => Err(BenchError::Usage(format!(
             "--rate {rate}: expected \"max\", 0, or publishes a second (at most 10,000,000)"
@@ -744,7 +744,7 @@ async fn publish_all(plan: &Rc<FanoutPlan>, shared: &Rc<RefCell<Shared>>, sample
     }
     let slots = Arc::new(Semaphore::new(plan.in_flight));
     let pool: Rc<RefCell<Vec<Poster>>> = Rc::new(RefCell::new(Vec::new()));
-    let at_start: Rc<Cell<Option<(Option<u64>, u64, u64)>>> = Rc::new(Cell::new(None));
+    let at_start: Rc<Cell<Option<WindowStart>>> = Rc::new(Cell::new(None));
     {
         // The window's start is sampled by a task of its own, so that a
         // publisher waiting for a slot does not delay it.
@@ -833,6 +833,10 @@ async fn publish_all(plan: &Rc<FanoutPlan>, shared: &Rc<RefCell<Shared>>, sample
         samples.cpu_us = cpu_start.zip(cpu_end).map(|(a, b)| b.saturating_sub(a));
     }
 }
+
+/// At the window's start: the servers' CPU time, unique deliveries and
+/// acknowledged publishes so far.
+type WindowStart = (Option<u64>, u64, u64);
 
 /// One keep-alive HTTP/1.1 connection of the publisher.
 struct Poster {
