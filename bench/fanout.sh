@@ -27,7 +27,8 @@
 # target/bench/fanout/raw/<scenario>/<server>/r<round>.json, logs to .../logs.
 #
 # Full: 3 rounds, 10,000 subscribers, 100-byte messages, 10 s (+3 s warm-up) per run,
-# 5 servers x 3 scenarios: ~25 min once built. --quick: 1 round, 1,000 subscribers,
+# 5 servers x 3 scenarios = 45 runs of ~20 s: ~15-20 min once built (building Sockudo the
+# first time adds 20-40 min on two cores). --quick: 1 round, 1,000 subscribers,
 # 3 s (+1 s): ~3 min once built.
 #
 # Environment: DUPLEX_BENCH_BIN (default "<repo>/target/release/duplex bench"),
