@@ -104,7 +104,10 @@ if [ "$BUILD" = 1 ]; then
         (cd "$BENCH_DIR/node" && npm ci --no-audit --no-fund --silent) \
             || die "npm ci in bench/node failed"
     fi
-    if wanted sockudo && [ ! -x "$SOCKUDO_BIN" ]; then
+    if wanted sockudo && [ ! -x "$SOCKUDO_BIN" ] && ! command -v protoc >/dev/null; then
+        # metrics-exporter-tcp, a dependency Sockudo cannot leave out, runs prost-build.
+        note "Sockudo's build needs protoc (apt-get install protobuf-compiler): not building it"
+    elif wanted sockudo && [ ! -x "$SOCKUDO_BIN" ]; then
         # Only the in-memory drivers: no Redis, databases, queues or telemetry.
         note "building Sockudo 5.2 (cargo install, no default features but 'local'; long)"
         if ! cargo install sockudo --version '^5.2' --locked --no-default-features \
