@@ -50,6 +50,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+mod fanout;
+
 /// The largest message `--size` accepts: the default message limit of most
 /// servers, duplex's included.
 const MAX_SIZE: usize = 64 << 20;
@@ -79,6 +81,9 @@ pub(crate) enum Mode {
     Echo,
     /// Open the connections and hold them: server memory per connection.
     Idle,
+    /// Subscribers on topics and a publisher: deliveries a second, publish
+    /// to delivery latency, lost and duplicated messages (see `fanout`).
+    Fanout,
 }
 
 /// Arguments of `duplex bench`.
@@ -143,6 +148,8 @@ pub(crate) struct BenchArgs {
     /// that the run compares with HTTP/1.1 connection for connection.
     #[arg(long)]
     http2: bool,
+    #[command(flatten)]
+    fanout: fanout::FanoutArgs,
 }
 
 /// Why a connection, or the whole run, failed.
@@ -238,6 +245,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error
     let report = match plan.mode {
         Mode::Echo => run_echo(&plan)?,
         Mode::Idle => run_idle(&plan)?,
+        Mode::Fanout => return fanout::run(&args),
     };
     if plan.json {
         println!("{}", report.json);
