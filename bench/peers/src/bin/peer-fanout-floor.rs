@@ -40,7 +40,12 @@ struct Sub {
 type Topics = Rc<RefCell<HashMap<String, Vec<Rc<Sub>>>>>;
 
 fn main() {
-    let addr = bench_peers::bind_addr();
+    let options = bench_peers::options();
+    if options.threads != 1 {
+        eprintln!("peer-fanout-floor is single-threaded: --threads must be 1");
+        std::process::exit(2);
+    }
+    let addr = options.bind;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
