@@ -191,12 +191,15 @@ mod tests {
         assert_eq!(buf, original);
     }
 
+    /// A masking path under test, by name.
+    type Path = (&'static str, Box<dyn Fn(&mut [u8])>);
+
     /// Masks `data[start..]` with every path this CPU can run, whichever
     /// the dispatch would pick, and checks each against the reference.
     fn check_every_path(data: &[u8], start: usize, key: [u8; 4], offset: usize) {
         let mut expected = data.to_vec();
         apply_mask_scalar(&mut expected[start..], key, offset);
-        let mut paths: Vec<(&str, Box<dyn Fn(&mut [u8])>)> = vec![
+        let mut paths: Vec<Path> = vec![
             ("dispatch", Box::new(move |b| apply_mask(b, key, offset))),
             (
                 "words",
