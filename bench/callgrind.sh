@@ -2,7 +2,12 @@
 # Instructions per echoed message in `duplex serve`, counted by callgrind: repeatable
 # where timings on this 2-core machine are not.
 #
-#   bench/callgrind.sh [--bin PATH] [--size BYTES] [--conns N] [--short SECS] [--long SECS]
+#   bench/callgrind.sh [--bin PATH] [--client PATH] [--size BYTES] [--conns N]
+#                      [--short SECS] [--long SECS]
+#
+# --bin is the server measured, --client the `duplex` whose `bench` loads it (both
+# target/release/duplex by default): a copy of either can be compared while the tree
+# is rebuilt. --size 16384 and --size 1048576 give the large-message counts.
 #
 # Runs the server (one thread, keepalive off) under `valgrind --tool=callgrind` twice,
 # loads it with `duplex bench` for --short and then --long seconds, and prints the
@@ -17,6 +22,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release/duplex"
+CLIENT="$ROOT/target/release/duplex"
 SIZE=20
 CONNS=10
 SHORT=3
@@ -24,18 +30,19 @@ LONG=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift 2 ;;
+    --client) CLIENT="$2"; shift 2 ;;
     --size) SIZE="$2"; shift 2 ;;
     --conns) CONNS="$2"; shift 2 ;;
     --short) SHORT="$2"; shift 2 ;;
     --long) LONG="$2"; shift 2 ;;
-    *) echo "usage: $0 [--bin PATH] [--size BYTES] [--conns N] [--short SECS] [--long SECS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--bin PATH] [--client PATH] [--size BYTES] [--conns N] [--short SECS] [--long SECS]" >&2; exit 2 ;;
   esac
 done
 if ! command -v valgrind >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "callgrind.sh: valgrind is missing" >&2; exit 1; }
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
-[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q -p duplex-cli)
+{ [ -x "$BIN" ] && [ -x "$CLIENT" ]; } || (cd "$ROOT" && cargo build --release -q -p duplex-cli)
 OUT="$ROOT/target/callgrind"
 mkdir -p "$OUT"
 
@@ -52,7 +59,7 @@ run() {
     sleep 0.1
   done
   [ -n "$addr" ] || { echo "callgrind.sh: the server did not start; see $log" >&2; kill "$pid"; exit 1; }
-  msgs="$("$ROOT/target/release/duplex" bench "ws://$addr/" --conns "$CONNS" --size "$SIZE" \
+  msgs="$("$CLIENT" bench "ws://$addr/" --conns "$CONNS" --size "$SIZE" \
     --secs "$secs" --warmup 0 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["msgs"])')"
   kill -TERM "$pid"
   wait "$pid" || true

@@ -688,6 +688,16 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
+        if self.rng.is_none() && payload.len() <= 125 {
+            // A server's small frame, the echo of a chat message: a 2-byte
+            // header (FIN, RSV1, opcode; the 7-bit length, no mask bit)
+            // written directly, one reserve for it and the payload.
+            self.output.reserve(2 + payload.len());
+            let b0 = 0x80 | (u8::from(rsv1) << 6) | opcode.as_u8();
+            self.output.extend_from_slice(&[b0, payload.len() as u8]);
+            self.output.extend_from_slice(payload);
+            return;
+        }
         let mask = self.rng.as_mut().map(|rng| rng.random::<[u8; 4]>());
         let mut header = FrameHeader::new(opcode, payload.len(), mask);
         header.rsv1 = rsv1;
@@ -742,8 +752,16 @@ impl Connection {
     pub fn advance_output(&mut self, mut n: usize) {
         while n > 0 {
             let Some(front) = self.attached.front_mut() else {
-                self.output.advance(n);
                 self.output_written += n as u64;
+                if n == self.output.len() {
+                    // All of it, as nearly every write of small echoes: the
+                    // buffer starts again at its front, so the next frame
+                    // needs no `reserve` to win back the room an `advance`
+                    // would have left behind it.
+                    self.output.clear();
+                } else {
+                    self.output.advance(n);
+                }
                 return;
             };
             if front.at == self.output_written {

@@ -63,7 +63,7 @@ pub use role::Role;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_internals {
-    pub use crate::mask::apply_mask_scalar;
+    pub use crate::mask::{apply_mask_scalar, apply_mask_words};
     pub use crate::utf8::{InvalidUtf8, Utf8Validator};
 }
 

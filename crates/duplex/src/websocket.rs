@@ -124,6 +124,10 @@ pub struct WebSocket<S> {
     close_timeout: Duration,
     phase: Phase,
     open_delivered: bool,
+    /// The protocol parsed everything received so far (its last
+    /// `next_event` was `None`) and no byte was read since: asking it again
+    /// would cost a call per wake-up and find nothing.
+    parsed_all: bool,
     /// The `Close` event, decided when the protocol closes.
     close: Option<(CloseCode, String, bool)>,
     /// Runs while we wait for the peer's Close or for the TCP connection to end.
@@ -275,6 +279,7 @@ where
             close_timeout: config.close_timeout,
             phase: Phase::Running,
             open_delivered: false,
+            parsed_all: false,
             close: None,
             close_timer: None,
             keepalive: config
@@ -548,17 +553,15 @@ where
     /// Writes once from the pending output: one vectored write when large
     /// payloads were queued by reference between frame headers.
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-        let count = if self.stream.is_write_vectored() {
-            self.conn.pending_output_vectored(&mut slices)
+        // Only with a payload queued by reference is the output in more
+        // than one piece: small echoes skip gathering slices.
+        let whole = self.conn.pending_output().len() == self.conn.pending_output_len();
+        let n = if whole || !self.stream.is_write_vectored() {
+            ready!(Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_output()))?
         } else {
-            0
-        };
-        let stream = Pin::new(&mut self.stream);
-        let n = if count > 1 {
-            ready!(stream.poll_write_vectored(cx, &slices[..count]))?
-        } else {
-            ready!(stream.poll_write(cx, self.conn.pending_output()))?
+            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let count = self.conn.pending_output_vectored(&mut slices);
+            ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?
         };
         if n == 0 {
             return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
@@ -593,7 +596,9 @@ where
                 }
                 Phase::Running => {}
             }
-            if let Some(event) = self.conn.next_event() {
+            if self.parsed_all {
+                // Nothing new to parse: straight to writing and reading.
+            } else if let Some(event) = self.conn.next_event() {
                 match event {
                     Ok(duplex_proto::Event::Message(m)) => {
                         if self.message_started.is_some() {
@@ -625,6 +630,8 @@ where
                         return Poll::Ready(Some(Event::Error(Error::Protocol(e))));
                     }
                 }
+            } else {
+                self.parsed_all = true;
             }
             // Nothing left to parse: before waiting for the socket, write
             // what is queued (pongs and Close answers from the protocol,
@@ -696,7 +703,7 @@ where
                     self.phase = Phase::Done;
                     return Poll::Ready(Some(self.close_event()));
                 }
-                Ok(_) => {}
+                Ok(_) => self.parsed_all = false,
                 Err(e) => return Poll::Ready(Some(self.abort(e))),
             }
         }
