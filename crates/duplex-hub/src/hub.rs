@@ -584,10 +584,13 @@ impl Hub {
         validate_topic(topic)?;
         let (inbox, rx) = Inbox::new(self.inner.config.queue);
         let (membership, _) = self.join(topic, &inbox, None, None, false)?;
+        // The topic keeps the only sender: removing the subscriber (its
+        // queue overflowed) closes the queue, so that `recv` needs no
+        // second thing to wait on.
         Ok(Subscription {
             membership,
             rx,
-            inbox,
+            lagged: Arc::clone(&inbox.lagged),
         })
     }
 
@@ -1002,7 +1005,8 @@ impl Drop for Membership {
 pub struct Subscription {
     membership: Membership,
     rx: mpsc::Receiver<Queued>,
-    inbox: Inbox,
+    /// Set, before the queue closes, when it overflowed.
+    lagged: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -1015,19 +1019,18 @@ impl Subscription {
     /// subscriber: send its [`broadcast`](Delivery::broadcast) with
     /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, RecvError> {
+        // Only the queue is waited on (no `Notify` registered and dropped
+        // for every message): the subscriber's removal closes it, and what
+        // was queued before comes first.
         loop {
-            if self.inbox.lagged() && self.rx.is_empty() {
-                return Err(RecvError::Lagged(self.membership.hub.inner.config.queue));
-            }
-            tokio::select! {
-                biased;
-                item = self.rx.recv() => match item {
-                    Some(Queued::Message(delivery)) => return Ok(delivery),
-                    // Raw subscribers do not watch presence.
-                    Some(Queued::Presence(_)) => {}
-                    None => return Err(RecvError::Closed),
-                },
-                () = self.inbox.overflowed() => {}
+            match self.rx.recv().await {
+                Some(Queued::Message(delivery)) => return Ok(delivery),
+                // Raw subscribers do not watch presence.
+                Some(Queued::Presence(_)) => {}
+                None if self.lagged.load(Ordering::Acquire) => {
+                    return Err(RecvError::Lagged(self.membership.hub.inner.config.queue));
+                }
+                None => return Err(RecvError::Closed),
             }
         }
     }
@@ -1169,6 +1172,36 @@ mod tests {
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(2))));
         assert_eq!(*fast.recv().await.unwrap().message(), Message::text("2"));
         assert_eq!(hub.metrics().snapshot().lagged, 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_gets_what_was_queued_then_lagged() {
+        let hub = hub(2);
+        let mut slow = hub.subscribe("t").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let waiting = tokio::spawn(async move {
+            loop {
+                let received = slow.recv().await;
+                let end = received.is_err();
+                tx.send(received.map(|d| d.message().clone())).unwrap();
+                if end {
+                    break;
+                }
+            }
+        });
+        // The task now waits on its empty queue; three publishes without a
+        // yield overflow it while it waits.
+        tokio::task::yield_now().await;
+        for i in 0..3 {
+            hub.publish("t", Message::text(format!("{i}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(hub.subscriber_count("t"), 0);
+        assert_eq!(rx.recv().await.unwrap(), Ok(Message::text("0")));
+        assert_eq!(rx.recv().await.unwrap(), Ok(Message::text("1")));
+        assert_eq!(rx.recv().await.unwrap(), Err(RecvError::Lagged(2)));
+        waiting.await.unwrap();
     }
 
     #[tokio::test]
