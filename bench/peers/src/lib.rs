@@ -106,6 +106,23 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Binds `addr` with [`listen`] and prints the `listening on ws://ADDR` line the
+/// scripts wait for; exits with status 1 if it cannot bind. Call inside a runtime.
+pub fn listen_announced(addr: SocketAddr) -> TcpListener {
+    let listener = match listen(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            std::process::exit(1)
+        }
+    };
+    let local_addr = listener.local_addr().expect("local_addr");
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "listening on ws://{local_addr}");
+    let _ = out.flush();
+    listener
+}
+
 /// Runs a peer: builds the runtime (`current_thread`, or multi-thread with `--threads`
 /// workers), binds, prints the `listening on` line and spawns `handle` for every
 /// accepted connection (with TCP_NODELAY set) as a task of its own. Errors of a single
@@ -131,19 +148,7 @@ where
     }
     .expect("tokio runtime");
     rt.block_on(async move {
-        let listener = match listen(addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("cannot listen on {addr}: {e}");
-                std::process::exit(1)
-            }
-        };
-        let local_addr = listener.local_addr().expect("local_addr");
-        {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "listening on ws://{local_addr}");
-            let _ = out.flush();
-        }
+        let listener = listen_announced(addr);
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

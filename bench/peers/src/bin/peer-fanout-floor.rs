@@ -15,7 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -52,19 +52,7 @@ fn main() {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = match bench_peers::listen(addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("cannot listen on {addr}: {e}");
-                std::process::exit(1)
-            }
-        };
-        let local_addr = listener.local_addr().expect("local_addr");
-        {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "listening on ws://{local_addr}");
-            let _ = out.flush();
-        }
+        let listener = bench_peers::listen_announced(addr);
         let topics: Topics = Rc::default();
         loop {
             match listener.accept().await {
