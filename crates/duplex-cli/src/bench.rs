@@ -381,11 +381,12 @@ fn build_frame(text: bool, size: usize, key: [u8; 4]) -> Vec<u8> {
 /// A masked Close frame with 1000, to end each connection cleanly.
 fn build_close(key: [u8; 4]) -> Vec<u8> {
     let body = CloseFrame::new(CloseCode::NORMAL, "").encode();
-    build_control(OpCode::Close, &body, key)
+    client_frame(OpCode::Close, &body, key)
 }
 
-/// A masked control frame (a Close, or a Pong answering a Ping).
-fn build_control(opcode: OpCode, body: &[u8], key: [u8; 4]) -> Vec<u8> {
+/// A masked client frame of one fragment (a Close, a Pong answering a Ping, a
+/// subscribe request of the fan-out mode).
+fn client_frame(opcode: OpCode, body: &[u8], key: [u8; 4]) -> Vec<u8> {
     let header = FrameHeader::new(opcode, body.len(), Some(key));
     let mut frame = Vec::with_capacity(header.len() + body.len());
     header.write(&mut frame);
@@ -599,7 +600,7 @@ impl Reader {
             ));
         }
         if let Some(payload) = parser.pong {
-            send(stream, &build_control(OpCode::Pong, &payload, key)).await?;
+            send(stream, &client_frame(OpCode::Pong, &payload, key)).await?;
         }
         Ok(())
     }
@@ -980,7 +981,7 @@ async fn echo_conn(
             let replies = loop {
                 let replies = reader.take_replies(&mut parser)?;
                 if let Some(ping) = parser.pong.take() {
-                    send(&mut stream, &build_control(OpCode::Pong, &ping, frames.key)).await?;
+                    send(&mut stream, &client_frame(OpCode::Pong, &ping, frames.key)).await?;
                 }
                 if replies > 0 {
                     break replies;
@@ -1782,7 +1783,7 @@ mod tests {
     #[test]
     fn pongs_are_masked_control_frames() {
         let key = [1, 2, 3, 4];
-        let pong = build_control(OpCode::Pong, b"abc", key);
+        let pong = client_frame(OpCode::Pong, b"abc", key);
         let (header, len) = FrameHeader::parse(&pong).unwrap().unwrap();
         assert_eq!(
             (header.opcode, header.fin, header.mask),

@@ -44,14 +44,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use duplex_proto::handshake::{ClientRequest, write_request};
-use duplex_proto::{FrameHeader, OpCode, apply_mask};
+use duplex_proto::{FrameHeader, OpCode};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use super::{BenchArgs, BenchError, read_proc_cpu, read_proc_rss, seconds};
+use super::{BenchArgs, BenchError, client_frame, read_proc_cpu, read_proc_rss, seconds};
 
 /// Handshakes (and subscriptions) in progress at once.
 const OPENERS: usize = 64;
@@ -1152,17 +1152,6 @@ async fn open(
         }
         inbox.read_from(&mut stream).await?;
     }
-}
-
-/// A masked client frame.
-fn client_frame(opcode: OpCode, body: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let header = FrameHeader::new(opcode, body.len(), Some(key));
-    let mut frame = Vec::with_capacity(header.len() + body.len());
-    header.write(&mut frame);
-    let start = frame.len();
-    frame.extend_from_slice(body);
-    apply_mask(&mut frame[start..], key, 0);
-    frame
 }
 
 /// What the server sent, frame by frame.
