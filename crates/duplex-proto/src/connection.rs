@@ -558,6 +558,17 @@ impl Connection {
         self.attach_frame(opcode, false, payload)
     }
 
+    /// Whether [`send_broadcast`](Self::send_broadcast) would compress
+    /// `broadcast` for this connection alone (permessage-deflate whose
+    /// parameters rule out the shared bytes), rather than send bytes that
+    /// are the same for every connection.
+    pub fn compresses_alone(&self, broadcast: &Broadcast) -> bool {
+        self.deflate.as_deref().is_some_and(|deflate| {
+            deflate.should_compress(broadcast.message().len())
+                && broadcast.compressed_for(deflate).is_none()
+        })
+    }
+
     /// Queues a message sent to many connections: with the bytes the first
     /// connection that could compressed for all (see [`Broadcast`]) where
     /// this one's permessage-deflate parameters allow, as
@@ -1307,6 +1318,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_context_takeover_makes_a_broadcast_compressed_alone() {
+        let text = r#"{"symbol":"DPLX","bid":101.25,"ask":101.50}"#.repeat(3);
+        let broadcast = Broadcast::new(Message::text(text));
+        assert!(!Pair::new().server.compresses_alone(&broadcast));
+        for (no_context_takeover, alone) in [(false, true), (true, false)] {
+            let config = DeflateConfig {
+                server_no_context_takeover: no_context_takeover,
+                ..DeflateConfig::default()
+            };
+            let p = Pair::with_deflate(&config);
+            assert_eq!(p.server.compresses_alone(&broadcast), alone);
+        }
+        // Below the compression threshold nothing is compressed at all.
+        let config = DeflateConfig {
+            threshold: 64,
+            ..DeflateConfig::default()
+        };
+        let small = Broadcast::new(Message::text("hi"));
+        assert!(!Pair::with_deflate(&config).server.compresses_alone(&small));
     }
 
     #[test]

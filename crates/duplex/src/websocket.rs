@@ -48,6 +48,20 @@ fn ready_now(poll: Poll<Result<(), Error>>) -> Result<(), Error> {
     }
 }
 
+/// What [`WebSocket::try_send_broadcast`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum TrySend {
+    /// Written whole.
+    Sent,
+    /// Queued, and not all written: the connection's task must be woken to
+    /// write the rest.
+    Partly,
+    /// Nothing done: the connection is busy (something is queued already),
+    /// closing, or compresses for itself. Send it the usual way.
+    Busy,
+}
+
 /// The four states of the browser's `readyState`, with the same numbers.
 /// Not `#[non_exhaustive]`: the WebSocket standard fixes these four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -401,6 +415,60 @@ where
         std::future::poll_fn(|cx| self.poll_ready_inner(cx)).await?;
         self.conn.send_broadcast(broadcast)?;
         Ok(())
+    }
+
+    /// The synchronous half of [`feed_broadcast`](Self::feed_broadcast),
+    /// for code that polls (after [`Sink::poll_ready`] was ready): queues
+    /// `broadcast` without writing it.
+    pub fn start_send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error> {
+        if self.phase != Phase::Running {
+            return Err(Error::Closed);
+        }
+        self.conn.send_broadcast(broadcast)?;
+        Ok(())
+    }
+
+    /// Sends `broadcast` from outside the connection's own task, if the
+    /// connection is idle: open, with nothing queued, and sending bytes
+    /// that every connection shares (no compression of its own). Writes
+    /// what the socket takes at once and never waits.
+    ///
+    /// This is how a publisher fans a message out to thousands of
+    /// subscribers in one pass, as uWebSockets' publish does, instead of
+    /// waking each subscriber's task to write one frame: an idle
+    /// subscriber costs its write and little else. What the socket did not
+    /// take stays queued ([`TrySend::Partly`]): the connection's own task
+    /// must then be woken to write the rest, as it does when polled.
+    pub fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend {
+        if self.phase != Phase::Running
+            || self.conn.close_sent()
+            || self.conn.wants_write()
+            || self.conn.compresses_alone(broadcast)
+            || self.conn.send_broadcast(broadcast).is_err()
+        {
+            return TrySend::Busy;
+        }
+        // Not the caller's task: nobody is to be woken from here (the
+        // caller wakes the connection's task if bytes are left), and the
+        // caller's cooperative budget must not make the write look full.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut write = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            while self.conn.wants_write() {
+                match self.poll_write_some(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+            }
+            Pin::new(&mut self.stream)
+                .poll_flush(cx)
+                .map_err(Error::from)
+        })));
+        match write.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(())) => TrySend::Sent,
+            // An error stays for the connection's task to meet at its next
+            // write or read, which ends the connection.
+            Poll::Ready(Err(_)) | Poll::Pending => TrySend::Partly,
+        }
     }
 
     /// Writes everything queued and flushes the stream.
@@ -1218,6 +1286,33 @@ mod tests {
             WebSocket::from_raw(a, Role::Server, &config),
             WebSocket::from_raw(b, Role::Client, &config),
         )
+    }
+
+    #[tokio::test]
+    async fn try_send_broadcast_writes_only_to_an_idle_connection() {
+        let broadcast = Broadcast::new(Message::from("pushed"));
+        // Room for one frame: the second is left queued, partly written.
+        let (mut server, mut client) = pair(10);
+        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Sent);
+        assert_eq!(server.buffered_amount(), 0);
+        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Partly);
+        assert!(server.buffered_amount() > 0);
+        // Something is queued: nothing more is taken.
+        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Busy);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Some(Event::Message(m)) = client.next().await {
+                    got.push(m);
+                }
+            }
+            (got, client)
+        });
+        server.flush().await.unwrap();
+        let (got, _client) = reader.await.unwrap();
+        assert_eq!(got, vec![Message::from("pushed"); 2]);
+        server.close(1000, "").await.unwrap();
+        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Busy);
     }
 
     #[tokio::test]
