@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 
 use crate::auth::{Claims, TOKEN_EXPIRED};
 use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Since};
-use crate::session::Open;
+use crate::session::{Open, within};
 use crate::v1::{
     ClientFrame, ErrorCode, Frame, MAX_PRESENCE_CLIENTS, Request, parse_request, payload_message,
 };
@@ -76,7 +76,7 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
         client: connection.client.to_string(),
         ping_interval: config.ping_interval.as_secs().max(1),
     };
-    if !within(&config, ws.send(welcome.to_message())).await {
+    if !within(config.send_timeout, ws.send(welcome.to_message())).await {
         return;
     }
     let start = tokio::time::Instant::now() + config.ping_interval;
@@ -84,6 +84,9 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
     let mut closing = false;
     loop {
         tokio::select! {
+            // In this order, not at random: a delivery's wake-up then polls
+            // the socket and the queue, and not the timers.
+            biased;
             event = ws.next() => match event {
                 Some(Event::Message(_)) if closing => {}
                 Some(Event::Message(Message::Binary(_))) => {
@@ -96,7 +99,7 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
                         connection.request(&mut ws, text.as_str()).await;
                         ws.flush().await
                     };
-                    if !within(&config, written).await {
+                    if !within(config.send_timeout, written).await {
                         return;
                     }
                 }
@@ -106,6 +109,15 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
             },
             item = queue.recv(), if !closing => {
                 let Some(item) = item else { break };
+                // An overflow leaves the queue full, so it is seen here,
+                // without a wake-up of its own to wait on.
+                if connection.inbox.lagged() {
+                    tracing::info!(client = %connection.client, queue = config.queue, "closing a slow subscriber");
+                    closing = true;
+                    drain(&mut queue);
+                    let _ = ws.close_with(CloseCode::POLICY_VIOLATION, "slow consumer").await;
+                    continue;
+                }
                 let batch = async {
                     connection.forward(&mut ws, item).await;
                     // What else is queued goes out in the same write.
@@ -115,20 +127,14 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
                     }
                     ws.flush().await
                 };
-                if !within(&config, batch).await {
+                if !within(config.send_timeout, batch).await {
                     tracing::info!(client = %connection.client, "dropping a subscriber that stopped reading");
                     connection.hub.metrics().lagged_closed();
                     return;
                 }
             }
-            () = connection.inbox.overflowed(), if !closing => {
-                tracing::info!(client = %connection.client, queue = config.queue, "closing a slow subscriber");
-                closing = true;
-                drain(&mut queue);
-                let _ = ws.close_with(CloseCode::POLICY_VIOLATION, "slow consumer").await;
-            }
             _ = ping.tick(), if !closing => {
-                if !within(&config, ws.send(Frame::Ping.to_message())).await {
+                if !within(config.send_timeout, ws.send(Frame::Ping.to_message())).await {
                     return;
                 }
             }
@@ -139,17 +145,6 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
             }
         }
     }
-}
-
-/// Whether `write` finished within the hub's `send_timeout` (its own
-/// error means the connection is closing; its Close event follows).
-async fn within(
-    config: &crate::HubConfig,
-    write: impl Future<Output = Result<(), duplex::Error>>,
-) -> bool {
-    tokio::time::timeout(config.send_timeout, write)
-        .await
-        .is_ok()
 }
 
 fn drain(queue: &mut mpsc::Receiver<Queued>) {

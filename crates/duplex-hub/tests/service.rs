@@ -197,6 +197,43 @@ async fn a_subscriber_a_whole_queue_behind_is_closed_with_1008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_once_each_and_in_order_written_through_or_queued() {
+    // Bursts (queued, written by the subscriber's task) and pauses (written
+    // through by the publisher), to a subscriber that reads nothing at
+    // first, so that writes are also left half done in a full socket.
+    let hub = Hub::new(HubConfig::default().queue(8192));
+    let (addr, _server) = serve(HubService::new(hub.clone())).await;
+    let mut ws = subscribe(addr, "t").await;
+    let wait = Instant::now() + Duration::from_secs(10);
+    while hub.subscriber_count("t") == 0 {
+        assert!(Instant::now() < wait, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    const COUNT: u32 = 3000;
+    let publisher = tokio::spawn(async move {
+        for seq in 0..COUNT {
+            let mut payload = vec![0u8; 4096];
+            payload[..4].copy_from_slice(&seq.to_be_bytes());
+            hub.publish("t", Message::Binary(payload.into()))
+                .await
+                .unwrap();
+            if seq % 100 == 99 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for expected in 0..COUNT {
+        let Message::Binary(payload) = next_message(&mut ws).await else {
+            panic!("expected a binary message");
+        };
+        let seq = u32::from_be_bytes(payload[..4].try_into().unwrap());
+        assert_eq!(seq, expected, "out of order or lost");
+    }
+    publisher.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_follows_the_backplane() {
     let (addr, _server) = serve(HubService::new(Hub::new(HubConfig::default()))).await;
     let (status, body) = http(addr, "GET", "/healthz", "", b"").await;
