@@ -7,7 +7,10 @@
 //!   queues a message for every subscriber of the topic. A subscriber whose
 //!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
 //!   than let the publisher wait or memory grow: the server closes that
-//!   connection (1008, "slow consumer").
+//!   connection (1008, "slow consumer"). The service's raw WebSocket
+//!   subscribers skip the queue while they are idle and the topic is calm:
+//!   the publisher writes to them itself, as uWebSockets' publish does
+//!   (`session.rs`).
 //! - [`backplane`] keeps offsets, history and presence in Redis, so that
 //!   every node gives the same offsets and a client resumes on any node.
 //! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
