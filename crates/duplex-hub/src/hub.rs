@@ -534,10 +534,15 @@ impl Topic {
     /// each subscriber's task writes all that piled up in one write: under
     /// load, fewer writes carry more messages, as Nagle's algorithm trades
     /// latency for throughput only once there is a backlog.
+    ///
+    /// Only on a single-threaded runtime: on several threads the queues
+    /// spread the writes over all of them, where writing through would do
+    /// them all on the publisher's, holding the topics' lock meanwhile.
     fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
         let presence = matches!(item, Queued::Presence(_));
         let started = Instant::now();
         let calm = !presence
+            && single_threaded()
             && self.last_message.is_none_or(|ended| {
                 started.saturating_duration_since(ended) >= self.written_through / 4
             });
@@ -580,6 +585,12 @@ impl Topic {
         }
         (delivered, lagged)
     }
+}
+
+/// Whether this runs on a single-threaded (current-thread) Tokio runtime.
+fn single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 impl Hub {

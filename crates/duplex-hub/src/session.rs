@@ -47,8 +47,13 @@ pub(crate) async fn run(
 ) {
     let _open = Open::new(&hub);
     let topic = subscription.topic().to_owned();
+    // Only over plain TCP: a TLS stream may keep bytes that a write
+    // accepted until it is flushed, which only this task would do.
+    let plain = matches!(ws.get_ref(), ServerStream::Tcp(_));
     let direct = Arc::new(Direct::new(ws));
-    subscription.attach(&direct);
+    if plain {
+        subscription.attach(&direct);
+    }
     let queue = hub.config().queue;
     let mut closing = false;
     loop {

@@ -196,7 +196,8 @@ async fn a_subscriber_a_whole_queue_behind_is_closed_with_1008() {
     assert_eq!(metric(addr, "duplex_subscribers").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Single-threaded, where publishers write through to idle subscribers.
+#[tokio::test]
 async fn messages_arrive_once_each_and_in_order_written_through_or_queued() {
     // Bursts (queued, written by the subscriber's task) and pauses (written
     // through by the publisher), to a subscriber that reads nothing at

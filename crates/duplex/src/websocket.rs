@@ -438,7 +438,10 @@ where
     /// waking each subscriber's task to write one frame: an idle
     /// subscriber costs its write and little else. What the socket did not
     /// take stays queued ([`TrySend::Partly`]): the connection's own task
-    /// must then be woken to write the rest, as it does when polled.
+    /// must then be woken to finish the write with [`flush`](Self::flush).
+    /// (Over a stream that does not buffer, plain TCP, [`next`](Self::next)
+    /// finishes it too, as it writes what is queued before reading; a TLS
+    /// stream may hold accepted bytes until it is flushed.)
     pub fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend {
         if self.phase != Phase::Running
             || self.conn.close_sent()
