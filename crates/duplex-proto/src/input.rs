@@ -54,6 +54,27 @@ impl<'a> InputBuffer<'a> {
         self.buf.reserve(additional);
     }
 
+    /// Makes room for at least `additional` more bytes if that needs no
+    /// allocation ([`BytesMut::try_reclaim`]): false while a message handed
+    /// out of the buffer still refers to the storage, or when it is too
+    /// small.
+    pub fn try_reclaim(&mut self, additional: usize) -> bool {
+        self.buf.try_reclaim(additional)
+    }
+
+    /// Exchanges the storage with `other` if neither holds a byte, and
+    /// says whether it did. An I/O layer keeps a spare buffer of its own
+    /// this way (one still in cache, shared by the connections of a
+    /// thread between their reads): with no byte on either side, nothing
+    /// already checked can change.
+    pub fn swap_empty(&mut self, other: &mut BytesMut) -> bool {
+        if !self.buf.is_empty() || !other.is_empty() {
+            return false;
+        }
+        std::mem::swap(self.buf, other);
+        true
+    }
+
     /// Appends `bytes`.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -100,5 +121,35 @@ mod tests {
         input.extend_from_slice(b"g");
         assert_eq!(input.len(), 7);
         assert_eq!(&storage[..], b"abcdefg");
+    }
+
+    #[test]
+    fn storage_is_exchanged_only_when_neither_side_holds_a_byte() {
+        let mut storage = BytesMut::with_capacity(64);
+        let mut spare = BytesMut::from(&b"x"[..]);
+        assert!(!InputBuffer::new(&mut storage).swap_empty(&mut spare));
+        assert_eq!(&spare[..], b"x");
+        spare.clear();
+        let spare_ptr = spare.as_ptr();
+        storage.extend_from_slice(b"held");
+        assert!(!InputBuffer::new(&mut storage).swap_empty(&mut spare));
+        assert_eq!(&storage[..], b"held");
+        storage.clear();
+        let storage_ptr = storage.as_ptr();
+        assert!(InputBuffer::new(&mut storage).swap_empty(&mut spare));
+        assert_eq!((storage.as_ptr(), spare.as_ptr()), (spare_ptr, storage_ptr));
+    }
+
+    #[test]
+    fn reclaims_room_only_once_nothing_refers_to_the_storage() {
+        let mut storage = BytesMut::with_capacity(64);
+        storage.extend_from_slice(&[1; 64]);
+        let handed_out = storage.split_to(64).freeze();
+        let mut input = InputBuffer::new(&mut storage);
+        assert!(!input.try_reclaim(64), "a message still refers to it");
+        drop(handed_out);
+        assert!(input.try_reclaim(64));
+        assert!(input.capacity() >= 64);
+        assert!(!InputBuffer::new(&mut BytesMut::new()).try_reclaim(1));
     }
 }

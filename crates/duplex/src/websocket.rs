@@ -4,6 +4,7 @@
 //! [`duplex_proto::Connection`], which it drives: bytes read go into the
 //! connection, events come out; messages go in, bytes to write come out.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
@@ -11,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use duplex_proto::{
     Broadcast, CloseCode, CloseFrame, Connection, MAX_REASON_LEN, Message, Role, State,
 };
@@ -38,6 +39,13 @@ const MAX_WRITE_SLICES: usize = 16;
 /// What a connection's first read goes through before it has a receive
 /// buffer, so that an idle connection holds none.
 const FIRST_READ: usize = 512;
+
+thread_local! {
+    /// The receive buffer that the last read on this thread made ready and
+    /// found nothing for, kept for the next read of any connection on the
+    /// thread while it is still in cache (see `WebSocket::poll_read_fresh`).
+    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
 
 /// The error of a poll that may still be pending (pending is fine: the
 /// write finishes later, before the next read).
@@ -173,6 +181,11 @@ pub struct WebSocket<S> {
     fragment_timer: Option<Pin<Box<Sleep>>>,
     /// This connection's share of the message budget, if it has one.
     budget: Option<BudgetShare>,
+    /// The last read filled the receive buffer: it is still in cache, so
+    /// the next read goes there rather than into the thread's spare.
+    input_warm: bool,
+    /// The fragment and write timers exist (see `make_timers`).
+    timers_made: bool,
 }
 
 /// The keepalive state: when the next Ping is due, or which Pong is awaited
@@ -310,6 +323,8 @@ where
             message_started: None,
             fragment_timer: None,
             budget: config.message_budget.clone().map(BudgetShare::new),
+            input_warm: false,
+            timers_made: false,
         }
     }
 
@@ -931,43 +946,95 @@ where
             0 => self.read_buffer_size,
             needed => needed.min(MAX_READ_AHEAD),
         };
-        if self.conn.input_buffer().capacity() == 0 {
-            // No receive buffer yet: an idle connection should not hold one.
-            // Read into the stack, and allocate only once bytes arrived.
-            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-            let mut first = ReadBuf::uninit(&mut first);
-            ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first))?;
-            let mut buf = self.conn.input_buffer();
-            if !first.filled().is_empty() {
-                buf.reserve(size);
-                buf.extend_from_slice(first.filled());
-                // The fragment and write timers too, now rather than at
-                // the first message that arrives in pieces or the first
-                // write that stalls, which may come at any point: the hot
-                // path then never allocates (tests/alloc.rs). Neither is
-                // armed until polled.
-                let now = tokio::time::Instant::now();
-                if let Some(timeout) = self.fragment_timeout
-                    && self.fragment_timer.is_none()
-                {
-                    self.fragment_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
-                }
-                if let Some(timeout) = self.write_timeout
-                    && self.write_timer.is_none()
-                {
-                    self.write_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
-                }
-            }
-            return Poll::Ready(Ok(first.filled().len()));
-        }
         let mut buf = self.conn.input_buffer();
-        buf.reserve(size);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.stream),
-            cx,
-            &mut buf
-        ))?;
-        Poll::Ready(Ok(n))
+        let read = if buf.is_empty() {
+            self.poll_read_fresh(cx, size)
+        } else {
+            // The rest of a frame: into the buffer that holds its start.
+            buf.reserve(size);
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf)
+                .map_err(Error::from)
+        };
+        if !self.timers_made && matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            self.make_timers();
+        }
+        read
+    }
+
+    /// A read with every byte received so far parsed: into whichever
+    /// buffer is likely still in cache. That is the connection's own when
+    /// its last read filled it; otherwise the thread's spare ([`SPARE`]),
+    /// which the last read on this thread that found nothing left behind.
+    /// So connections that take turns on a thread (an echo of 16 KiB
+    /// messages to 500 clients) read, unmask and write from one buffer
+    /// that stays in cache, rather than from 500 that the messages keep
+    /// pushing out of it; and an idle connection holds no buffer.
+    fn poll_read_fresh(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<Result<usize, Error>> {
+        let mut spare = SPARE.take().unwrap_or_default();
+        let mut buf = self.conn.input_buffer();
+        // `try_reclaim` fails while a message read earlier still refers to
+        // the buffer (an echo not written yet, a message the application
+        // kept): that one is not reused.
+        if !(self.input_warm && buf.try_reclaim(size)) && spare.try_reclaim(size) {
+            buf.swap_empty(&mut spare);
+        }
+        let read = if buf.capacity() == 0 {
+            self.poll_read_first(cx, size)
+        } else {
+            buf.reserve(size);
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf)
+                .map_err(Error::from)
+        };
+        let filled = matches!(read, Poll::Ready(Ok(n)) if n > 0);
+        if !filled {
+            // Nothing came: the buffer just made ready becomes the
+            // thread's spare, for the next read of any connection, and
+            // this connection keeps what the thread had (mostly nothing).
+            let mut buf = self.conn.input_buffer();
+            if buf.capacity() > 0 {
+                buf.swap_empty(&mut spare);
+            }
+        }
+        self.input_warm = filled;
+        if spare.capacity() > 0 {
+            SPARE.set(Some(spare));
+        }
+        read
+    }
+
+    /// A read with no receive buffer at hand: into the stack, allocating
+    /// only once bytes arrived, so that an idle connection holds none.
+    fn poll_read_first(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<Result<usize, Error>> {
+        let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut first = ReadBuf::uninit(&mut first);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first))?;
+        if !first.filled().is_empty() {
+            let mut buf = self.conn.input_buffer();
+            buf.reserve(size);
+            buf.extend_from_slice(first.filled());
+        }
+        Poll::Ready(Ok(first.filled().len()))
+    }
+
+    /// Makes the fragment and write timers at the first read that brings
+    /// bytes, rather than at the first message that arrives in pieces or
+    /// the first write that stalls, which may come at any point: the hot
+    /// path then never allocates (tests/alloc.rs). Neither is armed until
+    /// polled.
+    #[cold]
+    fn make_timers(&mut self) {
+        self.timers_made = true;
+        let now = tokio::time::Instant::now();
+        if let Some(timeout) = self.fragment_timeout
+            && self.fragment_timer.is_none()
+        {
+            self.fragment_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
+        }
+        if let Some(timeout) = self.write_timeout
+            && self.write_timer.is_none()
+        {
+            self.write_timer = Some(Box::pin(tokio::time::sleep_until(now + timeout)));
+        }
     }
 
     /// After the protocol closed: write what is pending (the Close answer),
@@ -1700,6 +1767,116 @@ mod tests {
         expect_abnormal_close(&mut server_a).await;
         drop(server_a);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A server connection and the raw peer that writes its frames.
+    fn server_and_peer() -> (WebSocket<DuplexStream>, DuplexStream) {
+        let (a, peer) = tokio::io::duplex(64 << 10);
+        (WebSocket::from_raw(a, Role::Server, &config(None, 1)), peer)
+    }
+
+    /// Polls once, as a runtime would on a wake-up: the connection reads
+    /// on until the socket has nothing more.
+    async fn poll_once(ws: &mut WebSocket<DuplexStream>) {
+        std::future::poll_fn(|cx| {
+            assert!(ws.poll_event(cx).is_pending(), "expected no event");
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// The payload of the next event, a binary message.
+    async fn next_payload(ws: &mut WebSocket<DuplexStream>) -> Bytes {
+        loop {
+            match ws.next().await {
+                Some(Event::Open) => {}
+                Some(Event::Message(Message::Binary(b))) => return b,
+                other => panic!("expected a binary message, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_take_turns_with_one_receive_buffer() {
+        let (mut a, mut peer_a) = server_and_peer();
+        let (mut b, mut peer_b) = server_and_peer();
+        peer_a
+            .write_all(&client_frame(0x82, b"to a"))
+            .await
+            .unwrap();
+        let from_a = next_payload(&mut a).await;
+        let at = from_a.as_ptr();
+        drop(from_a);
+        // Nothing more for A: its buffer becomes the thread's, and A,
+        // idle, holds none.
+        poll_once(&mut a).await;
+        assert_eq!(a.conn.input_buffer().capacity(), 0);
+        peer_b
+            .write_all(&client_frame(0x82, b"to b"))
+            .await
+            .unwrap();
+        let from_b = next_payload(&mut b).await;
+        assert_eq!(from_b, &b"to b"[..]);
+        assert_eq!(from_b.as_ptr(), at, "B read into the buffer A read into");
+    }
+
+    #[tokio::test]
+    async fn a_buffer_that_a_kept_message_refers_to_is_not_read_into() {
+        let (mut a, mut peer_a) = server_and_peer();
+        let (mut b, mut peer_b) = server_and_peer();
+        peer_a
+            .write_all(&client_frame(0x82, b"to a"))
+            .await
+            .unwrap();
+        let kept = next_payload(&mut a).await;
+        poll_once(&mut a).await;
+        peer_b
+            .write_all(&client_frame(0x82, b"to b"))
+            .await
+            .unwrap();
+        let from_b = next_payload(&mut b).await;
+        assert_eq!(from_b, &b"to b"[..]);
+        assert_eq!(kept, &b"to a"[..]);
+        let kept_range = kept.as_ptr_range();
+        assert!(!kept_range.contains(&from_b.as_ptr()));
+    }
+
+    #[tokio::test]
+    async fn echoes_still_being_written_keep_their_bytes() {
+        // A pipe that takes 1 KiB: the echoes of three 8 KiB messages,
+        // queued by reference to the receive buffer, wait while the
+        // messages after them are read.
+        let (a, mut peer) = tokio::io::duplex(1024);
+        let mut server = WebSocket::from_raw(a, Role::Server, &config(None, 1));
+        let payload = |i: u8| -> Vec<u8> { (0..8192u32).map(|j| j as u8 ^ i).collect() };
+        let peer_task = tokio::spawn(async move {
+            for i in 0..3 {
+                // 8192 bytes, masked with a zero key.
+                let mut frame = vec![0x82, 0x80 | 126, 0x20, 0x00, 0, 0, 0, 0];
+                frame.extend(payload(i));
+                peer.write_all(&frame).await.unwrap();
+            }
+            let mut wire = vec![0u8; 3 * (4 + 8192)];
+            peer.read_exact(&mut wire).await.unwrap();
+            wire
+        });
+        let mut echoed = 0;
+        while echoed < 3 {
+            match server.next().await {
+                Some(Event::Open) => {}
+                Some(Event::Message(m)) => {
+                    server.feed(m).await.unwrap();
+                    echoed += 1;
+                }
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+        server.flush().await.unwrap();
+        let wire = peer_task.await.unwrap();
+        for (i, frame) in (0..3).zip(wire.chunks(4 + 8192)) {
+            assert_eq!(frame[..4], [0x82, 126, 0x20, 0x00]);
+            assert!(frame[4..] == payload(i), "echo {i} changed");
+        }
     }
 
     #[test]
