@@ -470,17 +470,9 @@ where
         // caller wakes the connection's task if bytes are left), and the
         // caller's cooperative budget must not make the write look full.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut write = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
-            while self.conn.wants_write() {
-                match self.poll_write_some(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    other => return other,
-                }
-            }
-            Pin::new(&mut self.stream)
-                .poll_flush(cx)
-                .map_err(Error::from)
-        })));
+        let mut write = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(
+            |cx| self.poll_write_pending(cx)
+        )));
         match write.as_mut().poll(&mut cx) {
             Poll::Ready(Ok(())) => TrySend::Sent,
             // An error stays for the connection's task to meet at its next
@@ -946,14 +938,11 @@ where
             0 => self.read_buffer_size,
             needed => needed.min(MAX_READ_AHEAD),
         };
-        let mut buf = self.conn.input_buffer();
-        let read = if buf.is_empty() {
+        let read = if self.conn.input_buffer().is_empty() {
             self.poll_read_fresh(cx, size)
         } else {
             // The rest of a frame: into the buffer that holds its start.
-            buf.reserve(size);
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf)
-                .map_err(Error::from)
+            self.poll_read_buffered(cx, size)
         };
         if !self.timers_made && matches!(read, Poll::Ready(Ok(n)) if n > 0) {
             self.make_timers();
@@ -981,9 +970,7 @@ where
         let read = if buf.capacity() == 0 {
             self.poll_read_first(cx, size)
         } else {
-            buf.reserve(size);
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf)
-                .map_err(Error::from)
+            self.poll_read_buffered(cx, size)
         };
         let filled = matches!(read, Poll::Ready(Ok(n)) if n > 0);
         if !filled {
@@ -1000,6 +987,17 @@ where
             SPARE.set(Some(spare));
         }
         read
+    }
+
+    /// A read into the receive buffer, with room for `size` more bytes.
+    fn poll_read_buffered(
+        &mut self,
+        cx: &mut Context<'_>,
+        size: usize,
+    ) -> Poll<Result<usize, Error>> {
+        let mut buf = self.conn.input_buffer();
+        buf.reserve(size);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut buf).map_err(Error::from)
     }
 
     /// A read with no receive buffer at hand: into the stack, allocating
@@ -1785,8 +1783,14 @@ mod tests {
         .await;
     }
 
-    /// The payload of the next event, a binary message.
-    async fn next_payload(ws: &mut WebSocket<DuplexStream>) -> Bytes {
+    /// The peer sends `payload` in one binary frame; the payload the
+    /// connection reads.
+    async fn deliver(
+        ws: &mut WebSocket<DuplexStream>,
+        peer: &mut DuplexStream,
+        payload: &[u8],
+    ) -> Bytes {
+        peer.write_all(&client_frame(0x82, payload)).await.unwrap();
         loop {
             match ws.next().await {
                 Some(Event::Open) => {}
@@ -1800,22 +1804,14 @@ mod tests {
     async fn connections_take_turns_with_one_receive_buffer() {
         let (mut a, mut peer_a) = server_and_peer();
         let (mut b, mut peer_b) = server_and_peer();
-        peer_a
-            .write_all(&client_frame(0x82, b"to a"))
-            .await
-            .unwrap();
-        let from_a = next_payload(&mut a).await;
+        let from_a = deliver(&mut a, &mut peer_a, b"to a").await;
         let at = from_a.as_ptr();
         drop(from_a);
         // Nothing more for A: its buffer becomes the thread's, and A,
         // idle, holds none.
         poll_once(&mut a).await;
         assert_eq!(a.conn.input_buffer().capacity(), 0);
-        peer_b
-            .write_all(&client_frame(0x82, b"to b"))
-            .await
-            .unwrap();
-        let from_b = next_payload(&mut b).await;
+        let from_b = deliver(&mut b, &mut peer_b, b"to b").await;
         assert_eq!(from_b, &b"to b"[..]);
         assert_eq!(from_b.as_ptr(), at, "B read into the buffer A read into");
     }
@@ -1824,17 +1820,9 @@ mod tests {
     async fn a_buffer_that_a_kept_message_refers_to_is_not_read_into() {
         let (mut a, mut peer_a) = server_and_peer();
         let (mut b, mut peer_b) = server_and_peer();
-        peer_a
-            .write_all(&client_frame(0x82, b"to a"))
-            .await
-            .unwrap();
-        let kept = next_payload(&mut a).await;
+        let kept = deliver(&mut a, &mut peer_a, b"to a").await;
         poll_once(&mut a).await;
-        peer_b
-            .write_all(&client_frame(0x82, b"to b"))
-            .await
-            .unwrap();
-        let from_b = next_payload(&mut b).await;
+        let from_b = deliver(&mut b, &mut peer_b, b"to b").await;
         assert_eq!(from_b, &b"to b"[..]);
         assert_eq!(kept, &b"to a"[..]);
         let kept_range = kept.as_ptr_range();
