@@ -98,6 +98,10 @@ pub(crate) struct ServeArgs {
     /// Topics one duplex.v1 connection may subscribe to at once.
     #[arg(long, default_value_t = HubConfig::default().max_subscriptions, value_name = "N")]
     max_subscriptions: usize,
+    /// Bytes of one duplex.v1 frame from a client, after decompression;
+    /// a larger one closes the connection with 1009 (publish more by POST).
+    #[arg(long, default_value_t = HubConfig::default().max_v1_frame_size, value_name = "BYTES")]
+    max_v1_frame_size: usize,
     /// Seconds one message may take to write to a topic subscriber before
     /// its connection is dropped (it stopped reading).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
@@ -175,10 +179,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    if args.topic_queue == 0 || args.max_topics == 0 || args.max_subscriptions == 0 {
-        return Err(
-            "--topic-queue, --max-topics and --max-subscriptions must be at least 1".into(),
-        );
+    if args.topic_queue == 0
+        || args.max_topics == 0
+        || args.max_subscriptions == 0
+        || args.max_v1_frame_size == 0
+    {
+        return Err("--topic-queue, --max-topics, --max-subscriptions and \
+             --max-v1-frame-size must be at least 1"
+            .into());
     }
     // Read before the port opens: a bad key stops the start.
     let verifier = args.auth.verifier()?;
@@ -194,7 +202,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .history_size(args.history_size)
             .history_ttl(crate::limits::seconds("--history-ttl", args.history_ttl)?)
             .max_history_bytes(args.max_history_bytes)
-            .max_subscriptions(args.max_subscriptions),
+            .max_subscriptions(args.max_subscriptions)
+            .max_v1_frame_size(args.max_v1_frame_size),
     );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {

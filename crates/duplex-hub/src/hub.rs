@@ -98,6 +98,13 @@ pub struct HubConfig {
     /// under the usual 30–60 s idle timeouts of proxies, and a client
     /// that hears nothing for this plus 10 s knows the connection is dead.
     pub ping_interval: Duration,
+    /// The largest duplex.v1 frame a client may send, after
+    /// decompression; past it the connection is closed with 1009. Default
+    /// 64 KiB, as Centrifugo's: a command is small, and a publish that
+    /// carries more goes by `POST` (bounded by `max_message_size`). Every
+    /// v1 frame is parsed before it is acted on, so this bounds the work
+    /// and memory one frame can cost.
+    pub max_v1_frame_size: usize,
 }
 
 impl Default for HubConfig {
@@ -113,6 +120,7 @@ impl Default for HubConfig {
             max_history_bytes: 256 << 20,
             max_subscriptions: 100,
             ping_interval: Duration::from_secs(25),
+            max_v1_frame_size: 64 << 10,
         }
     }
 }
@@ -144,6 +152,7 @@ setters! {
     max_history_bytes: usize,
     max_subscriptions: usize,
     ping_interval: Duration,
+    max_v1_frame_size: usize,
 }
 
 /// Why a subscription or a publish could not be made.

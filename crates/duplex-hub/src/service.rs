@@ -89,13 +89,13 @@ impl HubService {
     /// [`Config::server`].
     pub fn new(hub: Hub) -> HubService {
         HubService {
-            hub,
             config: Arc::new(Config::server()),
-            v1_config: Arc::new(v1_config(Config::server())),
+            v1_config: Arc::new(v1_config(Config::server(), hub.config())),
             max_body_size: None,
             backplane: None,
             tokens: None,
             api_key: None,
+            hub,
         }
     }
 
@@ -108,7 +108,7 @@ impl HubService {
         if let Some(deflate) = &mut config.deflate {
             deflate.server_no_context_takeover = true;
         }
-        self.v1_config = Arc::new(v1_config(config.clone()));
+        self.v1_config = Arc::new(v1_config(config.clone(), self.hub.config()));
         self.config = Arc::new(config);
         self
     }
@@ -376,9 +376,12 @@ where
     }
 }
 
-/// `config` for duplex.v1 connections: the subprotocol offered.
-fn v1_config(mut config: Config) -> Config {
+/// `config` for duplex.v1 connections: the subprotocol offered, and
+/// frames bounded by [`HubConfig::max_v1_frame_size`](crate::HubConfig::max_v1_frame_size).
+fn v1_config(mut config: Config, hub: &crate::HubConfig) -> Config {
     config.protocols = vec![v1::PROTOCOL.to_owned()];
+    config.max_message_size = config.max_message_size.min(hub.max_v1_frame_size.max(1));
+    config.max_frame_size = config.max_frame_size.min(config.max_message_size);
     config
 }
 

@@ -115,35 +115,104 @@ pub struct BadRequest {
     pub message: String,
 }
 
+/// The most a request may nest (objects and arrays in fields this version
+/// does not read, which are skipped): deep enough for any extension, and
+/// the skipping recurses once per level.
+pub const MAX_DEPTH: usize = 32;
+
+/// The operations, as `op` names them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Subscribe,
+    Unsubscribe,
+    Publish,
+    Presence,
+    Ping,
+}
+
+/// A request's `id` alone: read first, so that a request that is wrong in
+/// any other way is still answered with its id.
+#[derive(Deserialize)]
+struct IdField {
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+/// Every field a request of this version may have, each of its own type.
+/// A request is read straight into it: fields it does not name are
+/// skipped without being kept (serde's `IgnoredAny`), so a frame costs the
+/// strings the server keeps and nothing is built for the rest, however
+/// many values it holds.
+#[derive(Deserialize)]
+struct Fields {
+    op: Op,
+    topic: Option<String>,
+    since: Option<SinceFrame>,
+    #[serde(default)]
+    presence: bool,
+    data: Option<String>,
+    b64: Option<String>,
+}
+
 /// Parses and checks a client's text frame: a JSON object with a known
 /// `op`, an `id` in range, a valid topic name, and for `publish` exactly
 /// one of `data` and `b64` (valid base64).
+///
+/// It builds no generic JSON tree: the frame is read into typed fields
+/// (see `Fields`), values of unknown fields are skipped, and nesting
+/// deeper than [`MAX_DEPTH`] is refused before anything is skipped, so
+/// that memory is the frame's strings and time is linear in its length.
 pub fn parse_request(text: &str) -> Result<Request, BadRequest> {
     let bad = |id, message: String| BadRequest { id, message };
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| bad(None, format!("not JSON: {e}")))?;
-    let Some(object) = value.as_object() else {
-        return Err(bad(None, "a request is a JSON object".into()));
-    };
-    let id = match object.get("id") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(id) if id <= MAX_ID => Some(id),
-            _ => return Err(bad(None, "id must be an integer from 0 to 2^53 - 1".into())),
-        },
-    };
-    let request: Request = serde_json::from_value(value).map_err(|e| bad(id, e.to_string()))?;
-    match &request {
-        Request::Subscribe { topic, .. }
-        | Request::Unsubscribe { topic, .. }
-        | Request::Presence { topic, .. } => {
-            validate_topic(topic).map_err(|e| bad(id, e.to_string()))?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        // Also keeps serde from reading a struct out of an array.
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Err(e) => Err(bad(None, format!("not JSON: {e}"))),
+            Ok(_) => Err(bad(None, "a request is a JSON object".into())),
+        };
+    }
+    if let Some(depth) = too_deep(text) {
+        return Err(bad(None, format!("nested deeper than {depth} levels")));
+    }
+    let id = match serde_json::from_str::<IdField>(text) {
+        Ok(IdField { id: Some(id) }) if id > MAX_ID => {
+            return Err(bad(None, "id must be an integer from 0 to 2^53 - 1".into()));
         }
-        Request::Publish {
-            topic, data, b64, ..
-        } => {
-            validate_topic(topic).map_err(|e| bad(id, e.to_string()))?;
-            match (data, b64) {
+        Ok(IdField { id }) => id,
+        Err(e) if e.is_data() => {
+            return Err(bad(None, "id must be an integer from 0 to 2^53 - 1".into()));
+        }
+        Err(e) => return Err(bad(None, format!("not JSON: {e}"))),
+    };
+    let fields: Fields = serde_json::from_str(text).map_err(|e| bad(id, e.to_string()))?;
+    let topic = |topic: Option<String>| -> Result<String, BadRequest> {
+        let topic = topic.ok_or_else(|| bad(id, "missing field `topic`".into()))?;
+        validate_topic(&topic).map_err(|e| bad(id, e.to_string()))?;
+        Ok(topic)
+    };
+    Ok(match fields.op {
+        Op::Subscribe => Request::Subscribe {
+            id,
+            topic: topic(fields.topic)?,
+            since: fields.since,
+            presence: fields.presence,
+        },
+        Op::Unsubscribe => Request::Unsubscribe {
+            id,
+            topic: topic(fields.topic)?,
+        },
+        Op::Presence => Request::Presence {
+            id,
+            topic: topic(fields.topic)?,
+        },
+        Op::Ping => Request::Ping { id },
+        Op::Publish => {
+            let topic = topic(fields.topic)?;
+            match (&fields.data, &fields.b64) {
                 (Some(_), None) => {}
                 (None, Some(b64)) => {
                     STANDARD
@@ -152,10 +221,43 @@ pub fn parse_request(text: &str) -> Result<Request, BadRequest> {
                 }
                 _ => return Err(bad(id, "exactly one of data and b64".into())),
             }
+            Request::Publish {
+                id,
+                topic,
+                data: fields.data,
+                b64: fields.b64,
+            }
         }
-        Request::Ping { .. } => {}
+    })
+}
+
+/// Whether `text` nests objects and arrays deeper than [`MAX_DEPTH`] (the
+/// limit, if so). Brackets inside strings do not count.
+fn too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(MAX_DEPTH);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
-    Ok(request)
+    None
 }
 
 /// An error code (docs/protocol.md, "Errors").
@@ -424,6 +526,42 @@ mod tests {
             assert_eq!(err.id, id, "{text}: {err}");
             assert!(!err.message.is_empty());
         }
+    }
+
+    #[test]
+    fn values_of_unknown_fields_are_skipped_whatever_they_hold() {
+        let many = format!(r#"{{"op":"ping","id":2,"x":[{}0]}}"#, "0,".repeat(30_000));
+        assert_eq!(parse_request(&many), Ok(Request::Ping { id: Some(2) }));
+        let nested = format!(
+            r#"{{"op":"ping","x":{}{}}}"#,
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        assert!(parse_request(&nested).is_ok());
+        // Brackets in strings are text, not nesting.
+        let quoted = format!(r#"{{"op":"ping","x":"{}\"["}}"#, "[".repeat(100));
+        assert!(parse_request(&quoted).is_ok(), "{quoted}");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!(
+            r#"{{"op":"ping","id":1,"x":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        let err = parse_request(&deep).unwrap_err();
+        assert!(err.message.contains("nested deeper"), "{err}");
+        // Unbalanced, as an attacker sends it: refused by the same rule.
+        assert!(parse_request(&format!(r#"{{"x":{}"#, "[".repeat(10_000))).is_err());
+    }
+
+    #[test]
+    fn a_request_is_an_object_not_an_array_of_its_fields() {
+        let err = parse_request(r#"["subscribe", 1, "news"]"#).unwrap_err();
+        assert_eq!(err.message, "a request is a JSON object");
+        let err = parse_request(&format!("[{}0]", "0,".repeat(30_000))).unwrap_err();
+        assert_eq!(err.message, "a request is a JSON object");
     }
 
     #[test]
