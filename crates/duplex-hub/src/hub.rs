@@ -20,11 +20,18 @@
 //! and kept in the history is stored once (it is a `Bytes`).
 //!
 //! A topic lives while it has subscribers or retained messages; both count
-//! against [`HubConfig::max_topics`]. All topics sit behind one mutex, held
-//! while a publish fills the queues: simple, and `try_send` is cheap.
+//! against [`HubConfig::max_topics`], and a topic left with neither goes at
+//! once. Retained messages expire eagerly: a sweep once a second frees
+//! what is past [`HubConfig::history_ttl`] (topics ordered by their oldest
+//! message, at most 10,000 a sweep), whether or not anyone touches the
+//! topic again. Each topic has a lock of its own, held while a publish
+//! fills its queues; the map of topics is locked only to find, add or
+//! remove one, so that what a message costs does not depend on how many
+//! other topics exist.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -86,10 +93,12 @@ pub struct HubConfig {
     /// not outlive its interest. A topic whose every message has expired
     /// starts a new epoch.
     pub history_ttl: Duration,
-    /// Bytes of retained payloads over all topics, at most (without Redis;
-    /// with it, Redis's own `maxmemory` bounds them). Default 256 MiB. Past
-    /// it the oldest messages of the topic being published to go first,
-    /// then those of other topics.
+    /// Bytes held by retained messages over all topics, at most (without
+    /// Redis; with it, Redis's own `maxmemory` bounds them): each message's
+    /// payload, its duplex.v1 frame once made, and about 200 bytes of
+    /// bookkeeping. Default 256 MiB. Past it the oldest messages of the
+    /// topic being published to go first (never its newest), then those of
+    /// the topics whose oldest message is oldest.
     pub max_history_bytes: usize,
     /// Topics one duplex.v1 connection may subscribe to at once. Default
     /// 100: a page rarely follows more, and each costs a place in a topic.
@@ -219,7 +228,22 @@ pub struct Delivery {
     broadcast: Broadcast,
     /// The duplex.v1 `message` frame, made once for every v1 subscriber.
     frame: OnceLock<Broadcast>,
+    /// While the hub retains it: the hub's count of retained bytes, and
+    /// what this delivery added to it for its frame (`RELEASED` once
+    /// it is no longer retained).
+    retained: OnceLock<Arc<AtomicUsize>>,
+    frame_charged: AtomicUsize,
 }
+
+/// `Delivery::frame_charged` once the delivery left the history.
+const RELEASED: usize = usize::MAX;
+
+/// What keeping a message in the history costs besides its payload: the
+/// delivery, its place in the history, the allocations' own headers.
+const RETAINED_OVERHEAD: usize = std::mem::size_of::<Delivery>()
+    + std::mem::size_of::<Retained>()
+    + 2 * std::mem::size_of::<usize>()
+    + 64;
 
 impl Delivery {
     pub(crate) fn new(topic: Arc<str>, epoch: Arc<str>, offset: u64, message: Message) -> Delivery {
@@ -229,7 +253,40 @@ impl Delivery {
             offset,
             broadcast: Broadcast::new(message),
             frame: OnceLock::new(),
+            retained: OnceLock::new(),
+            frame_charged: AtomicUsize::new(0),
         }
+    }
+
+    /// What it holds while retained: its payload, its duplex.v1 frame once
+    /// made, and [`RETAINED_OVERHEAD`].
+    pub(crate) fn held(&self) -> usize {
+        let frame = match self.frame_charged.load(Ordering::Acquire) {
+            RELEASED => 0,
+            n => n,
+        };
+        self.bytes() + frame + RETAINED_OVERHEAD
+    }
+
+    /// Counts it in `bytes`, the hub's retained bytes, until
+    /// [`release`](Self::release).
+    fn retain(&self, bytes: &Arc<AtomicUsize>) {
+        if self.retained.set(Arc::clone(bytes)).is_ok() {
+            bytes.fetch_add(self.held(), Ordering::Relaxed);
+        }
+    }
+
+    /// No longer retained: what it added is taken off again.
+    fn release(&self) {
+        let Some(bytes) = self.retained.get() else {
+            return;
+        };
+        // A frame made from now on is not counted; one made before is.
+        let frame = match self.frame_charged.swap(RELEASED, Ordering::AcqRel) {
+            RELEASED => return,
+            n => n,
+        };
+        bytes.fetch_sub(self.bytes() + frame + RETAINED_OVERHEAD, Ordering::Relaxed);
     }
 
     /// The topic.
@@ -260,13 +317,23 @@ impl Delivery {
 
     /// The message as a duplex.v1 `message` frame.
     pub(crate) fn frame(&self) -> &Broadcast {
-        self.frame.get_or_init(|| {
-            Broadcast::new(Message::text(crate::v1::message_frame(
-                &self.topic,
-                self.offset,
-                self.message(),
-            )))
-        })
+        let mut made = 0;
+        let frame = self.frame.get_or_init(|| {
+            let text = crate::v1::message_frame(&self.topic, self.offset, self.message());
+            made = text.len();
+            Broadcast::new(Message::text(text))
+        });
+        // Retained, it holds the frame as long as the history holds it.
+        if made > 0
+            && let Some(bytes) = self.retained.get()
+            && self
+                .frame_charged
+                .compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            bytes.fetch_add(made, Ordering::Relaxed);
+        }
+        frame
     }
 
     fn bytes(&self) -> usize {
@@ -437,10 +504,24 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// Locks are taken in one order only, so that none waits on another in a
+/// circle: a topic's, then `topics` or `expiry`, never the other way round
+/// and never two topics at once. `topics` only finds a topic (and adds or
+/// removes one): everything a message does happens under its own topic's
+/// lock, so that a publish, a delivery or an expiry costs the same whether
+/// one topic exists or a hundred thousand.
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
-    topics: Mutex<Topics>,
+    topics: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    /// Bytes held by retained messages over all topics (see
+    /// [`Delivery::held`]); shared with the deliveries, which add their
+    /// duplex.v1 frame when they make it.
+    history_bytes: Arc<AtomicUsize>,
+    /// Topics with retained messages, by when their oldest expires.
+    expiry: Mutex<BinaryHeap<Reverse<Due>>>,
+    /// Set once the task that expires history is running.
+    sweeper: OnceLock<()>,
     next_id: AtomicU64,
     metrics: Metrics,
     /// Set once a backplane is attached: offsets and history in Redis.
@@ -449,11 +530,39 @@ struct Inner {
     node: [u8; 16],
 }
 
-#[derive(Debug, Default)]
-struct Topics {
-    map: HashMap<Arc<str>, Topic>,
-    /// Bytes of retained payloads over all topics.
-    history_bytes: usize,
+/// One topic behind its own lock.
+type Slot = Mutex<Topic>;
+
+/// When a topic's oldest retained message expires (or expired by then:
+/// the message may have gone since, for count or bytes; the sweep looks).
+/// A topic is in the heap once at most (`Topic::scheduled`); an entry
+/// whose topic went is dropped when it comes up.
+#[derive(Debug)]
+struct Due {
+    at: Instant,
+    slot: std::sync::Weak<Slot>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        self.at
+            .cmp(&other.at)
+            .then_with(|| self.slot.as_ptr().cmp(&other.slot.as_ptr()))
+    }
 }
 
 #[derive(Debug)]
@@ -467,13 +576,16 @@ struct Topic {
     last: u64,
     /// Retained messages, oldest first (without a backplane).
     history: VecDeque<Retained>,
-    history_bytes: usize,
     /// Local duplex.v1 subscriptions, for presence.
     members: HashMap<u64, Member>,
     /// How long the last message written through to idle subscribers
     /// took, and when the last message was done (see `fan_out`).
     written_through: Duration,
     last_message: Option<Instant>,
+    /// Out of the map: whoever found it before must look again.
+    removed: bool,
+    /// In the expiry heap.
+    scheduled: bool,
 }
 
 #[derive(Debug)]
@@ -499,32 +611,28 @@ impl Topic {
             epoch: new_epoch(),
             last: 0,
             history: VecDeque::new(),
-            history_bytes: 0,
             members: HashMap::new(),
             written_through: Duration::ZERO,
             last_message: None,
+            removed: false,
+            scheduled: false,
         }
     }
 
-    /// Drops retained messages older than `ttl`; returns the bytes freed.
-    fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
-        let mut freed = 0;
+    /// Drops retained messages older than `ttl`.
+    fn expire(&mut self, now: Instant, ttl: Duration) {
         while let Some(front) = self.history.front() {
             if now.duration_since(front.at) < ttl {
                 break;
             }
-            freed += self.pop_oldest();
+            self.pop_oldest();
         }
-        freed
     }
 
-    fn pop_oldest(&mut self) -> usize {
-        let Some(oldest) = self.history.pop_front() else {
-            return 0;
-        };
-        let bytes = oldest.delivery.bytes();
-        self.history_bytes -= bytes;
-        bytes
+    fn pop_oldest(&mut self) {
+        if let Some(oldest) = self.history.pop_front() {
+            oldest.delivery.release();
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -546,7 +654,7 @@ impl Topic {
     ///
     /// Only on a single-threaded runtime: on several threads the queues
     /// spread the writes over all of them, where writing through would do
-    /// them all on the publisher's, holding the topics' lock meanwhile.
+    /// them all on the publisher's thread.
     fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
         let presence = matches!(item, Queued::Presence(_));
         let started = Instant::now();
@@ -602,6 +710,17 @@ fn single_threaded() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
+/// How often retained messages are looked at for expiry, and how many
+/// topics one look handles at most (the rest wait for the next): expiry
+/// is eager, within a second of the TTL, and never one long pause.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_TOPICS: usize = 10_000;
+
+fn lock(slot: &Slot) -> MutexGuard<'_, Topic> {
+    // A topic is consistent whatever panicked while holding it.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Hub {
     /// A hub with no topics.
     pub fn new(config: HubConfig) -> Hub {
@@ -616,7 +735,10 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
-                topics: Mutex::new(Topics::default()),
+                topics: Mutex::new(HashMap::new()),
+                history_bytes: Arc::new(AtomicUsize::new(0)),
+                expiry: Mutex::new(BinaryHeap::new()),
+                sweeper: OnceLock::new(),
                 next_id: AtomicU64::new(0),
                 metrics: Metrics::default(),
                 store: OnceLock::new(),
@@ -679,9 +801,9 @@ impl Hub {
         // A member only once subscribed, so that a failed subscription
         // shows no join and no leave.
         if let Some(member) = member {
-            if let Some(entry) = self.topics().map.get_mut(topic) {
+            self.with_existing(topic, |entry| {
                 entry.members.insert(membership.id, member.clone());
-            }
+            });
             self.presence_event(topic, true, member.clone());
             store.joined(topic, &member, self).await;
         }
@@ -697,36 +819,36 @@ impl Hub {
         watch: bool,
     ) -> Result<(Membership, Opened), HubError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut topics = self.topics();
-        let entry = self.topic_entry(&mut topics, topic)?;
-        entry.subscribers.insert(
-            id,
-            Subscriber {
-                inbox: inbox.clone(),
-                presence: watch,
-                direct: None,
-            },
-        );
-        if let Some(member) = member {
-            entry.members.insert(id, member);
-        }
-        let name = Arc::clone(&entry.name);
-        let opened = if self.inner.store.get().is_some() {
-            Opened::resume(Arc::clone(&entry.epoch), entry.last, None, Vec::new())
-        } else {
-            let retained = match since {
-                Some(s) => entry
-                    .history
-                    .iter()
-                    .filter(|r| r.delivery.offset > s.offset)
-                    .map(|r| Arc::clone(&r.delivery))
-                    .collect(),
-                None => Vec::new(),
+        let backplane = self.inner.store.get().is_some();
+        let (name, opened) = self.with_topic(topic, |entry| {
+            entry.subscribers.insert(
+                id,
+                Subscriber {
+                    inbox: inbox.clone(),
+                    presence: watch,
+                    direct: None,
+                },
+            );
+            if let Some(member) = member {
+                entry.members.insert(id, member);
+            }
+            let name = Arc::clone(&entry.name);
+            let opened = if backplane {
+                Opened::resume(Arc::clone(&entry.epoch), entry.last, None, Vec::new())
+            } else {
+                let retained = match since {
+                    Some(s) => entry
+                        .history
+                        .iter()
+                        .filter(|r| r.delivery.offset > s.offset)
+                        .map(|r| Arc::clone(&r.delivery))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Opened::resume(Arc::clone(&entry.epoch), entry.last, since, retained)
             };
-            Opened::resume(Arc::clone(&entry.epoch), entry.last, since, retained)
-        };
-        self.inner.metrics.set_topics(topics.map.len());
-        drop(topics);
+            (name, opened)
+        })?;
         self.inner.metrics.subscribed();
         Ok((
             Membership {
@@ -738,51 +860,106 @@ impl Hub {
         ))
     }
 
-    /// The topic's entry, made if it does not exist and the limit allows;
-    /// its expired history dropped.
-    fn topic_entry<'a>(
-        &self,
-        topics: &'a mut Topics,
-        topic: &str,
-    ) -> Result<&'a mut Topic, HubError> {
-        let now = Instant::now();
-        let ttl = self.inner.config.history_ttl;
-        let max = self.inner.config.max_topics;
-        if !topics.map.contains_key(topic) && topics.map.len() >= max {
-            // Topics kept only for a history that has expired since make
-            // room first.
-            let mut freed = 0;
-            topics.map.retain(|_, t| {
-                freed += t.expire(now, ttl);
-                !t.is_idle()
-            });
-            topics.history_bytes -= freed;
-            if topics.map.len() >= max {
-                return Err(HubError::TooManyTopics(max));
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Slot>>> {
+        // The map is consistent whatever panicked while holding it.
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on `topic` under its lock, the topic made first if it does
+    /// not exist and the limit allows, its expired history dropped. A
+    /// topic that `f` leaves with no subscriber and no retained message
+    /// goes.
+    fn with_topic<R>(&self, topic: &str, f: impl FnOnce(&mut Topic) -> R) -> Result<R, HubError> {
+        self.start_sweeper();
+        let mut f = Some(f);
+        loop {
+            let slot = {
+                let mut topics = self.map();
+                match topics.get(topic) {
+                    Some(slot) => Arc::clone(slot),
+                    None => {
+                        let max = self.inner.config.max_topics;
+                        if topics.len() >= max {
+                            return Err(HubError::TooManyTopics(max));
+                        }
+                        let name: Arc<str> = Arc::from(topic);
+                        let slot = Arc::new(Mutex::new(Topic::new(Arc::clone(&name))));
+                        topics.insert(name, Arc::clone(&slot));
+                        self.inner.metrics.set_topics(topics.len());
+                        slot
+                    }
+                }
+            };
+            let mut entry = lock(&slot);
+            if entry.removed {
+                continue;
             }
+            entry.expire(Instant::now(), self.inner.config.history_ttl);
+            if entry.is_idle() && entry.last > 0 {
+                // Nobody holds it and its whole history expired: as if it
+                // had been swept already, its offsets start again.
+                let (name, scheduled) = (Arc::clone(&entry.name), entry.scheduled);
+                *entry = Topic::new(name);
+                entry.scheduled = scheduled;
+            }
+            let f = f.take().expect("called once");
+            let result = f(&mut entry);
+            self.unlock(&slot, entry);
+            return Ok(result);
         }
-        let Topics { map, history_bytes } = topics;
-        let entry = map
-            .entry(Arc::from(topic))
-            .or_insert_with_key(|name| Topic::new(Arc::clone(name)));
-        *history_bytes -= entry.expire(now, ttl);
-        if entry.is_idle() && entry.last > 0 {
-            // Nobody holds it and its whole history expired: as if it had
-            // been swept already, its offsets start again.
-            *entry = Topic::new(Arc::clone(&entry.name));
+    }
+
+    /// Runs `f` on `topic` under its lock if it exists.
+    fn with_existing<R>(&self, topic: &str, f: impl FnOnce(&mut Topic) -> R) -> Option<R> {
+        let mut f = Some(f);
+        loop {
+            let slot = Arc::clone(self.map().get(topic)?);
+            let mut entry = lock(&slot);
+            if entry.removed {
+                continue;
+            }
+            let f = f.take().expect("called once");
+            let result = f(&mut entry);
+            self.unlock(&slot, entry);
+            return Some(result);
         }
-        Ok(entry)
+    }
+
+    /// Runs `f` on the topic of `slot` under its lock, unless it went.
+    fn with_slot<R>(&self, slot: &Arc<Slot>, f: impl FnOnce(&mut Topic) -> R) -> Option<R> {
+        let mut entry = lock(slot);
+        if entry.removed {
+            return None;
+        }
+        let result = f(&mut entry);
+        self.unlock(slot, entry);
+        Some(result)
+    }
+
+    /// Lets go of a topic's lock; a topic left idle goes from the map.
+    fn unlock(&self, slot: &Arc<Slot>, mut entry: MutexGuard<'_, Topic>) {
+        if !entry.is_idle() || entry.removed {
+            return;
+        }
+        entry.removed = true;
+        let mut topics = self.map();
+        if topics
+            .get(&entry.name)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            topics.remove(&entry.name);
+        }
+        self.inner.metrics.set_topics(topics.len());
     }
 
     /// Publishes `message` to every subscriber of `topic`, on every node
     /// with a backplane. Returns its offset; never waits but for Redis.
     pub async fn publish(&self, topic: &str, message: Message) -> Result<Published, HubError> {
         validate_topic(topic)?;
-        let size = match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        };
-        if size > self.inner.config.max_message_size {
+        if message.len() > self.inner.config.max_message_size {
             return Err(HubError::TooLarge(self.inner.config.max_message_size));
         }
         let Some(store) = self.inner.store.get() else {
@@ -801,39 +978,40 @@ impl Hub {
     /// Without a backplane: assigns the offset, retains, delivers.
     fn publish_here(&self, topic: &str, message: Message) -> Result<Published, HubError> {
         let config = &self.inner.config;
-        let mut topics = self.topics();
-        let entry = self.topic_entry(&mut topics, topic)?;
-        entry.last += 1;
-        let delivery = Arc::new(Delivery::new(
-            Arc::clone(&entry.name),
-            Arc::clone(&entry.epoch),
-            entry.last,
-            message,
-        ));
-        let published = Published {
-            epoch: Arc::clone(&entry.epoch),
-            offset: entry.last,
-            delivered: 0,
-        };
-        let mut added = 0;
-        if config.history_size > 0 {
-            added = delivery.bytes();
-            entry.history.push_back(Retained {
-                delivery: Arc::clone(&delivery),
-                at: Instant::now(),
-            });
-            entry.history_bytes += added;
+        let (published, delivered, lagged) = self.with_topic(topic, |entry| {
+            entry.last += 1;
+            let delivery = Arc::new(Delivery::new(
+                Arc::clone(&entry.name),
+                Arc::clone(&entry.epoch),
+                entry.last,
+                message,
+            ));
+            let published = Published {
+                epoch: Arc::clone(&entry.epoch),
+                offset: entry.last,
+                delivered: 0,
+            };
+            if config.history_size > 0 {
+                delivery.retain(&self.inner.history_bytes);
+                entry.history.push_back(Retained {
+                    delivery: Arc::clone(&delivery),
+                    at: Instant::now(),
+                });
+                while entry.history.len() > config.history_size {
+                    entry.pop_oldest();
+                }
+                // Whoever publishes pays first, but keeps its newest.
+                while self.history_bytes() > config.max_history_bytes && entry.history.len() > 1 {
+                    entry.pop_oldest();
+                }
+                self.schedule(entry);
+            }
+            let (delivered, lagged) = entry.fan_out(&Queued::Message(delivery));
+            (published, delivered, lagged)
+        })?;
+        if self.history_bytes() > config.max_history_bytes {
+            self.evict_others(topic);
         }
-        let mut freed = 0;
-        while entry.history.len() > config.history_size {
-            freed += entry.pop_oldest();
-        }
-        let (delivered, lagged) = entry.fan_out(&Queued::Message(delivery));
-        topics.history_bytes = topics.history_bytes + added - freed;
-        self.bound_history(&mut topics, topic);
-        topics.map.retain(|_, t| !t.is_idle());
-        self.inner.metrics.set_topics(topics.map.len());
-        drop(topics);
         self.counted(topic, delivered, lagged);
         Ok(Published {
             delivered,
@@ -841,61 +1019,138 @@ impl Hub {
         })
     }
 
-    /// Drops the oldest retained messages until the history fits
-    /// [`HubConfig::max_history_bytes`]: of `topic` first (whoever
-    /// publishes pays), but never its newest, then of other topics.
-    fn bound_history(&self, topics: &mut Topics, topic: &str) {
-        let max = self.inner.config.max_history_bytes;
-        if topics.history_bytes <= max {
+    /// Puts `topic` in the expiry heap if it retains messages and is not
+    /// there yet. `topic` is locked: its slot is found through the map.
+    fn schedule(&self, topic: &mut Topic) {
+        if topic.scheduled {
             return;
         }
-        let Topics { map, history_bytes } = topics;
-        if let Some(entry) = map.get_mut(topic) {
-            while *history_bytes > max && entry.history.len() > 1 {
-                *history_bytes -= entry.pop_oldest();
-            }
-        }
-        for (name, entry) in map.iter_mut() {
-            if &**name == topic {
-                continue;
-            }
-            while *history_bytes > max && !entry.history.is_empty() {
-                *history_bytes -= entry.pop_oldest();
-            }
-            if *history_bytes <= max {
+        let Some(oldest) = topic.history.front() else {
+            return;
+        };
+        let Some(slot) = self.map().get(&topic.name).map(Arc::downgrade) else {
+            return;
+        };
+        topic.scheduled = true;
+        self.expiry().push(Reverse(Due {
+            at: oldest.at + self.inner.config.history_ttl,
+            slot,
+        }));
+    }
+
+    fn expiry(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Due>>> {
+        self.inner
+            .expiry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the oldest retained messages of other topics than `keep`,
+    /// the topic whose oldest message is oldest first, until the history
+    /// fits [`HubConfig::max_history_bytes`].
+    fn evict_others(&self, keep: &str) {
+        let max = self.inner.config.max_history_bytes;
+        let mut kept = Vec::new();
+        while self.history_bytes() > max {
+            let Some(Reverse(due)) = self.expiry().pop() else {
                 break;
+            };
+            let Some(slot) = due.slot.upgrade() else {
+                continue;
+            };
+            let evicted = self.with_slot(&slot, |entry| {
+                if &*entry.name == keep {
+                    return false;
+                }
+                entry.scheduled = false;
+                while self.history_bytes() > max && !entry.history.is_empty() {
+                    entry.pop_oldest();
+                }
+                self.schedule(entry);
+                true
+            });
+            if evicted == Some(false) {
+                kept.push(due);
             }
         }
+        let mut expiry = self.expiry();
+        for due in kept {
+            expiry.push(Reverse(due));
+        }
+    }
+
+    /// Expires the history of topics whose oldest message is past the TTL,
+    /// at most [`SWEEP_TOPICS`] of them; a topic left idle goes.
+    fn sweep(&self) {
+        let now = Instant::now();
+        for _ in 0..SWEEP_TOPICS {
+            let due = {
+                let mut expiry = self.expiry();
+                match expiry.peek() {
+                    Some(Reverse(due)) if due.at <= now => expiry.pop().map(|Reverse(d)| d),
+                    _ => None,
+                }
+            };
+            let Some(due) = due else { break };
+            let Some(slot) = due.slot.upgrade() else {
+                continue;
+            };
+            self.with_slot(&slot, |entry| {
+                entry.scheduled = false;
+                entry.expire(now, self.inner.config.history_ttl);
+                self.schedule(entry);
+            });
+        }
+    }
+
+    /// Runs [`sweep`](Self::sweep) every [`SWEEP_EVERY`] on the runtime of
+    /// the first caller, for as long as the hub lives.
+    fn start_sweeper(&self) {
+        if self.inner.sweeper.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.sweeper.set(()).is_err() {
+            return;
+        }
+        let hub = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = hub.upgrade() else { break };
+                Hub { inner }.sweep();
+            }
+        });
     }
 
     /// Where a topic with local subscribers stands: the epoch and offset
     /// of the last message delivered from the backplane, for the backplane
     /// to notice a lost one. `None` before the first.
     pub(crate) fn expected(&self, topic: &str) -> Option<(Arc<str>, u64)> {
-        let topics = self.topics();
-        let entry = topics.map.get(topic)?;
-        (entry.last > 0).then(|| (Arc::clone(&entry.epoch), entry.last))
+        self.with_existing(topic, |entry| {
+            (entry.last > 0).then(|| (Arc::clone(&entry.epoch), entry.last))
+        })
+        .flatten()
     }
 
     /// Delivers a message from the backplane to the local subscribers.
     pub(crate) fn deliver(&self, delivery: Arc<Delivery>) -> usize {
-        let mut topics = self.topics();
-        let Some(entry) = topics.map.get_mut(delivery.topic()) else {
-            return 0;
-        };
-        if *entry.epoch == *delivery.epoch && delivery.offset <= entry.last {
-            // Already delivered (a gap filled from the stream).
-            return 0;
-        }
-        entry.epoch = Arc::clone(&delivery.epoch);
-        entry.last = delivery.offset;
         let topic = Arc::clone(&delivery.topic);
-        let (delivered, lagged) = entry.fan_out(&Queued::Message(delivery));
-        if entry.is_idle() {
-            topics.map.remove(&topic);
-        }
-        self.inner.metrics.set_topics(topics.map.len());
-        drop(topics);
+        let (delivered, lagged) = self
+            .with_existing(&topic, |entry| {
+                if *entry.epoch == *delivery.epoch && delivery.offset <= entry.last {
+                    // Already delivered (a gap filled from the stream).
+                    return (0, 0);
+                }
+                entry.epoch = Arc::clone(&delivery.epoch);
+                entry.last = delivery.offset;
+                entry.fan_out(&Queued::Message(delivery))
+            })
+            .unwrap_or((0, 0));
         self.counted(&topic, delivered, lagged);
         delivered
     }
@@ -903,17 +1158,16 @@ impl Hub {
     /// Queues a join or leave for the local subscribers that watch
     /// `topic`'s presence.
     pub(crate) fn presence_event(&self, topic: &str, joined: bool, member: Member) {
-        let mut topics = self.topics();
-        let Some(entry) = topics.map.get_mut(topic) else {
-            return;
-        };
-        let event = Queued::Presence(Arc::new(PresenceEvent {
-            topic: Arc::clone(&entry.name),
-            joined,
-            member,
-        }));
-        let (_, lagged) = entry.fan_out(&event);
-        drop(topics);
+        let lagged = self
+            .with_existing(topic, |entry| {
+                let event = Queued::Presence(Arc::new(PresenceEvent {
+                    topic: Arc::clone(&entry.name),
+                    joined,
+                    member,
+                }));
+                entry.fan_out(&event).1
+            })
+            .unwrap_or(0);
         if lagged > 0 {
             self.inner.metrics.lagged(lagged);
         }
@@ -929,21 +1183,25 @@ impl Hub {
 
     /// The duplex.v1 subscriptions to `topic` on this node.
     pub(crate) fn local_members(&self, topic: &str) -> Vec<Member> {
-        self.topics()
-            .map
-            .get(topic)
-            .map(|t| t.members.values().cloned().collect())
+        self.with_existing(topic, |t| t.members.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every topic now, to look at one at a time (never two locks at once).
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.map().values().cloned().collect()
     }
 
     /// Every local duplex.v1 subscription, by topic (for the backplane's
     /// presence refresh).
     pub(crate) fn all_members(&self) -> Vec<(Arc<str>, Vec<Member>)> {
-        self.topics()
-            .map
-            .values()
-            .filter(|t| !t.members.is_empty())
-            .map(|t| (Arc::clone(&t.name), t.members.values().cloned().collect()))
+        self.slots()
+            .iter()
+            .filter_map(|slot| {
+                let t = lock(slot);
+                (!t.members.is_empty())
+                    .then(|| (Arc::clone(&t.name), t.members.values().cloned().collect()))
+            })
             .collect()
     }
 
@@ -967,31 +1225,31 @@ impl Hub {
 
     /// Topics with local subscribers now.
     pub(crate) fn subscribed_topics(&self) -> Vec<Arc<str>> {
-        self.topics()
-            .map
-            .values()
-            .filter(|t| !t.subscribers.is_empty())
-            .map(|t| Arc::clone(&t.name))
+        self.slots()
+            .iter()
+            .filter_map(|slot| {
+                let t = lock(slot);
+                (!t.subscribers.is_empty()).then(|| Arc::clone(&t.name))
+            })
             .collect()
     }
 
     /// Topics with subscribers or retained messages now.
     pub fn topic_count(&self) -> usize {
-        self.topics().map.len()
+        self.map().len()
     }
 
     /// Subscribers of `topic` now.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics()
-            .map
-            .get(topic)
-            .map_or(0, |t| t.subscribers.len())
+        self.with_existing(topic, |t| t.subscribers.len())
+            .unwrap_or(0)
     }
 
-    /// Bytes of retained payloads over all topics now (without a
-    /// backplane).
+    /// Bytes held by retained messages over all topics now (without a
+    /// backplane): their payloads, their duplex.v1 frames once made, and
+    /// what each costs to keep ([`Delivery::held`]).
     pub fn history_bytes(&self) -> usize {
-        self.topics().history_bytes
+        self.inner.history_bytes.load(Ordering::Relaxed)
     }
 
     /// A new connection id, unique across nodes.
@@ -1013,26 +1271,12 @@ impl Hub {
         self.inner.store.set(store).is_ok()
     }
 
-    fn topics(&self) -> MutexGuard<'_, Topics> {
-        // The map is consistent whatever panicked while holding it.
-        self.inner
-            .topics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn leave(&self, topic: &str, id: u64) {
-        let mut topics = self.topics();
         let mut left = None;
-        if let Some(entry) = topics.map.get_mut(topic) {
+        self.with_existing(topic, |entry| {
             entry.subscribers.remove(&id);
             left = entry.members.remove(&id);
-            if entry.is_idle() {
-                topics.map.remove(topic);
-            }
-        }
-        self.inner.metrics.set_topics(topics.map.len());
-        drop(topics);
+        });
         self.inner.metrics.unsubscribed();
         if let Some(member) = left {
             self.presence_event(topic, false, member.clone());
@@ -1102,15 +1346,14 @@ impl Subscription {
     /// Lets the topic's publishers write to `direct` themselves while it
     /// is idle (see [`Direct`]).
     pub(crate) fn attach(&self, direct: &Arc<Direct>) {
-        let hub = &self.membership.hub;
-        let mut topics = hub.topics();
-        if let Some(subscriber) = topics
-            .map
-            .get_mut(&self.membership.topic)
-            .and_then(|t| t.subscribers.get_mut(&self.membership.id))
-        {
-            subscriber.direct = Some(Arc::clone(direct));
-        }
+        let id = self.membership.id;
+        self.membership
+            .hub
+            .with_existing(&self.membership.topic, |topic| {
+                if let Some(subscriber) = topic.subscribers.get_mut(&id) {
+                    subscriber.direct = Some(Arc::clone(direct));
+                }
+            });
     }
 
     /// A message already queued, without waiting, to send what piled up in
@@ -1404,19 +1647,21 @@ mod tests {
 
     #[tokio::test]
     async fn history_bytes_are_bounded_over_all_topics() {
-        let hub = Hub::new(HubConfig::default().max_history_bytes(1000));
+        let one = 100 + RETAINED_OVERHEAD;
+        let hub = Hub::new(HubConfig::default().max_history_bytes(10 * one));
         for i in 0..20 {
             hub.publish(&format!("t{i}"), Message::binary(vec![0u8; 100]))
                 .await
                 .unwrap();
-            assert!(hub.history_bytes() <= 1000, "{}", hub.history_bytes());
+            assert!(hub.history_bytes() <= 10 * one, "{}", hub.history_bytes());
         }
-        assert_eq!(hub.history_bytes(), 1000);
+        assert_eq!(hub.history_bytes(), 10 * one);
+        assert_eq!(hub.topic_count(), 10, "the oldest went, and their topics");
         // The topic being published keeps at least its newest message.
-        hub.publish("big", Message::binary(vec![0u8; 900]))
+        hub.publish("big", Message::binary(vec![0u8; 9 * one]))
             .await
             .unwrap();
-        assert!(hub.history_bytes() <= 1000);
+        assert!(hub.history_bytes() <= 10 * one + 9 * one);
         let (_m, opened) = open(
             &hub,
             "big",
@@ -1427,6 +1672,73 @@ mod tests {
         )
         .await;
         assert_eq!(opened.history.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn history_bytes_count_what_a_message_holds() {
+        let hub = hub(8);
+        hub.publish("t", Message::text("")).await.unwrap();
+        assert_eq!(
+            hub.history_bytes(),
+            RETAINED_OVERHEAD,
+            "an empty message costs"
+        );
+        // A duplex.v1 subscriber makes the message's frame: counted too,
+        // while the history keeps it.
+        let (inbox, mut rx) = Inbox::new(8);
+        let (_m, _) = hub.open("t", &inbox, None, None, false).await.unwrap();
+        hub.publish("t", Message::text("hello")).await.unwrap();
+        let Ok(Queued::Message(delivery)) = rx.try_recv() else {
+            panic!("queued")
+        };
+        let before = hub.history_bytes();
+        let frame = delivery.frame().message().len();
+        assert_eq!(hub.history_bytes(), before + frame);
+        delivery.frame();
+        assert_eq!(hub.history_bytes(), before + frame, "counted once");
+        drop(delivery);
+        let quiet = Hub::new(HubConfig::default().history_size(1));
+        quiet.publish("t", Message::text("a")).await.unwrap();
+        quiet.publish("t", Message::text("b")).await.unwrap();
+        assert_eq!(
+            quiet.history_bytes(),
+            1 + RETAINED_OVERHEAD,
+            "what left is given back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_history_goes_without_its_topic_being_touched() {
+        let hub = Hub::new(HubConfig::default().history_ttl(Duration::from_secs(10)));
+        for i in 0..1000 {
+            hub.publish(&format!("t{i}"), Message::text("x"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(hub.topic_count(), 1000);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        hub.publish("late", Message::text("x")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            (hub.topic_count(), hub.history_bytes()),
+            (1, 1 + RETAINED_OVERHEAD),
+            "the first thousand expired, \"late\" not yet"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!((hub.topic_count(), hub.history_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_publish_touches_only_its_own_topic() {
+        // With another topic's lock held, a publish still goes through: it
+        // takes no lock but its own topic's (and the map's, briefly). Were
+        // it to take the other's, it would wait here for ever.
+        let hub = hub(8);
+        hub.publish_here("busy", Message::text("x")).unwrap();
+        let slot = Arc::clone(hub.map().get("busy").unwrap());
+        let held = lock(&slot);
+        hub.publish_here("free", Message::text("y")).unwrap();
+        drop(held);
     }
 
     #[tokio::test]
