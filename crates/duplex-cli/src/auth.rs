@@ -107,6 +107,12 @@ pub(crate) struct AuthArgs {
     /// Read the API key from FILE (a final line break is not part of it).
     #[arg(long, value_name = "FILE")]
     api_key_file: Option<PathBuf>,
+    /// With a token key: let anyone POST /topics/NAME. Without it, a POST
+    /// needs the API key or a token whose `publish` claim covers the topic
+    /// (Authorization: Bearer TOKEN), and /metrics the API key or a token
+    /// with publish `*`.
+    #[arg(long)]
+    pub(crate) open_post: bool,
 }
 
 impl AuthArgs {
@@ -145,17 +151,17 @@ impl AuthArgs {
 
 /// The one line `duplex serve` says at start about what is open to
 /// anyone, or `None` when nothing is.
-pub(crate) fn open_doors(tokens: bool, api_key: bool) -> Option<&'static str> {
-    match (tokens, api_key) {
-        (false, false) => Some(
+pub(crate) fn open_doors(tokens: bool, api_key: bool, open_post: bool) -> Option<&'static str> {
+    match (tokens, api_key, open_post) {
+        (false, false, _) => Some(
             "duplex: no --token-secret or --token-public-key: any client may connect, subscribe \
              and publish; no --api-key: anyone may POST to topics and read /metrics",
         ),
-        (false, true) => Some(
+        (false, true, _) => Some(
             "duplex: no --token-secret or --token-public-key: any client may connect, subscribe \
              and publish by WebSocket",
         ),
-        (true, false) => Some("duplex: no --api-key: anyone may POST to topics and read /metrics"),
-        (true, true) => None,
+        (true, _, true) => Some("duplex: --open-post: anyone may POST to topics"),
+        (true, _, false) => None,
     }
 }

@@ -107,12 +107,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     topic_send_timeout: f64,
     /// A web origin whose pages may open WebSockets and POST (repeatable):
-    /// exact (https://app.example.com) or every subdomain
-    /// (https://*.example.com). Always allowed: the server's own origin and
-    /// clients that send no Origin; on a loopback address also any loopback
-    /// page and `null` (a file).
+    /// exact (https://app.example.com), every subdomain
+    /// (https://*.example.com), or `null` (pages opened from a file, but
+    /// also any site's sandboxed iframes). Always allowed: the server's own
+    /// origin and clients that send no Origin; on a loopback address also
+    /// any loopback page.
     #[arg(long, value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
+    /// A name the server answers to in Host (repeatable): exact
+    /// (push.example.com) or with a leading dot for it and its subdomains
+    /// (.example.com). Once one is given, other names get 421 (DNS
+    /// rebinding); loopback names always pass. On loopback without any,
+    /// only loopback names pass.
+    #[arg(long, value_name = "NAME")]
+    allowed_host: Vec<String>,
     /// Let pages of any origin use the server (a public API with no
     /// cookies to protect).
     #[arg(long, conflicts_with = "allowed_origin")]
@@ -233,6 +241,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .allow(origin)
             .map_err(|e| format!("--allowed-origin: {e}"))?;
     }
+    for host in &args.allowed_host {
+        origins = origins
+            .allow_host(host)
+            .map_err(|e| format!("--allowed-host: {e}"))?;
+    }
     let mut server = Server::bind(&args.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?
@@ -254,11 +267,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if addr.ip().is_loopback() && !args.any_origin {
         // The one convenience for development, said once.
         eprintln!(
-            "duplex: on loopback, pages from any loopback origin (and file pages) may connect; \
-             other origins need --allowed-origin"
+            "duplex: on loopback, pages from any loopback origin may connect; \
+             other origins (and file pages, `null`) need --allowed-origin"
         );
     }
-    if let Some(line) = crate::auth::open_doors(verifier.is_some(), api_key.is_some()) {
+    if !addr.ip().is_loopback() && args.allowed_host.is_empty() {
+        eprintln!(
+            "duplex: no --allowed-host: requests naming any host are served \
+             (name this server's hosts to refuse DNS rebinding)"
+        );
+    }
+    if let Some(line) =
+        crate::auth::open_doors(verifier.is_some(), api_key.is_some(), args.auth.open_post)
+    {
         eprintln!("{line}");
     }
     tracing::info!(
@@ -277,6 +298,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     if let Some(api_key) = api_key {
         hub = hub.api_key(api_key);
     }
+    hub = hub.open_post(args.auth.open_post);
     if let Some(backplane) = &backplane {
         hub = hub.backplane(backplane.state());
     }

@@ -67,8 +67,8 @@ fn by_default_a_foreign_page_is_refused_and_loopback_pages_are_not() {
     );
     assert_eq!(
         upgrade(&server, "/echo", "localhost", Some("null")),
-        101,
-        "a file page"
+        403,
+        "a file page, or any site's sandboxed iframe: only with --allowed-origin null"
     );
     assert_eq!(
         upgrade(&server, "/echo", host, Some("https://evil.example")),
@@ -117,6 +117,28 @@ fn allowed_origins_and_any_origin() {
     );
     assert_eq!(post(&server, "https://example.org").0, 200);
     assert_eq!(upgrade(&server, "/echo", "rebind.example", None), 421);
+}
+
+#[test]
+fn null_and_other_hosts_only_when_named() {
+    let server = Server::start(&[
+        "--allowed-origin",
+        "null",
+        "--allowed-host",
+        "push.example.com",
+    ]);
+    assert_eq!(
+        upgrade(&server, "/echo", "localhost", Some("null")),
+        101,
+        "file pages, allowed on purpose"
+    );
+    assert_eq!(
+        upgrade(&server, "/echo", "push.example.com", None),
+        101,
+        "a name of this server, e.g. behind a proxy"
+    );
+    assert_eq!(upgrade(&server, "/echo", "rebind.example", None), 421);
+    server.wait_for_log("Host rebind.example");
 }
 
 #[test]

@@ -272,6 +272,12 @@ impl Claims {
         self.publish.iter().any(|p| pattern_matches(p, topic))
     }
 
+    /// Whether the `publish` claim is `*`: every topic, as an operator's
+    /// token (what `GET /metrics` asks of a token).
+    pub fn may_publish_everywhere(&self) -> bool {
+        self.publish.iter().any(|p| p == "*")
+    }
+
     /// A timer that fires when the token stops being valid: at `exp` plus
     /// the leeway of the verifier that accepted it (at once if that is
     /// past).
@@ -493,6 +499,20 @@ pub fn forbidden_topic(topic: &str) -> Response<Full<Bytes>> {
         StatusCode::FORBIDDEN,
         "Bearer realm=\"duplex\", error=\"insufficient_scope\"",
         &format!("the token does not allow subscribing to {topic:?}\n"),
+    )
+}
+
+/// The 403 answer to a `POST` to `topic` outside the token's `publish`
+/// claim (`None`: `/metrics`, which needs `publish: ["*"]`).
+pub fn forbidden_publish(topic: Option<&str>) -> Response<Full<Bytes>> {
+    let body = match topic {
+        Some(topic) => format!("the token does not allow publishing to {topic:?}\n"),
+        None => "reading /metrics needs the API key or a token with publish [\"*\"]\n".to_owned(),
+    };
+    refusal(
+        StatusCode::FORBIDDEN,
+        "Bearer realm=\"duplex\", error=\"insufficient_scope\"",
+        &body,
     )
 }
 

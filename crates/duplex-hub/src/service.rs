@@ -82,6 +82,8 @@ pub struct HubService {
     backplane: Option<BackplaneState>,
     tokens: Option<TokenVerifier>,
     api_key: Option<ApiKey>,
+    /// With tokens: `POST` needs neither a token nor the API key.
+    open_post: bool,
 }
 
 impl HubService {
@@ -95,6 +97,7 @@ impl HubService {
             backplane: None,
             tokens: None,
             api_key: None,
+            open_post: false,
             hub,
         }
     }
@@ -136,9 +139,20 @@ impl HubService {
     }
 
     /// `POST /topics/{name}` and `GET /metrics` need `Authorization:
-    /// Bearer KEY` (401 otherwise).
+    /// Bearer KEY` (401 otherwise), or with [`tokens`](HubService::tokens)
+    /// a token that allows them.
     pub fn api_key(mut self, key: ApiKey) -> HubService {
         self.api_key = Some(key);
+        self
+    }
+
+    /// With [`tokens`](HubService::tokens) and no API key, `POST
+    /// /topics/{name}` is refused unless it carries a token whose
+    /// `publish` claim covers the topic, since otherwise anyone could
+    /// publish by HTTP where a WebSocket needs a claim; `open_post(true)`
+    /// lets any `POST` through (the application checks them in front).
+    pub fn open_post(mut self, open: bool) -> HubService {
+        self.open_post = open;
         self
     }
 
@@ -160,12 +174,61 @@ impl HubService {
         }
     }
 
-    /// The API key check: `None` to go on, or the 401 to answer with.
-    fn refused_by_api_key<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
-        let key = self.api_key.as_ref()?;
-        let refusal = key.check(request).err()?;
-        tracing::info!(error = %refusal, path = request.uri().path(), "refusing a request: API key");
-        Some(refusal.to_response())
+    /// Who may `POST` to `topic` (or, with `topic` `None`, read
+    /// `/metrics`): `None` to go on, or the 401 or 403 to answer with.
+    ///
+    /// The API key, where there is one, always does. With tokens, so does
+    /// a token whose `publish` claim covers the topic (for `/metrics`: is
+    /// `*`). With neither, the request is open, and so is a `POST` with
+    /// tokens but no API key under [`open_post`](HubService::open_post).
+    fn refused_post<B>(
+        &self,
+        request: &Request<B>,
+        topic: Option<&str>,
+    ) -> Option<Response<Full<Bytes>>> {
+        let key_refusal = match &self.api_key {
+            Some(key) => match key.check(request) {
+                Ok(()) => return None,
+                Err(refusal) => Some(refusal),
+            },
+            None => None,
+        };
+        let path = request.uri().path();
+        let Some(verifier) = &self.tokens else {
+            let refusal = key_refusal?;
+            tracing::info!(error = %refusal, path, "refusing a request: API key");
+            return Some(refusal.to_response());
+        };
+        if key_refusal.is_none() && self.open_post && topic.is_some() {
+            return None;
+        }
+        match verifier.verify_request(request) {
+            Ok(claims) => {
+                let allowed = match topic {
+                    Some(topic) => claims.may_publish(topic),
+                    None => claims.may_publish_everywhere(),
+                };
+                if allowed {
+                    return None;
+                }
+                tracing::info!(
+                    path,
+                    subject = claims.subject(),
+                    "refusing a request outside the token's publish claim"
+                );
+                Some(auth::forbidden_publish(topic))
+            }
+            // A key that was wrong is said as such; otherwise the token's
+            // own reason.
+            Err(_) if key_refusal == Some(auth::ApiKeyError::Wrong) => {
+                tracing::info!(path, "refusing a request: wrong API key");
+                key_refusal.map(|r| r.to_response())
+            }
+            Err(e) => {
+                tracing::info!(error = %e, path, "refusing a request: no API key or valid token");
+                Some(e.to_response())
+            }
+        }
     }
 
     /// The hub.
@@ -195,7 +258,7 @@ impl HubService {
                 return ready(self.subscribe(&mut request, &topic));
             }
             if method == Method::POST {
-                if let Some(refusal) = self.refused_by_api_key(&request) {
+                if let Some(refusal) = self.refused_post(&request, Some(&topic)) {
                     return ready(refusal);
                 }
                 let hub = self.hub.clone();
@@ -208,7 +271,7 @@ impl HubService {
         }
         let readable = matches!(*request.method(), Method::GET | Method::HEAD);
         let response = match path {
-            "/metrics" if readable => match self.refused_by_api_key(&request) {
+            "/metrics" if readable => match self.refused_post(&request, None) {
                 Some(refusal) => refusal,
                 None => self.metrics(&request),
             },
@@ -515,5 +578,85 @@ mod tests {
         assert!(deflate.server_no_context_takeover);
         assert_eq!(service.body_limit(), service.config.max_message_size);
         assert_eq!(service.max_body_size(7).body_limit(), 7);
+    }
+
+    fn bearer(method: Method, path: &str, credentials: &str) -> Request<Full<Bytes>> {
+        let mut request = request(method, path);
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {credentials}")).unwrap(),
+        );
+        request
+    }
+
+    #[tokio::test]
+    async fn with_tokens_a_post_needs_a_publish_claim_or_the_api_key() {
+        const SECRET: &[u8] = b"a secret of thirty-two bytes....";
+        let sign = |claims: Claims| crate::auth::sign_hs256(SECRET, &claims).unwrap();
+        let hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let news = sign(Claims::new("app", hour).publish(["news"]));
+        let reader = sign(Claims::new("page", hour).subscribe(["*"]));
+        let operator = sign(Claims::new("ops", hour).publish(["*"]));
+        let tokens = || TokenVerifier::hs256(SECRET).unwrap();
+        let mut service = HubService::new(Hub::new(HubConfig::default())).tokens(tokens());
+        let status = |r: (StatusCode, _)| r.0;
+        for (request, expected, why) in [
+            (request(Method::POST, "/topics/news"), 401, "anonymous"),
+            (
+                bearer(Method::POST, "/topics/news", &news),
+                200,
+                "claim covers it",
+            ),
+            (
+                bearer(Method::POST, "/topics/sport", &news),
+                403,
+                "claim does not",
+            ),
+            (
+                bearer(Method::POST, "/topics/news", &reader),
+                403,
+                "subscribe only",
+            ),
+            (
+                bearer(Method::POST, "/topics/news", "junk"),
+                401,
+                "not a token",
+            ),
+            (request(Method::GET, "/metrics"), 401, "anonymous metrics"),
+            (
+                bearer(Method::GET, "/metrics", &news),
+                403,
+                "metrics need *",
+            ),
+            (bearer(Method::GET, "/metrics", &operator), 200, "operator"),
+        ] {
+            assert_eq!(status(call(&mut service, request).await), expected, "{why}");
+        }
+        // The API key still does everything; a wrong one is said as such.
+        let mut keyed = service.clone().api_key(ApiKey::new("the-key").unwrap());
+        for (request, expected) in [
+            (bearer(Method::POST, "/topics/sport", "the-key"), 200),
+            (bearer(Method::GET, "/metrics", "the-key"), 200),
+            (bearer(Method::POST, "/topics/news", &news), 200),
+            (request(Method::POST, "/topics/news"), 401),
+        ] {
+            assert_eq!(status(call(&mut keyed, request).await), expected);
+        }
+        let (code, response) = call(&mut keyed, bearer(Method::POST, "/topics/x", "nope")).await;
+        assert_eq!(code, 401);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"wrong API key\n");
+        // Open on purpose: POST only.
+        let mut open = HubService::new(Hub::new(HubConfig::default()))
+            .tokens(tokens())
+            .open_post(true);
+        assert_eq!(
+            status(call(&mut open, request(Method::POST, "/topics/t")).await),
+            200
+        );
+        assert_eq!(
+            status(call(&mut open, request(Method::GET, "/metrics")).await),
+            401
+        );
     }
 }

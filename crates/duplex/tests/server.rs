@@ -421,7 +421,7 @@ async fn the_origin_policy_refuses_foreign_pages_and_rebound_hosts() {
             Some("http://localhost:3000"),
             "101",
         ),
-        (format!("localhost:{port}"), Some("null"), "101"),
+        (format!("localhost:{port}"), Some("null"), "403"),
         (
             format!("127.0.0.1:{port}"),
             Some("https://evil.example"),

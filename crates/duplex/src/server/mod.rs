@@ -39,7 +39,7 @@ pub use handle::{ConnectionInfo, ServerHandle, ServerStats};
 #[cfg(feature = "hyper")]
 pub use listener::{DEFAULT_MAX_CONNECTIONS, Server};
 #[cfg(feature = "hyper")]
-pub use origin::{InvalidOrigin, OriginPolicy, OriginRefusal};
+pub use origin::{InvalidHost, InvalidOrigin, OriginPolicy, OriginRefusal};
 #[cfg(feature = "hyper")]
 pub use peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, MAX_IDLE_PEERS};
 #[cfg(feature = "hyper")]

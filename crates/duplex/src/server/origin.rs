@@ -11,16 +11,20 @@
 //!   request came to), and clients that send no `Origin` at all (they are
 //!   not browsers, and could say anything);
 //! - allowed while the server listens on loopback only, for development:
-//!   any loopback origin (`localhost`, `127.0.0.1`, `[::1]`, any port) and
-//!   `null` (a page opened from a file);
+//!   any loopback origin (`localhost`, `127.0.0.1`, `[::1]`, any port);
 //! - allowed when configured: exact origins and `https://*.example.com`
 //!   patterns ([`OriginPolicy::allow`]), or any ([`OriginPolicy::any`]).
+//!   `null` only so: it is what a page opened from a file sends, but also
+//!   a sandboxed iframe of any site, so it proves nothing.
 //!
-//! DNS rebinding makes an attacker's name resolve to 127.0.0.1, so that a
-//! page of the attacker's is same-origin with a server bound to loopback;
-//! its requests still name the attacker's host in `Host`. While bound to
-//! loopback, a `Host` that is not a loopback name or address is refused
-//! (421 Misdirected Request), whatever the origin policy.
+//! DNS rebinding makes an attacker's name resolve to the server's address,
+//! so that a page of the attacker's is same-origin with the server; its
+//! requests still name the attacker's host in `Host`. So `Host` is checked
+//! on every request (421 Misdirected Request), whatever the origin policy:
+//! loopback names and addresses are always accepted, and while the server
+//! listens on loopback nothing else is unless named with
+//! [`OriginPolicy::allow_host`]; on another address, once any name is
+//! given, only those (as Django's `ALLOWED_HOSTS`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -32,6 +36,9 @@ use http::{Method, Response, StatusCode};
 pub struct OriginPolicy {
     any: bool,
     allowed: Vec<Pattern>,
+    /// Names `Host` may carry besides loopback ones: `example.com`, or
+    /// `.example.com` for it and every subdomain. Lower case, no port.
+    hosts: Vec<String>,
 }
 
 /// One allowed origin: exact, or any subdomain of a domain.
@@ -51,6 +58,11 @@ enum Pattern {
     "{0:?} is not an origin: expected scheme://host[:port], or scheme://*.domain[:port], with no path"
 )]
 pub struct InvalidOrigin(pub String);
+
+/// A name given to [`OriginPolicy::allow_host`] that is not a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a host name: expected name.example.com or .example.com, with no port")]
+pub struct InvalidHost(pub String);
 
 /// Why a request was refused by the policy, with its status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +85,16 @@ pub enum OriginRefusal {
         /// The refused `Host`.
         host: String,
     },
+    /// `Host` is none of the names the server was given (421).
+    #[error(
+        "Host {host} is not a name of this server; allow it with --allowed-host {name} (or OriginPolicy::allow_host)"
+    )]
+    UnknownHost {
+        /// The refused `Host`.
+        host: String,
+        /// Its name, without the port.
+        name: String,
+    },
 }
 
 impl OriginRefusal {
@@ -80,7 +102,9 @@ impl OriginRefusal {
     pub fn status(&self) -> StatusCode {
         match self {
             OriginRefusal::Origin { .. } => StatusCode::FORBIDDEN,
-            OriginRefusal::Host { .. } => StatusCode::MISDIRECTED_REQUEST,
+            OriginRefusal::Host { .. } | OriginRefusal::UnknownHost { .. } => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
         }
     }
 
@@ -112,8 +136,21 @@ impl OriginPolicy {
     pub fn any() -> OriginPolicy {
         OriginPolicy {
             any: true,
-            allowed: Vec::new(),
+            ..OriginPolicy::default()
         }
+    }
+
+    /// Accepts `name` in `Host` as well (any port): exact
+    /// (`push.example.com`), or with a leading dot (`.example.com`) that
+    /// name and every subdomain of it. Loopback names are always accepted.
+    pub fn allow_host(mut self, name: &str) -> Result<OriginPolicy, InvalidHost> {
+        let lower = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = lower.strip_prefix('.').unwrap_or(&lower);
+        if !is_dns_name(bare) && bare.parse::<IpAddr>().is_err() {
+            return Err(InvalidHost(name.to_owned()));
+        }
+        self.hosts.push(lower);
+        Ok(self)
     }
 
     /// Allows `origin` as well: exact (`https://app.example.com`,
@@ -182,13 +219,33 @@ impl OriginPolicy {
     ) -> Result<(), OriginRefusal> {
         let loopback = local.ip().is_loopback();
         let host = host.map(str::trim);
-        if loopback
-            && let Some(host) = host
+        if let Some(host) = host
             && !is_loopback_host(host)
         {
-            return Err(OriginRefusal::Host {
-                host: host.to_owned(),
-            });
+            let name = host_name(host);
+            let listed = self
+                .hosts
+                .iter()
+                .any(|allowed| match allowed.strip_prefix('.') {
+                    Some(domain) => {
+                        name == domain
+                            || name
+                                .strip_suffix(domain)
+                                .is_some_and(|sub| sub.ends_with('.'))
+                    }
+                    None => name == *allowed,
+                });
+            if !listed && loopback {
+                return Err(OriginRefusal::Host {
+                    host: host.to_owned(),
+                });
+            }
+            if !listed && !self.hosts.is_empty() {
+                return Err(OriginRefusal::UnknownHost {
+                    host: host.to_owned(),
+                    name,
+                });
+            }
         }
         if !checked || self.any {
             return Ok(());
@@ -199,7 +256,7 @@ impl OriginPolicy {
         let origin = normalize(origin.to_str().unwrap_or(""));
         let scheme = if tls { "https" } else { "http" };
         let own = host.is_some_and(|host| origin == normalize(&format!("{scheme}://{host}")));
-        let dev = loopback && (origin == "null" || is_loopback_origin(&origin));
+        let dev = loopback && is_loopback_origin(&origin);
         if own || dev || self.matches(&origin) {
             Ok(())
         } else {
@@ -213,7 +270,7 @@ impl OriginPolicy {
             Pattern::Subdomains { scheme, suffix } => normalized
                 .strip_prefix(scheme.as_str())
                 .and_then(|rest| rest.strip_suffix(suffix.as_str()))
-                .is_some_and(|sub| !sub.is_empty() && !sub.contains([':', '/'])),
+                .is_some_and(is_dns_name),
         })
     }
 }
@@ -241,6 +298,38 @@ fn strip_default_port<'a>(scheme: &str, authority: &'a str) -> &'a str {
         _ => ":80",
     };
     authority.strip_suffix(default).unwrap_or(authority)
+}
+
+/// Whether `name` is a DNS name: dot-separated labels of letters, digits
+/// and hyphens, none empty, none starting or ending with a hyphen.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The name of a `Host` value: lower case, without its port and a final
+/// dot; an IPv6 address keeps its brackets.
+fn host_name(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => return format!("[{}]", rest.split(']').next().unwrap_or("")),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// `localhost`, `*.localhost` (RFC 6761 §6.3), or a loopback address, with
@@ -340,14 +429,21 @@ mod tests {
     }
 
     #[test]
-    fn on_loopback_any_loopback_origin_and_null_are_allowed() {
+    fn on_loopback_any_loopback_origin_is_allowed_and_null_only_when_named() {
         let policy = OriginPolicy::new();
+        // A sandboxed iframe of any site sends `null`.
+        let refusal = check(&policy, LOOPBACK, "localhost:8080", Some("null")).unwrap_err();
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        let files = OriginPolicy::new().allow("null").unwrap();
+        assert_eq!(
+            check(&files, LOOPBACK, "localhost:8080", Some("null")),
+            Ok(())
+        );
         for origin in [
             "http://localhost:3000",
             "http://127.0.0.1:5173",
             "https://[::1]:8443",
             "http://app.localhost",
-            "null",
         ] {
             assert_eq!(
                 check(&policy, LOOPBACK, "localhost:8080", Some(origin)),
@@ -356,6 +452,81 @@ mod tests {
             );
             assert!(
                 check(&policy, PUBLIC, "example.com", Some(origin)).is_err(),
+                "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn named_hosts_are_checked_on_any_address() {
+        let policy = OriginPolicy::any()
+            .allow_host("push.example.com")
+            .unwrap()
+            .allow_host(".example.net")
+            .unwrap();
+        for (bound, host) in [
+            (PUBLIC, "push.example.com"),
+            (PUBLIC, "PUSH.example.com.:8443"),
+            (PUBLIC, "example.net"),
+            (PUBLIC, "a.b.example.net"),
+            (PUBLIC, "localhost:8080"),
+            (PUBLIC, "127.0.0.1"),
+            (LOOPBACK, "push.example.com"),
+        ] {
+            assert_eq!(check(&policy, bound, host, None), Ok(()), "{bound} {host}");
+        }
+        for (bound, host) in [
+            (PUBLIC, "rebind.attacker.example"),
+            (PUBLIC, "push.example.com.attacker.example"),
+            (PUBLIC, "badexample.net"),
+            (LOOPBACK, "rebind.attacker.example"),
+        ] {
+            let refusal = check(&policy, bound, host, None).unwrap_err();
+            assert_eq!(refusal.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        }
+        let refusal = check(&policy, PUBLIC, "evil.example:80", None).unwrap_err();
+        assert!(
+            refusal.to_string().contains("--allowed-host evil.example"),
+            "{refusal}"
+        );
+        // Without names, a public server takes any Host, as before.
+        assert_eq!(
+            check(&OriginPolicy::any(), PUBLIC, "x.example", None),
+            Ok(())
+        );
+        for bad in [
+            "",
+            "a b",
+            "host:80",
+            "*.example.com",
+            "exa_mple.com",
+            "-a.com",
+        ] {
+            assert!(OriginPolicy::new().allow_host(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_subdomain_pattern_matches_real_subdomains_only() {
+        let policy = OriginPolicy::new().allow("https://*.example.com").unwrap();
+        for origin in ["https://a.example.com", "https://a-b.c.example.com"] {
+            assert_eq!(
+                check(&policy, PUBLIC, "api.x", Some(origin)),
+                Ok(()),
+                "{origin}"
+            );
+        }
+        for origin in [
+            "https://.example.com",
+            "https://a..example.com",
+            "https://a?.example.com",
+            "https://a%2f.example.com",
+            "https://a b.example.com",
+            "https://-a.example.com",
+            "https://user@a.example.com",
+        ] {
+            assert!(
+                check(&policy, PUBLIC, "api.x", Some(origin)).is_err(),
                 "{origin}"
             );
         }
