@@ -271,6 +271,19 @@ impl Connection {
         }
     }
 
+    /// Bounds what a compressed message received from now on may inflate
+    /// to, below the message limit: an I/O layer with a budget shared by
+    /// many connections gives each what the budget has left, so that a
+    /// small compressed frame that arrives whole in one read cannot inflate
+    /// past it. Past it the connection fails with
+    /// [`ProtocolError::InflateBudget`] (1013). Without permessage-deflate
+    /// nothing inflates and this does nothing.
+    pub fn set_inflate_allowance(&mut self, bytes: usize) {
+        if let Some(deflate) = &mut self.deflate {
+            deflate.inflate_allowance = bytes;
+        }
+    }
+
     /// After a Close frame was received or the connection failed, further
     /// bytes mean nothing (§5.5.1) and are dropped.
     fn ignores_input(&self) -> bool {
@@ -450,9 +463,10 @@ impl Connection {
                 let deflate = deflate
                     .as_mut()
                     .expect("RSV1 is only accepted with deflate");
+                let (max, allowance) = (limits.max_message_size, deflate.inflate_allowance);
                 deflate
-                    .decompress(chunk, &mut reassembly.buf, limits.max_message_size)
-                    .map_err(|e| inflate_error(e, limits.max_message_size))?;
+                    .decompress(chunk, &mut reassembly.buf, max.min(allowance))
+                    .map_err(|e| inflate_error(e, max, allowance))?;
             } else {
                 reassembly.buf.extend_from_slice(chunk);
             }
@@ -477,9 +491,10 @@ impl Connection {
             let deflate = deflate
                 .as_mut()
                 .expect("RSV1 is only accepted with deflate");
+            let (max, allowance) = (limits.max_message_size, deflate.inflate_allowance);
             deflate
-                .finish_message(&mut reassembly.buf, limits.max_message_size)
-                .map_err(|e| inflate_error(e, limits.max_message_size))?;
+                .finish_message(&mut reassembly.buf, max.min(allowance))
+                .map_err(|e| inflate_error(e, max, allowance))?;
         }
         let message = reassembly
             .finish()
@@ -833,8 +848,11 @@ fn put_header(out: &mut BytesMut, header: &FrameHeader) {
     out.extend_from_slice(&buf[..n]);
 }
 
-fn inflate_error(e: DeflateError, max: usize) -> ProtocolError {
+/// Past `max` (the message limit) or the budget's `allowance`, whichever
+/// was lower.
+fn inflate_error(e: DeflateError, max: usize, allowance: usize) -> ProtocolError {
     match e {
+        DeflateError::TooLarge if allowance < max => ProtocolError::InflateBudget { allowance },
         DeflateError::TooLarge => ProtocolError::MessageTooLarge { max },
         other => ProtocolError::InflateFailed(other.to_string()),
     }
@@ -1251,6 +1269,29 @@ mod tests {
             "{} held",
             p.server.message_bytes_held()
         );
+    }
+
+    #[test]
+    fn a_message_that_arrives_whole_inflates_no_further_than_the_allowance() {
+        let mut p = Pair::with_deflate(&DeflateConfig::default());
+        p.client.send_binary(&vec![0u8; 64 << 10]).unwrap();
+        let wire = p.client.pending_output().to_vec();
+        p.client.advance_output(wire.len());
+        // Within the allowance: whole, as ever.
+        p.server.set_inflate_allowance(64 << 10);
+        p.server.receive_data(&wire);
+        assert!(
+            matches!(p.server.next_event(), Some(Ok(Event::Message(m))) if m.len() == 64 << 10)
+        );
+        // Past it, although within the message limit: the server is busy.
+        p.client.send_binary(&vec![0u8; 64 << 10]).unwrap();
+        let wire = p.client.pending_output().to_vec();
+        p.client.advance_output(wire.len());
+        p.server.set_inflate_allowance(1 << 10);
+        p.server.receive_data(&wire);
+        let err = p.server.next_event().unwrap().unwrap_err();
+        assert_eq!(err, ProtocolError::InflateBudget { allowance: 1 << 10 });
+        assert_eq!(err.close_code(), CloseCode::TRY_AGAIN_LATER);
     }
 
     #[test]

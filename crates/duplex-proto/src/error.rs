@@ -75,6 +75,15 @@ pub enum ProtocolError {
     /// RFC 7692: a compressed message that does not inflate.
     #[error("compressed message is corrupt: {0}")]
     InflateFailed(String),
+    /// A compressed message inflated past what the I/O layer's shared
+    /// budget had left for it
+    /// ([`Connection::set_inflate_allowance`](crate::Connection::set_inflate_allowance)):
+    /// the server is busy, not the peer wrong (1013, try again later).
+    #[error("message inflated past the {allowance} bytes the server had left for it")]
+    InflateBudget {
+        /// What was left for it.
+        allowance: usize,
+    },
 }
 
 impl ProtocolError {
@@ -84,6 +93,7 @@ impl ProtocolError {
         match self {
             InvalidUtf8 | InvalidCloseReason | InflateFailed(_) => CloseCode::INVALID_PAYLOAD,
             FrameTooLarge { .. } | MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
+            InflateBudget { .. } => CloseCode::TRY_AGAIN_LATER,
             ReservedOpcode(_)
             | ReservedBits
             | Rsv1NotOnFirstFrame
@@ -146,6 +156,10 @@ mod tests {
         assert_eq!(
             ProtocolError::FrameTooLarge { len: 2, max: 1 }.close_code(),
             CloseCode(1009)
+        );
+        assert_eq!(
+            ProtocolError::InflateBudget { allowance: 1 }.close_code(),
+            CloseCode(1013)
         );
         for e in [
             ProtocolError::ReservedOpcode(3),

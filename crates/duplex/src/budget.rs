@@ -102,6 +102,11 @@ impl BudgetShare {
         &self.budget
     }
 
+    /// What this connection holds of the budget now.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     /// Makes the share `held` bytes: takes more from the budget or gives
     /// some back. `false` (and the share unchanged) if the budget has not
     /// enough left.

@@ -40,6 +40,12 @@ const MAX_WRITE_SLICES: usize = 16;
 /// buffer, so that an idle connection holds none.
 const FIRST_READ: usize = 512;
 
+/// What a compressed message may inflate to beyond what the shared message
+/// budget has left: ordinary messages (a few KiB of JSON) still go through
+/// while others' large messages hold the budget, and a connection's own
+/// buffers are of this order anyway.
+const UNCHARGED_INFLATE: usize = 16 << 10;
+
 thread_local! {
     /// The receive buffer that the last read on this thread made ready and
     /// found nothing for, kept for the next read of any connection on the
@@ -781,9 +787,26 @@ where
                     self.phase = Phase::Done;
                     return Poll::Ready(Some(self.close_event()));
                 }
-                Ok(_) => self.parsed_all = false,
+                Ok(_) => {
+                    self.parsed_all = false;
+                    self.set_inflate_allowance();
+                }
                 Err(e) => return Poll::Ready(Some(self.abort(e))),
             }
+        }
+    }
+
+    /// Before parsing what a read brought: a compressed message may inflate
+    /// only as far as the budget has left (plus a small allowance every
+    /// connection has, so that ordinary messages go through a budget held
+    /// by others' large ones), even when it arrived whole in this read and
+    /// so is never seen partly received.
+    fn set_inflate_allowance(&mut self) {
+        if let Some(share) = &self.budget {
+            let budget = share.budget();
+            let left = budget.limit().saturating_sub(budget.used());
+            self.conn
+                .set_inflate_allowance(share.held() + left + UNCHARGED_INFLATE);
         }
     }
 

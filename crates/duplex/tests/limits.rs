@@ -222,3 +222,52 @@ async fn the_websocket_past_the_message_budget_gets_1013_and_shares_come_back() 
     drop(c);
     eventually("C's share back", || budget.used() == 0).await;
 }
+
+#[tokio::test]
+async fn a_compressed_message_that_arrives_whole_is_charged_as_it_inflates() {
+    let mut config = duplex::Config::server();
+    config.deflate = Some(duplex::DeflateConfig::default());
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .config(config)
+        .message_budget(1 << 20);
+    let (addr, _handle) = start(server);
+    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        ws.extensions()
+            .is_some_and(|e| e.contains("permessage-deflate")),
+        "{:?}",
+        ws.extensions()
+    );
+    // 4 MiB of zeros is a few KiB on the wire: one read, never seen
+    // partly received, and four times the budget once inflated.
+    ws.send(duplex::Message::binary(vec![0u8; 4 << 20]))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(duplex::Event::Close { code, .. }) => break code,
+                Some(_) => {}
+                None => panic!("ended without a Close event"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 1013);
+    // A small message still goes through.
+    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+        .connect()
+        .await
+        .unwrap();
+    ws.send(duplex::Message::text("x".repeat(8 << 10)))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(WAIT, ws.recv()).await.unwrap();
+    assert_eq!(echoed.unwrap().unwrap().len(), 8 << 10);
+}

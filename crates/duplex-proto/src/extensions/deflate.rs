@@ -617,6 +617,10 @@ pub struct Deflate {
     received: usize,
     /// The peer ended its DEFLATE stream (BFINAL) in the current message.
     stream_ended: bool,
+    /// The most a received message may inflate to besides the message
+    /// limit: what the I/O layer's shared budget has left for it
+    /// ([`Connection::set_inflate_allowance`](crate::Connection::set_inflate_allowance)).
+    pub(crate) inflate_allowance: usize,
 }
 
 impl Deflate {
@@ -636,6 +640,7 @@ impl Deflate {
             output_start: None,
             received: 0,
             stream_ended: false,
+            inflate_allowance: usize::MAX,
         }
     }
 
