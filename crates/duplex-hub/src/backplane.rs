@@ -28,7 +28,20 @@
 //! channel, for the watchers on other nodes.
 //!
 //! When Redis is down, publishing and subscribing fail with
-//! [`HubError::Unavailable`], and both connections reconnect every second.
+//! [`HubError::Unavailable`], and both connections reconnect (the
+//! subscription with exponential backoff and jitter, 100 ms to 5 s). An
+//! error reply (out of memory, a script error) fails only the command it
+//! answers ([`HubError::Refused`]). Once the subscription is back, a node
+//! catches up every topic it has subscribers for: it delivers what the
+//! stream holds after its last delivery, and tells subscribers of a gap
+//! where it does not; a Redis that holds fewer offsets than a node
+//! delivered (it came back from an older snapshot) starts the topic's
+//! offsets again, so that none is given out twice.
+//!
+//! A message larger than half of Redis's pub/sub output buffer hard limit
+//! (`client-output-buffer-limit pubsub`, 32 MiB by default) is refused
+//! before it is sent ([`HubError::TooLarge`], 413 for a `POST`): Redis
+//! would drop every node's subscription over it.
 //! [`BackplaneState`] says whether both are up now, for a health check
 //! (`GET /healthz` of [`HubService`](crate::HubService)).
 
@@ -92,10 +105,28 @@ local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(t
 local since = tonumber(ARGV[3])
 local entries = {}
 if since >= 0 and since < last then
-  entries = redis.call('XRANGE', KEYS[3], string.format('%d', since + 1) .. '-0', '+')
+  entries = redis.call('XRANGE', KEYS[3], string.format('%d', since + 1) .. '-0', '+', 'COUNT', ARGV[4])
 end
 return {epoch, string.format('%d', last), now, entries}
 ";
+
+/// Starts a topic's offsets again (a new epoch) when Redis holds fewer
+/// than a node delivered in the same epoch: Redis came back from an older
+/// snapshot, and would otherwise give out offsets that were used already.
+const RESET_SCRIPT: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if epoch == ARGV[1] and last < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return {ARGV[3], '0'}
+end
+return {epoch or '', string.format('%d', last)}
+";
+
+/// Stream entries read with one command: a resume or a gap of any length
+/// costs memory for this many at a time.
+pub(crate) const PAGE: usize = 100;
 
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,9 +172,76 @@ pub(crate) struct Store {
     state: BackplaneState,
     publish: redis::Script,
     open: redis::Script,
+    reset: redis::Script,
     history_size: usize,
     history_ttl_ms: u64,
     node: [u8; 16],
+    /// See [`pubsub_limit`].
+    max_message_size: usize,
+}
+
+/// Whether `e` is Redis's answer to a command (which failed that command)
+/// rather than a connection that broke.
+fn is_reply(e: &redis::RedisError) -> bool {
+    !(e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout())
+        && matches!(
+            e.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        )
+}
+
+/// What Redis assumes when `CONFIG GET` is refused (managed Redis renames
+/// it): its default pub/sub output buffer hard limit, 32 MiB.
+const DEFAULT_PUBSUB_HARD_LIMIT: usize = 32 << 20;
+
+/// The largest message the backplane may carry, from Redis's
+/// `client-output-buffer-limit` for pub/sub clients: Redis drops a
+/// subscriber connection whose output buffer passes the hard limit, and
+/// with it every message on its way to that node. A message takes room
+/// twice there when a node reads it while the next is written, so the
+/// limit is half the hard limit (16 MiB by Redis's default of 32 MiB), less
+/// the payload's header; without a hard limit, the soft one bounds it the
+/// same way; with neither, nothing does.
+fn pubsub_limit(config: Option<&str>) -> usize {
+    let mut hard = DEFAULT_PUBSUB_HARD_LIMIT;
+    if let Some(config) = config {
+        let words: Vec<&str> = config.split_whitespace().collect();
+        if let Some(at) = words.iter().position(|w| w.eq_ignore_ascii_case("pubsub"))
+            && let (Some(h), Some(soft)) = (words.get(at + 1), words.get(at + 2))
+        {
+            let (h, soft) = (size_of_config(h), size_of_config(soft));
+            hard = match (h, soft) {
+                (Some(0), Some(0)) => return usize::MAX,
+                (Some(0), Some(soft)) => soft,
+                (Some(h), _) => h,
+                _ => DEFAULT_PUBSUB_HARD_LIMIT,
+            };
+        }
+    }
+    (hard / 2).saturating_sub(PAYLOAD_HEADER)
+}
+
+/// The most bytes duplex puts in front of a payload on a channel: magic,
+/// kind, node id, offset and epoch.
+const PAYLOAD_HEADER: usize = 3 + 1 + 16 + 64;
+
+/// A size in Redis's configuration: bytes, or with `kb`, `mb`, `gb` (or
+/// `k`, `m`, `g`, powers of ten).
+fn size_of_config(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: usize = digits.parse().ok()?;
+    let scale = match &lower[digits.len()..] {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 impl Store {
@@ -153,6 +251,30 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or(HubError::Unavailable)
+    }
+
+    /// Makes a new command connection if there is none; whether there is
+    /// one now.
+    async fn reconnect(&self, hub: &Hub) -> bool {
+        if self.connection().is_ok() {
+            return true;
+        }
+        match connect_commands(&self.client).await {
+            Ok(c) => {
+                tracing::info!("backplane reconnected");
+                *self
+                    .connection
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(c);
+                self.state.set_publisher(true);
+                self.refresh_presence(hub).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "backplane down: nothing is published");
+                false
+            }
+        }
     }
 
     /// Forgets a connection that failed; the keeper makes a new one.
@@ -165,7 +287,15 @@ impl Store {
         self.state.set_publisher(false);
     }
 
-    /// Runs `work` on the connection, bounded by [`COMMAND_TIMEOUT`].
+    /// The largest message the backplane carries (see
+    /// [`pubsub_limit`]).
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Runs `work` on the connection, bounded by [`COMMAND_TIMEOUT`]. An
+    /// error reply (out of memory, a script error) fails this command only;
+    /// a connection that broke is made anew.
     async fn run<T>(
         &self,
         work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
@@ -173,6 +303,10 @@ impl Store {
         let mut connection = self.connection()?;
         match tokio::time::timeout(COMMAND_TIMEOUT, work(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_reply(&e) => {
+                tracing::warn!(error = %e, "Redis refused a command");
+                Err(HubError::Refused(e.to_string()))
+            }
             Ok(Err(e)) => {
                 self.failed(&e);
                 Err(HubError::Unavailable)
@@ -244,6 +378,7 @@ impl Store {
                     .arg(&*new_epoch())
                     .arg(self.history_ttl_ms)
                     .arg(after)
+                    .arg(PAGE)
                     .invoke_async(c)
                     .await
             })
@@ -264,8 +399,9 @@ impl Store {
         Ok(Opened::resume(epoch, last, since, retained))
     }
 
-    /// The stream's messages `from..=to` (to fill a gap in pub/sub).
-    async fn range(
+    /// The stream's messages `from..=to`, [`PAGE`] at most (to fill a gap
+    /// in pub/sub, or the rest of a resume).
+    pub(crate) async fn range(
         &self,
         topic: &str,
         epoch: &Arc<str>,
@@ -279,6 +415,8 @@ impl Store {
                     .arg(key(topic, "stream"))
                     .arg(format!("{from}-0"))
                     .arg(format!("{to}-0"))
+                    .arg("COUNT")
+                    .arg(PAGE)
                     .query_async(c)
                     .await
             })
@@ -672,8 +810,29 @@ impl Backplane {
             url: mask_url_password(url),
             reason,
         };
-        let connection = connect_commands(&client).await.map_err(unreachable)?;
+        let mut connection = connect_commands(&client).await.map_err(unreachable)?;
         let subscriber = connect_subscriber(&client).await.map_err(unreachable)?;
+        let limits: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("client-output-buffer-limit")
+            .query_async(&mut connection)
+            .await;
+        let max_message_size = match &limits {
+            Ok(pair) => pubsub_limit(pair.get(1).map(String::as_str)),
+            Err(e) => {
+                tracing::info!(error = %e, "CONFIG GET refused: taking Redis's default pub/sub buffer limit (32 MiB)");
+                pubsub_limit(None)
+            }
+        };
+        if hub.config().max_message_size > max_message_size {
+            tracing::warn!(
+                max_message_size = hub.config().max_message_size,
+                backplane = max_message_size,
+                "messages over {max_message_size} bytes are refused (413): Redis's pub/sub output \
+                 buffer limit (client-output-buffer-limit pubsub) would cut every node's \
+                 subscription over them"
+            );
+        }
         let state = BackplaneState::connected();
         let config = hub.config();
         let store = Arc::new(Store {
@@ -682,11 +841,13 @@ impl Backplane {
             state: state.clone(),
             publish: redis::Script::new(PUBLISH_SCRIPT),
             open: redis::Script::new(OPEN_SCRIPT),
+            reset: redis::Script::new(RESET_SCRIPT),
             history_size: config.history_size,
             history_ttl_ms: u64::try_from(config.history_ttl.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1),
             node: hub.node(),
+            max_message_size,
         });
         if !hub.attach(Arc::clone(&store)) {
             return Err(BackplaneError::AlreadyAttached);
@@ -746,20 +907,7 @@ async fn keep(store: Arc<Store>, hub: Hub) {
     loop {
         tokio::time::sleep(RECONNECT_DELAY).await;
         if store.connection().is_err() {
-            match connect_commands(&store.client).await {
-                Ok(c) => {
-                    tracing::info!("backplane reconnected");
-                    *store
-                        .connection
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(c);
-                    store.state.set_publisher(true);
-                    store.refresh_presence(&hub).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "backplane down: nothing is published");
-                }
-            }
+            store.reconnect(&hub).await;
             continue;
         }
         let _ = store
@@ -784,18 +932,22 @@ async fn subscribe_loop(
     let node = hub.node();
     let max_message_size = hub.config().max_message_size;
     let mut pubsub = Some(pubsub);
+    let mut attempt = 0;
     loop {
         let current = match pubsub.take() {
             Some(p) => p,
             None => match connect_subscriber(&client).await {
                 Ok(p) => {
                     tracing::info!("backplane subscriber reconnected");
+                    attempt = 0;
+                    catch_up(&store, &hub).await;
                     store.state.set_subscriber(true);
                     p
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "backplane down; retrying");
-                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
             },
@@ -864,26 +1016,137 @@ async fn subscribe_loop(
         }
         store.state.set_subscriber(false);
         tracing::warn!("backplane subscription ended; reconnecting");
-        tokio::time::sleep(RECONNECT_DELAY).await;
+        tokio::time::sleep(backoff(0)).await;
     }
 }
 
 /// Delivers `from..=to` of `topic` from the stream: pub/sub lost them.
+/// Delivers `from..=to` of the stream, a page at a time; what the stream
+/// no longer holds the hub reports as a gap when the next message comes.
 async fn fill(store: &Store, hub: &Hub, topic: &str, epoch: &Arc<str>, from: u64, to: u64) {
     tracing::info!(topic, from, to, "filling a gap in pub/sub from the stream");
-    match store.range(topic, epoch, from, to, hub).await {
-        Ok(missed) => {
-            for delivery in missed {
-                hub.deliver(delivery);
+    let mut from = from;
+    while from <= to {
+        match store.range(topic, epoch, from, to, hub).await {
+            Ok(missed) => {
+                let Some(last) = missed.last().map(|d| d.offset()) else {
+                    break;
+                };
+                for delivery in missed {
+                    hub.deliver(delivery);
+                }
+                from = last + 1;
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cannot fill a gap: messages lost");
+                break;
             }
         }
-        Err(e) => tracing::warn!(topic, error = %e, "cannot fill a gap: messages lost"),
     }
+}
+
+/// After the subscription to Redis was lost and made again: what was
+/// published meanwhile reached no node by pub/sub. For every topic with
+/// local subscribers, delivers what the stream holds after this node's
+/// last delivery, and tells the subscribers of a gap where it does not
+/// (trimmed or expired meanwhile), where Redis lost the topic (a new
+/// epoch), or where Redis went back in time (restarted from an older
+/// snapshot: its offsets start again, so that none is given out twice).
+async fn catch_up(store: &Store, hub: &Hub) {
+    // Redis came back for pub/sub: so it has, most likely, for commands.
+    if !store.reconnect(hub).await {
+        tracing::warn!("cannot catch up after reconnecting: the next messages will fill gaps");
+        return;
+    }
+    for topic in hub.subscribed_topics() {
+        let Some((epoch, last)) = hub.expected(&topic) else {
+            continue;
+        };
+        let reset: Result<(String, u64), HubError> = store
+            .run(async |c| {
+                store
+                    .reset
+                    .key(key(&topic, "epoch"))
+                    .key(key(&topic, "offset"))
+                    .key(key(&topic, "stream"))
+                    .arg(&*epoch)
+                    .arg(last)
+                    .arg(&*new_epoch())
+                    .arg(store.history_ttl_ms)
+                    .invoke_async(c)
+                    .await
+            })
+            .await;
+        let (now_epoch, now_last) = match reset {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(topic = &*topic, error = %e, "cannot catch up a topic after reconnecting");
+                continue;
+            }
+        };
+        if now_epoch.is_empty() {
+            // Redis lost the topic: offsets start again with the next
+            // publish, whose new epoch tells every subscriber.
+            continue;
+        }
+        if *now_epoch != *epoch {
+            tracing::warn!(
+                topic = &*topic,
+                "Redis lost or reset the topic's offsets: telling subscribers"
+            );
+            hub.lost(&topic, now_epoch.into(), now_last);
+            continue;
+        }
+        if now_last > last {
+            fill(store, hub, &topic, &epoch, last + 1, now_last).await;
+            if hub.expected(&topic).is_some_and(|(_, l)| l < now_last) {
+                // The stream no longer holds the end of it.
+                hub.lost(&topic, epoch, now_last);
+            }
+        }
+    }
+}
+
+/// How long to wait before the `attempt`th try to reach Redis again:
+/// exponential from 100 ms to 5 s, with full jitter, so that the nodes of
+/// a cluster do not all come back at once.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(6))
+        .min(Duration::from_secs(5));
+    ceiling.mul_f64(rand::random::<f64>())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_message_is_half_of_redis_pubsub_hard_limit() {
+        let redis_default = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
+        assert_eq!(
+            pubsub_limit(Some(redis_default)),
+            (16 << 20) - PAYLOAD_HEADER
+        );
+        assert_eq!(
+            pubsub_limit(None),
+            (16 << 20) - PAYLOAD_HEADER,
+            "CONFIG refused"
+        );
+        assert_eq!(
+            pubsub_limit(Some("pubsub 1mb 256kb 60")),
+            (512 << 10) - PAYLOAD_HEADER
+        );
+        assert_eq!(
+            pubsub_limit(Some("pubsub 0 8mb 60")),
+            (4 << 20) - PAYLOAD_HEADER,
+            "only a soft limit"
+        );
+        assert_eq!(pubsub_limit(Some("pubsub 0 0 0")), usize::MAX, "no limit");
+        assert_eq!(size_of_config("64m"), Some(64_000_000));
+        assert_eq!(size_of_config("2GB"), Some(2 << 30));
+        assert_eq!(size_of_config("lots"), None);
+    }
 
     #[test]
     fn payloads_round_trip() {

@@ -182,6 +182,11 @@ pub enum HubError {
     /// subscribed.
     #[error("the backplane (Redis) is unreachable")]
     Unavailable,
+    /// Redis answered this one command with an error (out of memory, a
+    /// script error): nothing was published or subscribed, and the
+    /// connection stays up for the next.
+    #[error("the backplane (Redis) refused: {0}")]
+    Refused(String),
 }
 
 /// Why [`Subscription::recv`] returned no message.
@@ -191,6 +196,11 @@ pub enum RecvError {
     /// The subscriber's queue overflowed and it was removed from the topic.
     #[error("slow consumer: the subscriber's queue of {0} messages overflowed")]
     Lagged(usize),
+    /// Messages of the topic were lost for good (Redis lost them, or they
+    /// were trimmed before this node could fetch them): the subscriber was
+    /// removed from the topic, as a raw subscriber cannot be told which.
+    #[error("messages of the topic were lost")]
+    Lost,
     /// The hub is gone.
     #[error("the hub is closed")]
     Closed,
@@ -361,11 +371,24 @@ pub(crate) struct PresenceEvent {
     pub(crate) member: Member,
 }
 
+/// Messages of a topic were lost for good (Redis lost them, or trimmed
+/// them before this node could fill a gap): what follows comes after
+/// `offset` of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gap {
+    pub(crate) topic: Arc<str>,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
+}
+
 /// What a subscriber's queue carries.
 #[derive(Debug, Clone)]
 pub(crate) enum Queued {
     Message(Arc<Delivery>),
     Presence(Arc<PresenceEvent>),
+    /// For duplex.v1 subscribers only: raw ones, which cannot be told, are
+    /// closed instead ([`RecvError::Lost`]).
+    Gap(Arc<Gap>),
 }
 
 /// The answer to a publish.
@@ -455,6 +478,9 @@ impl Opened {
 pub(crate) struct Inbox {
     tx: mpsc::Sender<Queued>,
     lagged: Arc<AtomicBool>,
+    /// Set, before the queue closes, when a raw subscriber was removed
+    /// over a gap.
+    lost: Arc<AtomicBool>,
 }
 
 impl Inbox {
@@ -464,6 +490,7 @@ impl Inbox {
         let inbox = Inbox {
             tx,
             lagged: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicBool::new(false)),
         };
         (inbox, rx)
     }
@@ -582,6 +609,10 @@ struct Topic {
     /// took, and when the last message was done (see `fan_out`).
     written_through: Duration,
     last_message: Option<Instant>,
+    /// With a backplane: `epoch` and `last` are Redis's (a delivery came,
+    /// or a duplex.v1 subscription read where Redis stands), so that a
+    /// message that does not follow them is a gap.
+    synced: bool,
     /// Out of the map: whoever found it before must look again.
     removed: bool,
     /// In the expiry heap.
@@ -599,6 +630,9 @@ struct Subscriber {
     inbox: Inbox,
     /// Whether it wants join/leave events.
     presence: bool,
+    /// A duplex.v1 subscription, which is told of gaps; a raw one is
+    /// removed over one.
+    v1: bool,
     /// A raw subscriber's WebSocket, written to directly while it is idle.
     direct: Option<Arc<Direct>>,
 }
@@ -614,6 +648,7 @@ impl Topic {
             members: HashMap::new(),
             written_through: Duration::ZERO,
             last_message: None,
+            synced: false,
             removed: false,
             scheduled: false,
         }
@@ -657,6 +692,9 @@ impl Topic {
     /// them all on the publisher's thread.
     fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
         let presence = matches!(item, Queued::Presence(_));
+        if let Queued::Gap(_) = item {
+            return self.fan_out_gap(item);
+        }
         let started = Instant::now();
         let calm = !presence
             && single_threaded()
@@ -701,6 +739,43 @@ impl Topic {
             self.last_message = Some(ended);
         }
         (delivered, lagged)
+    }
+}
+
+impl Topic {
+    /// Tells every duplex.v1 subscriber of a gap, and removes every raw
+    /// one (its `recv` says [`RecvError::Lost`]).
+    fn fan_out_gap(&mut self, gap: &Queued) -> (usize, u64) {
+        let mut lagged = 0;
+        self.subscribers.retain(|_, subscriber| {
+            if !subscriber.v1 {
+                subscriber.inbox.lost.store(true, Ordering::Release);
+                return false;
+            }
+            match subscriber.inbox.offer(gap.clone()) {
+                Ok(()) => true,
+                Err(Offer::Full) => {
+                    lagged += 1;
+                    false
+                }
+                Err(Offer::Closed) => false,
+            }
+        });
+        (0, lagged)
+    }
+
+    /// Before `delivery` from the backplane: whether it does not follow
+    /// what this node delivered last, which is then a gap that filling
+    /// from the stream could not close; what follows comes after the
+    /// offset before it.
+    fn gap_before(&self, delivery: &Delivery) -> Option<Gap> {
+        let known = self.synced;
+        let skipped = *self.epoch != *delivery.epoch || delivery.offset > self.last + 1;
+        (known && skipped).then(|| Gap {
+            topic: Arc::clone(&self.name),
+            epoch: Arc::clone(&delivery.epoch),
+            offset: delivery.offset - 1,
+        })
     }
 }
 
@@ -761,7 +836,7 @@ impl Hub {
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, HubError> {
         validate_topic(topic)?;
         let (inbox, rx) = Inbox::new(self.inner.config.queue);
-        let (membership, _) = self.join(topic, &inbox, None, None, false)?;
+        let (membership, _) = self.join(topic, &inbox, None, None, false, false)?;
         // The topic keeps the only sender: removing the subscriber (its
         // queue overflowed) closes the queue, so that `recv` needs no
         // second thing to wait on.
@@ -769,6 +844,7 @@ impl Hub {
             membership,
             rx,
             lagged: Arc::clone(&inbox.lagged),
+            lost: Arc::clone(&inbox.lost),
         })
     }
 
@@ -786,7 +862,8 @@ impl Hub {
     ) -> Result<(Membership, Opened), HubError> {
         validate_topic(topic)?;
         let Some(store) = self.inner.store.get() else {
-            let (membership, opened) = self.join(topic, inbox, member.clone(), since, watch)?;
+            let (membership, opened) =
+                self.join(topic, inbox, member.clone(), since, watch, true)?;
             if let Some(member) = member {
                 self.presence_event(topic, true, member);
             }
@@ -794,10 +871,20 @@ impl Hub {
         };
         // Subscribed first, read second: a message published in between
         // arrives twice (the session skips offsets it has sent), never not.
-        let (membership, _) = self.join(topic, inbox, None, since, watch)?;
+        let (membership, _) = self.join(topic, inbox, None, since, watch, true)?;
         let opened = store.open(topic, since, self).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
+        // Where Redis stands is where this node's deliveries go on from,
+        // unless one came meanwhile: so that a message pub/sub loses
+        // before this node's first delivery on the topic is noticed too.
+        self.with_existing(topic, |entry| {
+            if !entry.synced {
+                entry.epoch = Arc::clone(&opened.epoch);
+                entry.last = opened.offset;
+                entry.synced = true;
+            }
+        });
         // A member only once subscribed, so that a failed subscription
         // shows no join and no leave.
         if let Some(member) = member {
@@ -817,6 +904,7 @@ impl Hub {
         member: Option<Member>,
         since: Option<&Since>,
         watch: bool,
+        v1: bool,
     ) -> Result<(Membership, Opened), HubError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let backplane = self.inner.store.get().is_some();
@@ -826,6 +914,7 @@ impl Hub {
                 Subscriber {
                     inbox: inbox.clone(),
                     presence: watch,
+                    v1,
                     direct: None,
                 },
             );
@@ -961,6 +1050,13 @@ impl Hub {
         validate_topic(topic)?;
         if message.len() > self.inner.config.max_message_size {
             return Err(HubError::TooLarge(self.inner.config.max_message_size));
+        }
+        if let Some(store) = self.inner.store.get()
+            && message.len() > store.max_message_size()
+        {
+            // Past what Redis's pub/sub output buffers carry: Redis would
+            // cut every node's subscription over it.
+            return Err(HubError::TooLarge(store.max_message_size()));
         }
         let Some(store) = self.inner.store.get() else {
             self.inner.metrics.published();
@@ -1127,12 +1223,13 @@ impl Hub {
         });
     }
 
-    /// Where a topic with local subscribers stands: the epoch and offset
-    /// of the last message delivered from the backplane, for the backplane
-    /// to notice a lost one. `None` before the first.
+    /// Where a topic with local subscribers stands in Redis: the epoch and
+    /// offset of the last message delivered from the backplane (or where
+    /// Redis stood when a duplex.v1 subscription began), for the backplane
+    /// to notice a lost one. `None` before either.
     pub(crate) fn expected(&self, topic: &str) -> Option<(Arc<str>, u64)> {
         self.with_existing(topic, |entry| {
-            (entry.last > 0).then(|| (Arc::clone(&entry.epoch), entry.last))
+            entry.synced.then(|| (Arc::clone(&entry.epoch), entry.last))
         })
         .flatten()
     }
@@ -1146,13 +1243,65 @@ impl Hub {
                     // Already delivered (a gap filled from the stream).
                     return (0, 0);
                 }
+                let mut lagged = 0;
+                if let Some(gap) = entry.gap_before(&delivery) {
+                    tracing::info!(
+                        topic = %gap.topic,
+                        after = entry.last,
+                        next = delivery.offset,
+                        "messages lost for good: telling subscribers"
+                    );
+                    lagged += entry.fan_out(&Queued::Gap(Arc::new(gap))).1;
+                }
                 entry.epoch = Arc::clone(&delivery.epoch);
                 entry.last = delivery.offset;
-                entry.fan_out(&Queued::Message(delivery))
+                entry.synced = true;
+                let (delivered, more) = entry.fan_out(&Queued::Message(delivery));
+                (delivered, lagged + more)
             })
             .unwrap_or((0, 0));
         self.counted(&topic, delivered, lagged);
         delivered
+    }
+
+    /// With a backplane, the retained messages of `topic` after `after`
+    /// up to `upto` in `epoch`, a page at a time (empty when there are no
+    /// more): the rest of a resume whose first page came with
+    /// [`open`](Self::open). Without one, the whole history came then.
+    pub(crate) async fn history_page(
+        &self,
+        topic: &str,
+        epoch: &Arc<str>,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Arc<Delivery>>, HubError> {
+        match self.inner.store.get() {
+            Some(store) if after < upto => store.range(topic, epoch, after + 1, upto, self).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Tells the local subscribers of `topic` that messages up to `offset`
+    /// of `epoch` were lost for good, where the backplane notices it
+    /// without a message to deliver (Redis lost the topic's state): what
+    /// follows comes after `offset`.
+    pub(crate) fn lost(&self, topic: &str, epoch: Arc<str>, offset: u64) {
+        let lagged = self
+            .with_existing(topic, |entry| {
+                let gap = Gap {
+                    topic: Arc::clone(&entry.name),
+                    epoch: Arc::clone(&epoch),
+                    offset,
+                };
+                entry.epoch = epoch;
+                entry.last = offset;
+                entry.synced = true;
+                entry.fan_out(&Queued::Gap(Arc::new(gap))).1
+            })
+            .unwrap_or(0);
+        if lagged > 0 {
+            self.inner.metrics.lagged(lagged);
+        }
     }
 
     /// Queues a join or leave for the local subscribers that watch
@@ -1308,6 +1457,8 @@ pub struct Subscription {
     rx: mpsc::Receiver<Queued>,
     /// Set, before the queue closes, when it overflowed.
     lagged: Arc<AtomicBool>,
+    /// Set, before the queue closes, over a gap.
+    lost: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -1331,8 +1482,11 @@ impl Subscription {
         loop {
             match ready!(self.rx.poll_recv(cx)) {
                 Some(Queued::Message(delivery)) => return Poll::Ready(Ok(delivery)),
-                // Raw subscribers do not watch presence.
-                Some(Queued::Presence(_)) => {}
+                // Raw subscribers do not watch presence, nor get gaps.
+                Some(Queued::Presence(_) | Queued::Gap(_)) => {}
+                None if self.lost.load(Ordering::Acquire) => {
+                    return Poll::Ready(Err(RecvError::Lost));
+                }
                 None if self.lagged.load(Ordering::Acquire) => {
                     return Poll::Ready(Err(RecvError::Lagged(
                         self.membership.hub.inner.config.queue,
@@ -1363,7 +1517,7 @@ impl Subscription {
         loop {
             match self.rx.try_recv().ok()? {
                 Queued::Message(delivery) => return Some(delivery),
-                Queued::Presence(_) => {}
+                Queued::Presence(_) | Queued::Gap(_) => {}
             }
         }
     }

@@ -90,7 +90,9 @@ where
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
         Err(e @ HubError::TooLarge(_)) => text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
-        Err(e @ HubError::Unavailable) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
+        Err(e @ (HubError::Unavailable | HubError::Refused(_))) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
+        }
     }
 }
 

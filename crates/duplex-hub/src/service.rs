@@ -220,9 +220,13 @@ impl HubService {
             }
             // A key that was wrong is said as such; otherwise the token's
             // own reason.
-            Err(_) if key_refusal == Some(auth::ApiKeyError::Wrong) => {
-                tracing::info!(path, "refusing a request: wrong API key");
-                key_refusal.map(|r| r.to_response())
+            Err(e)
+                if key_refusal == Some(auth::ApiKeyError::Wrong)
+                    || (key_refusal.is_some() && e == TokenError::Missing) =>
+            {
+                let refusal = key_refusal.expect("checked");
+                tracing::info!(error = %refusal, path, "refusing a request: API key");
+                Some(refusal.to_response())
             }
             Err(e) => {
                 tracing::info!(error = %e, path, "refusing a request: no API key or valid token");

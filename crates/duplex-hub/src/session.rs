@@ -15,6 +15,13 @@ use tokio::time::Sleep;
 use crate::auth::{PUBLISH_NOT_ALLOWED, TOKEN_EXPIRED};
 use crate::hub::{Delivery, Hub, RecvError, Subscription};
 
+/// The close code of a raw subscriber whose topic lost messages for good
+/// (Redis lost them, or trimmed them before this node could fetch them):
+/// it has no offsets to be told of the gap by, so it is closed, and a
+/// client that reconnects knows to read the state it missed elsewhere.
+/// In the private range (RFC 6455 §7.4.2), as no registered code says it.
+pub(crate) const MESSAGES_LOST: u16 = 4001;
+
 /// What a connection's token lets it do on its topic, decided at the
 /// upgrade: `None` when the service checks no tokens.
 pub(crate) struct Rights {
@@ -99,6 +106,11 @@ pub(crate) async fn run(
                     tracing::info!(topic, queue, "closing a slow subscriber");
                     closing = true;
                     direct.close(CloseCode::POLICY_VIOLATION, "slow consumer").await;
+                }
+                Err(RecvError::Lost) => {
+                    tracing::info!(topic, "closing a subscriber: messages of its topic were lost");
+                    closing = true;
+                    direct.close(CloseCode(MESSAGES_LOST), "messages lost").await;
                 }
                 Err(RecvError::Closed) => {
                     closing = true;

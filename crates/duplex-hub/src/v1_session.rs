@@ -277,11 +277,31 @@ impl Connection {
             }
             _ => opened.offset,
         };
-        for delivery in &opened.history {
-            if delivery.offset() > last {
-                let _ = ws.feed_broadcast(delivery.frame()).await;
-                last = delivery.offset();
+        let mut page = opened.history;
+        loop {
+            let before = last;
+            for delivery in &page {
+                if delivery.offset() > last {
+                    let _ = ws.feed_broadcast(delivery.frame()).await;
+                    last = delivery.offset();
+                }
             }
+            // Over Redis the history comes a page at a time, so that a
+            // long one is never all in memory.
+            if last == before || last >= opened.offset {
+                break;
+            }
+            page = match self
+                .hub
+                .history_page(&topic, &opened.epoch, last, opened.offset)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::info!(topic, error = %e, "resume cut short: the rest comes live");
+                    break;
+                }
+            };
         }
         self.subscriptions.insert(
             topic,
@@ -372,10 +392,36 @@ impl Connection {
                     };
                     let _ = ws.feed(frame.to_message()).await;
                 }
+                if delivery.offset() > sub.last + 1 {
+                    // Something between was never delivered: say so
+                    // rather than skip it silently.
+                    tracing::info!(
+                        topic = delivery.topic(),
+                        after = sub.last,
+                        next = delivery.offset(),
+                        "a subscription missed messages"
+                    );
+                    sub.last = delivery.offset() - 1;
+                    let _ = ws
+                        .feed(gap_frame(delivery.topic(), &sub.epoch, sub.last))
+                        .await;
+                }
                 if delivery.offset() > sub.last {
                     sub.last = delivery.offset();
                     let _ = ws.feed_broadcast(delivery.frame()).await;
                 }
+            }
+            Queued::Gap(gap) => {
+                let Some(sub) = self.subscriptions.get_mut(&*gap.topic) else {
+                    return;
+                };
+                if *sub.epoch == *gap.epoch && gap.offset <= sub.last {
+                    // This connection had everything up to there already.
+                    return;
+                }
+                sub.epoch = Arc::clone(&gap.epoch);
+                sub.last = gap.offset;
+                let _ = ws.feed(gap_frame(&gap.topic, &gap.epoch, gap.offset)).await;
             }
             Queued::Presence(event) => {
                 if !self
@@ -409,13 +455,26 @@ impl Connection {
     }
 }
 
+/// The unprompted `subscribed` frame that says messages were lost: what
+/// follows comes after `offset` of `epoch`.
+fn gap_frame(topic: &str, epoch: &str, offset: u64) -> Message {
+    Frame::Subscribed {
+        id: None,
+        topic: topic.to_owned(),
+        epoch: epoch.to_owned(),
+        offset,
+        recovered: Some(false),
+    }
+    .to_message()
+}
+
 /// The `error` reply for a hub's refusal.
 fn hub_error(id: Option<u64>, error: &HubError) -> Frame {
     let code = match error {
         HubError::InvalidTopic(_) => ErrorCode::BadRequest,
         HubError::TooManyTopics(_) => ErrorCode::TooMany,
         HubError::TooLarge(_) => ErrorCode::TooLarge,
-        HubError::Unavailable => ErrorCode::Unavailable,
+        HubError::Unavailable | HubError::Refused(_) => ErrorCode::Unavailable,
     };
     Frame::error(id, code, error.to_string())
 }
