@@ -988,19 +988,7 @@ async fn subscribe_loop(
                     message,
                 }) => {
                     hub.metrics().backplane_in();
-                    let epoch: Arc<str> = epoch.into();
-                    if let Some((seen, last)) = hub.expected(topic)
-                        && seen == epoch
-                        && offset > last + 1
-                    {
-                        fill(&store, &hub, topic, &epoch, last + 1, offset - 1).await;
-                    }
-                    hub.deliver(Arc::new(Delivery::new(
-                        topic.into(),
-                        epoch,
-                        offset,
-                        message,
-                    )));
+                    receive(&*store, &hub, topic, epoch.into(), offset, message).await;
                 }
                 Some(Decoded::Presence {
                     node: from,
@@ -1021,13 +1009,73 @@ async fn subscribe_loop(
 }
 
 /// Delivers `from..=to` of `topic` from the stream: pub/sub lost them.
+/// Where a node fills a gap in pub/sub from: the topic's stream in Redis
+/// (or, in the tests, one that loses and fails as a test says).
+pub(crate) trait History {
+    /// The retained messages `from..=to` of `topic` in `epoch`, oldest
+    /// first, a page at most.
+    async fn range(
+        &self,
+        topic: &str,
+        epoch: &Arc<str>,
+        from: u64,
+        to: u64,
+        hub: &Hub,
+    ) -> Result<Vec<Arc<Delivery>>, HubError>;
+}
+
+impl History for Store {
+    async fn range(
+        &self,
+        topic: &str,
+        epoch: &Arc<str>,
+        from: u64,
+        to: u64,
+        hub: &Hub,
+    ) -> Result<Vec<Arc<Delivery>>, HubError> {
+        Store::range(self, topic, epoch, from, to, hub).await
+    }
+}
+
+/// A message from pub/sub: first what it skipped, from `history`, then
+/// the message; the hub drops what it delivered already and reports as a
+/// gap what neither brought.
+async fn receive(
+    history: &impl History,
+    hub: &Hub,
+    topic: &str,
+    epoch: Arc<str>,
+    offset: u64,
+    message: Message,
+) {
+    if let Some((seen, last)) = hub.expected(topic)
+        && seen == epoch
+        && offset > last + 1
+    {
+        fill(history, hub, topic, &epoch, last + 1, offset - 1).await;
+    }
+    hub.deliver(Arc::new(Delivery::new(
+        topic.into(),
+        epoch,
+        offset,
+        message,
+    )));
+}
+
 /// Delivers `from..=to` of the stream, a page at a time; what the stream
 /// no longer holds the hub reports as a gap when the next message comes.
-async fn fill(store: &Store, hub: &Hub, topic: &str, epoch: &Arc<str>, from: u64, to: u64) {
+async fn fill(
+    history: &impl History,
+    hub: &Hub,
+    topic: &str,
+    epoch: &Arc<str>,
+    from: u64,
+    to: u64,
+) {
     tracing::info!(topic, from, to, "filling a gap in pub/sub from the stream");
     let mut from = from;
     while from <= to {
-        match store.range(topic, epoch, from, to, hub).await {
+        match history.range(topic, epoch, from, to, hub).await {
             Ok(missed) => {
                 let Some(last) = missed.last().map(|d| d.offset()) else {
                     break;
@@ -1229,5 +1277,169 @@ mod tests {
         let err = Backplane::redis(&hub, &url).await.unwrap_err();
         assert!(matches!(err, BackplaneError::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains(&url), "{err}");
+    }
+
+    mod lossy_pubsub {
+        //! Every offset once, or an explicit gap: a node receiving one
+        //! topic over a pub/sub that drops, repeats and delays messages,
+        //! and filling from a stream that has lost its oldest and may fail,
+        //! hands a duplex.v1 subscription each offset once and in order, or
+        //! says where a run of them was lost, and says so only when the
+        //! stream did not have them.
+
+        use super::*;
+        use crate::hub::{HubConfig, Inbox, Queued};
+        use proptest::prelude::*;
+        use std::sync::atomic::AtomicUsize;
+
+        /// The topic's stream: offsets `1..=last`, of which those up to
+        /// `trimmed` are gone; every `fail_every`th read fails.
+        struct FakeStream {
+            epoch: Arc<str>,
+            trimmed: u64,
+            fail_every: usize,
+            reads: AtomicUsize,
+            failed: AtomicBool,
+        }
+
+        impl History for FakeStream {
+            async fn range(
+                &self,
+                topic: &str,
+                epoch: &Arc<str>,
+                from: u64,
+                to: u64,
+                _hub: &Hub,
+            ) -> Result<Vec<Arc<Delivery>>, HubError> {
+                let read = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.fail_every > 0 && read % self.fail_every == 0 {
+                    self.failed.store(true, Ordering::Relaxed);
+                    return Err(HubError::Unavailable);
+                }
+                assert_eq!(epoch, &self.epoch);
+                Ok((from.max(self.trimmed + 1)..=to)
+                    .take(PAGE)
+                    .map(|offset| delivery(topic, epoch, offset))
+                    .collect())
+            }
+        }
+
+        fn delivery(topic: &str, epoch: &Arc<str>, offset: u64) -> Arc<Delivery> {
+            Arc::new(Delivery::new(
+                topic.into(),
+                Arc::clone(epoch),
+                offset,
+                Message::text(format!("m{offset}")),
+            ))
+        }
+
+        #[derive(Debug, Clone, Copy)]
+        enum Fate {
+            Delivered,
+            Dropped,
+            Repeated,
+            /// Arrives this many messages later.
+            Delayed(usize),
+        }
+
+        fn fate() -> impl Strategy<Value = Fate> {
+            prop_oneof![
+                6 => Just(Fate::Delivered),
+                2 => Just(Fate::Dropped),
+                1 => Just(Fate::Repeated),
+                1 => (1usize..5).prop_map(Fate::Delayed),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn every_offset_once_or_an_explicit_gap(
+                fates in proptest::collection::vec(fate(), 1..150),
+                trimmed in 0u64..120,
+                fail_every in prop_oneof![Just(0usize), 1usize..5],
+            ) {
+                let n = fates.len() as u64 + 1;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let epoch: Arc<str> = "e".into();
+                let stream = FakeStream {
+                    epoch: Arc::clone(&epoch),
+                    trimmed: trimmed.min(n),
+                    fail_every,
+                    reads: AtomicUsize::new(0),
+                    failed: AtomicBool::new(false),
+                };
+                // What pub/sub hands over: offset 1, then 2..=n as fated,
+                // then n + 1 (the next message, which shows any gap).
+                let mut wire: Vec<u64> = vec![1];
+                let mut delayed: Vec<(usize, u64)> = Vec::new();
+                for (i, fate) in fates.iter().enumerate() {
+                    let offset = i as u64 + 2;
+                    match fate {
+                        Fate::Delivered => wire.push(offset),
+                        Fate::Dropped => {}
+                        Fate::Repeated => wire.extend([offset, offset]),
+                        Fate::Delayed(k) => delayed.push((wire.len() + k, offset)),
+                    }
+                    delayed.retain(|&(at, offset)| {
+                        if at <= wire.len() { wire.push(offset); false } else { true }
+                    });
+                }
+                wire.extend(delayed.iter().map(|&(_, offset)| offset));
+                wire.push(n + 1);
+
+                let hub = Hub::new(HubConfig::default().queue(10_000));
+                let (inbox, mut rx) = Inbox::new(10_000);
+                let (_membership, _) = runtime
+                    .block_on(hub.open("t", &inbox, None, None, false))
+                    .unwrap();
+                for &offset in &wire {
+                    runtime.block_on(receive(
+                        &stream,
+                        &hub,
+                        "t",
+                        Arc::clone(&epoch),
+                        offset,
+                        Message::text(format!("m{offset}")),
+                    ));
+                }
+
+                // What a duplex.v1 session makes of the queue.
+                let (mut last, mut received, mut reported) = (0u64, Vec::new(), Vec::new());
+                while let Ok(item) = rx.try_recv() {
+                    match item {
+                        Queued::Message(d) if d.offset() <= last => {}
+                        Queued::Message(d) => {
+                            prop_assert_eq!(d.offset(), last + 1, "skipped without a gap");
+                            prop_assert_eq!(d.message(), &Message::text(format!("m{}", d.offset())));
+                            last = d.offset();
+                            received.push(last);
+                        }
+                        Queued::Gap(gap) => {
+                            prop_assert!(gap.offset > last, "a gap behind what came");
+                            reported.extend(last + 1..=gap.offset);
+                            last = gap.offset;
+                        }
+                        Queued::Presence(_) => {}
+                    }
+                }
+                // Every offset, received or inside a reported gap.
+                let mut all: Vec<u64> = received.iter().chain(&reported).copied().collect();
+                all.sort_unstable();
+                prop_assert_eq!(all, (1..=n + 1).collect::<Vec<_>>());
+                // Reported lost only what the stream could not give.
+                if !stream.failed.load(Ordering::Relaxed) {
+                    for offset in &reported {
+                        prop_assert!(
+                            *offset <= stream.trimmed,
+                            "{} reported lost, but the stream had it", offset
+                        );
+                    }
+                }
+            }
+        }
     }
 }
