@@ -1312,7 +1312,7 @@ mod tests {
                 _hub: &Hub,
             ) -> Result<Vec<Arc<Delivery>>, HubError> {
                 let read = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
-                if self.fail_every > 0 && read % self.fail_every == 0 {
+                if self.fail_every > 0 && read.is_multiple_of(self.fail_every) {
                     self.failed.store(true, Ordering::Relaxed);
                     return Err(HubError::Unavailable);
                 }
