@@ -57,6 +57,15 @@ pub(crate) struct ServeArgs {
     /// Loopback clients are exempt.
     #[arg(long, default_value_t = duplex::server::DEFAULT_CONNECTION_RATE.0, value_name = "N")]
     connection_rate: u32,
+    /// Streams one HTTP/2 connection may have open at once (its WebSockets
+    /// and requests); each WebSocket also counts against
+    /// --max-connections-per-ip and --connection-rate as a connection does.
+    #[arg(long, default_value_t = duplex::server::DEFAULT_MAX_STREAMS_PER_CONNECTION, value_name = "N")]
+    max_streams_per_connection: u32,
+    /// Seconds an HTTP/2 connection may go with no request and no
+    /// WebSocket before it is closed.
+    #[arg(long, default_value_t = duplex::server::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECS")]
+    idle_timeout: f64,
     /// Bytes that partly received messages may hold across all
     /// connections; the connection that needs more is failed with 1013.
     #[arg(long, default_value_t = duplex::DEFAULT_MESSAGE_BUDGET, value_name = "BYTES")]
@@ -254,6 +263,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         .max_connections_per_ip(args.max_connections_per_ip)
         .connection_rate(args.connection_rate, args.connection_rate.saturating_mul(2))
         .message_budget(args.message_budget)
+        .max_streams_per_connection(args.max_streams_per_connection)
+        .idle_timeout(crate::limits::seconds("--idle-timeout", args.idle_timeout)?)
         .origins(origins);
     if let Some(tls) = &tls {
         server = server.tls(tls.acceptor.clone());

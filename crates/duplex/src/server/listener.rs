@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use duplex_proto::handshake::HandshakeError;
 use duplex_proto::handshake::server::reject;
 
+use super::activity::Activity;
 use super::handle::{ConnectionInfo, ServerHandle};
 use super::origin::OriginPolicy;
 use super::peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, PeerLimits, PeerSlot};
@@ -78,7 +79,27 @@ pub struct Server {
     max_connections_per_ip: usize,
     connection_rate: Option<(u32, u32)>,
     limit_loopback: bool,
+    http2_limits: Http2Limits,
 }
+
+/// How much one HTTP/2 connection may hold, and for how long while idle.
+#[derive(Debug, Clone, Copy)]
+struct Http2Limits {
+    max_streams: u32,
+    idle_timeout: Duration,
+}
+
+/// The default for [`Server::max_streams_per_connection`]: 100, what RFC
+/// 9113 §6.5.2 asks a peer to allow at least. A browser puts every
+/// WebSocket to a site on one connection; past this it opens another,
+/// which the per-address limit counts like any.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// The default for [`Server::idle_timeout`]: 60 s, about what nginx and
+/// browsers keep an idle HTTP/2 connection (75 s, 5 min); a client that
+/// opens one and sends nothing, or a header block it never finishes,
+/// holds it no longer.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Server {
     /// Listens on `addr` (port 0 for any free port).
@@ -100,6 +121,10 @@ impl Server {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connection_rate: Some(DEFAULT_CONNECTION_RATE),
             limit_loopback: false,
+            http2_limits: Http2Limits {
+                max_streams: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            },
         }
     }
 
@@ -199,6 +224,26 @@ impl Server {
     /// [`Config::message_budget`] names a budget uses that one instead.
     pub fn message_budget(self, bytes: usize) -> Server {
         self.handle.message_budget().set_limit(bytes);
+        self
+    }
+
+    /// The most streams one HTTP/2 connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS): its WebSockets and requests
+    /// together. Default [`DEFAULT_MAX_STREAMS_PER_CONNECTION`], 100. Each
+    /// WebSocket over HTTP/2 also counts against the per-address limits as
+    /// a connection does ([`max_connections_per_ip`](Self::max_connections_per_ip),
+    /// [`connection_rate`](Self::connection_rate); 429 past them).
+    pub fn max_streams_per_connection(mut self, streams: u32) -> Server {
+        self.http2_limits.max_streams = streams.max(1);
+        self
+    }
+
+    /// How long an HTTP/2 connection may go with no request in progress
+    /// and no WebSocket open before it is closed (GOAWAY). Default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 60 s. Its first request must come within
+    /// the handshake timeout, as over HTTP/1.1.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Server {
+        self.http2_limits.idle_timeout = timeout.max(Duration::from_millis(10));
         self
     }
 
@@ -304,6 +349,7 @@ impl Server {
             max_connections_per_ip,
             connection_rate,
             limit_loopback,
+            http2_limits,
         } = self;
         let peers = Arc::new(PeerLimits::new(
             max_connections_per_ip,
@@ -364,6 +410,7 @@ impl Server {
                 },
                 config: Arc::clone(&config),
                 http2,
+                http2_limits,
                 handle: handle.clone(),
             };
             let service = service.clone();
@@ -427,6 +474,7 @@ struct Connection {
     info: ConnectionInfo,
     config: Arc<Config>,
     http2: bool,
+    http2_limits: Http2Limits,
     handle: ServerHandle,
 }
 
@@ -490,24 +538,54 @@ impl Connection {
         B::Error: Into<BoxError>,
     {
         let mut graceful = self.handle.graceful();
+        let activity = h2.then(Activity::default);
         let service = WithContext {
             inner: service,
             peer: self.peer.clone(),
             info: self.info,
             handle: self.handle.clone(),
             origins: Arc::clone(&self.origins),
+            activity: activity.clone(),
         };
         let config = &self.config;
-        let result = if h2 {
+        let result = if let Some(activity) = activity {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
                 .enable_connect_protocol()
+                .max_concurrent_streams(self.http2_limits.max_streams)
                 .max_header_list_size(u32::try_from(config.max_handshake_size).unwrap_or(u32::MAX));
-            serve_until_shutdown!(
-                builder.serve_connection(TokioIo::new(io), service),
-                graceful
-            )
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            // The first request within the handshake timeout, then never
+            // idle for longer than the idle timeout.
+            let idle = async {
+                let mut wait = config.handshake_timeout;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    if activity.idle_since_last_look() {
+                        return;
+                    }
+                    wait = self.http2_limits.idle_timeout;
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = &mut graceful => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = idle => {
+                    tracing::debug!(peer = %self.info.peer_addr, "closing an idle HTTP/2 connection");
+                    connection.as_mut().graceful_shutdown();
+                    // GOAWAY, then a PING the peer should answer: one that
+                    // does not holds the connection no longer than it had
+                    // for its first request.
+                    tokio::time::timeout(config.handshake_timeout, connection)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            }
         } else {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -557,6 +635,8 @@ struct WithContext<S> {
     info: ConnectionInfo,
     handle: ServerHandle,
     origins: Arc<Refusals>,
+    /// Over HTTP/2: what the connection has going on, for its idle timeout.
+    activity: Option<Activity>,
 }
 
 /// The body of a response: the application's, or the server's own refusal.
@@ -591,8 +671,16 @@ where
         if let Some(peer) = &self.peer {
             extensions.insert(peer.clone());
         }
+        let busy = self.activity.as_ref().map(|activity| {
+            extensions.insert(activity.clone());
+            activity.begin()
+        });
         let response = self.inner.call(request);
-        Box::pin(async move { Ok(response.await?.map(http_body_util::Either::Left)) })
+        Box::pin(async move {
+            let response = response.await?;
+            drop(busy);
+            Ok(response.map(http_body_util::Either::Left))
+        })
     }
 }
 

@@ -17,6 +17,8 @@
 
 mod accept;
 #[cfg(feature = "hyper")]
+mod activity;
+#[cfg(feature = "hyper")]
 mod handle;
 #[cfg(feature = "hyper")]
 mod listener;
@@ -37,7 +39,9 @@ pub use accept::{accept, accept_with};
 #[cfg(feature = "hyper")]
 pub use handle::{ConnectionInfo, ServerHandle, ServerStats};
 #[cfg(feature = "hyper")]
-pub use listener::{DEFAULT_MAX_CONNECTIONS, Server};
+pub use listener::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION, Server,
+};
 #[cfg(feature = "hyper")]
 pub use origin::{InvalidHost, InvalidOrigin, OriginPolicy, OriginRefusal};
 #[cfg(feature = "hyper")]

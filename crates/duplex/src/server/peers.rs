@@ -131,7 +131,11 @@ impl PeerLimits {
         if ip.is_loopback() && !self.limit_loopback {
             return Ok(None);
         }
-        let key = peer_key(ip);
+        self.take(peer_key(ip)).map(Some)
+    }
+
+    /// One more for `key`, if its limits allow.
+    fn take(self: &Arc<Self>, key: IpAddr) -> Result<PeerGuard, PeerRefusal> {
         let now = Instant::now();
         let mut table = self.lock();
         let rate = self.rate;
@@ -160,10 +164,10 @@ impl PeerLimits {
             table.idle -= 1;
         }
         drop(table);
-        Ok(Some(PeerGuard {
+        Ok(PeerGuard {
             limits: Arc::clone(self),
             key,
-        }))
+        })
     }
 
     /// One of `key`'s connections closed.
@@ -245,7 +249,21 @@ impl Drop for PeerGuard {
 /// HTTP/1.1 connection upgraded to a WebSocket stays counted for as long
 /// as the WebSocket lives.
 #[derive(Debug, Clone)]
-pub(crate) struct PeerSlot(#[allow(dead_code)] pub(crate) Arc<PeerGuard>);
+pub(crate) struct PeerSlot(pub(crate) Arc<PeerGuard>);
+
+impl PeerSlot {
+    /// One more count for the same address, as a new connection would take
+    /// (the connection limit and the rate both): what a WebSocket over
+    /// HTTP/2 takes, so that an address opening many on one connection is
+    /// held to the limits of one opening many connections.
+    pub(crate) fn another(&self) -> Result<PeerSlot, PeerRefusal> {
+        let guard = &self.0;
+        guard
+            .limits
+            .take(guard.key)
+            .map(|guard| PeerSlot(Arc::new(guard)))
+    }
+}
 
 /// The address a canonical `ip` is counted as: itself, or its /64.
 fn peer_key(ip: IpAddr) -> IpAddr {

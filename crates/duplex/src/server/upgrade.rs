@@ -21,6 +21,7 @@ use duplex_proto::handshake::HandshakeError;
 use duplex_proto::handshake::server::{reject, validate_connect_request, validate_request};
 
 use super::accept::{Accepted, negotiate_info};
+use super::activity::{Activity, Busy};
 use super::handle::{ServerHandle, WebSocketSlot};
 use super::peers::PeerSlot;
 use super::stream::ServerStream;
@@ -44,6 +45,11 @@ pub enum UpgradeError {
     /// `enable_connect_protocol`), so the stream cannot be taken over (500).
     #[error("this HTTP server does not hand over upgraded connections")]
     NotUpgradable,
+    /// Over HTTP/2, the client's address has as many WebSockets and
+    /// connections open as it may, or opens them too fast (429): each
+    /// WebSocket on a connection counts as a connection would.
+    #[error("{0}")]
+    PeerLimit(String),
 }
 
 impl UpgradeError {
@@ -55,6 +61,7 @@ impl UpgradeError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             UpgradeError::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
+            UpgradeError::PeerLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -127,8 +134,11 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
     slot: Option<WebSocketSlot>,
     /// The connection's count against its peer's limit, kept while the
-    /// WebSocket lives (an HTTP/1.1 connection's task ends at the upgrade).
+    /// WebSocket lives (an HTTP/1.1 connection's task ends at the upgrade);
+    /// over HTTP/2, a count of the WebSocket's own.
     peer: Option<PeerSlot>,
+    /// Over HTTP/2: the WebSocket keeps its connection from being idle.
+    busy: Option<Busy>,
 }
 
 impl Upgrade {
@@ -166,13 +176,23 @@ impl Upgrade {
                 }
             })?),
         };
+        let peer = match request.extensions().get::<PeerSlot>() {
+            Some(connection) if http2 => Some(
+                connection
+                    .another()
+                    .map_err(|refusal| UpgradeError::PeerLimit(refusal.to_string()))?,
+            ),
+            connection => connection.cloned(),
+        };
+        let busy = request.extensions().get::<Activity>().map(Activity::begin);
         let (response, accepted) = negotiate_info(&info, request.uri(), config);
         Ok(Upgrade {
             accepted,
             response,
             on_upgrade,
             slot,
-            peer: request.extensions().get::<PeerSlot>().cloned(),
+            peer,
+            busy,
         })
     }
 
@@ -197,6 +217,7 @@ impl Upgrade {
             on_upgrade,
             slot,
             peer,
+            busy,
         } = self;
         let handle = slot.as_ref().map(|slot| slot.handle().clone());
         let shutdown = handle.as_ref().map(ServerHandle::graceful);
@@ -227,7 +248,7 @@ impl Upgrade {
             }
             handler(ws).await;
             // Counted until the handler is done with the WebSocket.
-            drop((slot, peer));
+            drop((slot, peer, busy));
         };
         match handle {
             Some(handle) => handle.spawn(task),
