@@ -16,22 +16,24 @@ pub(crate) struct Activity(Arc<Inner>);
 struct Inner {
     /// Requests in progress and WebSockets open.
     open: AtomicUsize,
-    /// Whether anything began since the last look.
-    began: AtomicBool,
+    /// Whether anything began or ended since the last look: a connection
+    /// whose last request just ended has not been idle yet.
+    stirred: AtomicBool,
 }
 
 impl Activity {
     /// Something begins; it lasts as long as the guard.
     pub(crate) fn begin(&self) -> Busy {
         self.0.open.fetch_add(1, Ordering::AcqRel);
-        self.0.began.store(true, Ordering::Release);
+        self.0.stirred.store(true, Ordering::Release);
         Busy(self.clone())
     }
 
-    /// Whether nothing is going on and nothing began since the last call.
+    /// Whether nothing is going on, and nothing began or ended, since the
+    /// last call.
     pub(crate) fn idle_since_last_look(&self) -> bool {
-        let began = self.0.began.swap(false, Ordering::AcqRel);
-        !began && self.0.open.load(Ordering::Acquire) == 0
+        let stirred = self.0.stirred.swap(false, Ordering::AcqRel);
+        !stirred && self.0.open.load(Ordering::Acquire) == 0
     }
 }
 
@@ -41,7 +43,9 @@ pub(crate) struct Busy(Activity);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        (self.0).0.open.fetch_sub(1, Ordering::AcqRel);
+        let inner = &(self.0).0;
+        inner.open.fetch_sub(1, Ordering::AcqRel);
+        inner.stirred.store(true, Ordering::Release);
     }
 }
 
@@ -58,7 +62,7 @@ mod tests {
         drop(busy);
         assert!(
             !activity.idle_since_last_look(),
-            "a request came and went since the last look"
+            "it ended since the last look"
         );
         assert!(activity.idle_since_last_look());
     }
