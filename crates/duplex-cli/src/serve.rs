@@ -107,6 +107,11 @@ pub(crate) struct ServeArgs {
     /// Topics one duplex.v1 connection may subscribe to at once.
     #[arg(long, default_value_t = HubConfig::default().max_subscriptions, value_name = "N")]
     max_subscriptions: usize,
+    /// Subscribes and unsubscribes one duplex.v1 connection may make a
+    /// second (bursts of twice as many plus --max-subscriptions); past it
+    /// they get `too_many`.
+    #[arg(long, default_value_t = HubConfig::default().subscribe_rate, value_name = "N")]
+    subscribe_rate: u32,
     /// Bytes of one duplex.v1 frame from a client, after decompression;
     /// a larger one closes the connection with 1009 (publish more by POST).
     #[arg(long, default_value_t = HubConfig::default().max_v1_frame_size, value_name = "BYTES")]
@@ -220,7 +225,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .history_ttl(crate::limits::seconds("--history-ttl", args.history_ttl)?)
             .max_history_bytes(args.max_history_bytes)
             .max_subscriptions(args.max_subscriptions)
-            .max_v1_frame_size(args.max_v1_frame_size),
+            .max_v1_frame_size(args.max_v1_frame_size)
+            .subscribe_rate(args.subscribe_rate),
     );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {

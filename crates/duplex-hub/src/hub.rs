@@ -114,6 +114,13 @@ pub struct HubConfig {
     /// v1 frame is parsed before it is acted on, so this bounds the work
     /// and memory one frame can cost.
     pub max_v1_frame_size: usize,
+    /// Subscribes and unsubscribes one duplex.v1 connection may make a
+    /// second, in bursts of twice as many plus `max_subscriptions`; past
+    /// it they are answered `too_many`. Default 20: a page subscribes to
+    /// its topics once and resubscribes after a reconnect (a burst), while a client that
+    /// churns subscriptions, each a join and a leave for every watcher
+    /// of the topic, is slowed to a rate no watcher notices.
+    pub subscribe_rate: u32,
 }
 
 impl Default for HubConfig {
@@ -130,6 +137,7 @@ impl Default for HubConfig {
             max_subscriptions: 100,
             ping_interval: Duration::from_secs(25),
             max_v1_frame_size: 64 << 10,
+            subscribe_rate: 20,
         }
     }
 }
@@ -162,6 +170,7 @@ setters! {
     max_subscriptions: usize,
     ping_interval: Duration,
     max_v1_frame_size: usize,
+    subscribe_rate: u32,
 }
 
 /// Why a subscription or a publish could not be made.
@@ -525,6 +534,16 @@ enum Offer {
     Closed,
 }
 
+impl Inbox {
+    /// Whether the queue is less than half full: join/leave events are
+    /// queued only then, so that another client's churn can neither fill a
+    /// watcher's queue (and have it dropped as slow) nor take the room its
+    /// messages need.
+    fn has_room_for_presence(&self) -> bool {
+        self.tx.capacity() > self.tx.max_capacity() / 2
+    }
+}
+
 /// The topics of one server. Cheap to clone: clones share the topics.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -706,6 +725,10 @@ impl Topic {
         let mut lagged = 0;
         self.subscribers.retain(|_, subscriber| {
             if presence && !subscriber.presence {
+                return true;
+            }
+            if presence && !subscriber.inbox.has_room_for_presence() {
+                // Shed, never lagged (counted by `presence_event`).
                 return true;
             }
             // Written at once if the subscriber is idle; queued behind
@@ -1307,18 +1330,19 @@ impl Hub {
     /// Queues a join or leave for the local subscribers that watch
     /// `topic`'s presence.
     pub(crate) fn presence_event(&self, topic: &str, joined: bool, member: Member) {
-        let lagged = self
+        let (watchers, queued) = self
             .with_existing(topic, |entry| {
+                let watchers = entry.subscribers.values().filter(|s| s.presence).count();
                 let event = Queued::Presence(Arc::new(PresenceEvent {
                     topic: Arc::clone(&entry.name),
                     joined,
                     member,
                 }));
-                entry.fan_out(&event).1
+                (watchers, entry.fan_out(&event).0)
             })
-            .unwrap_or(0);
-        if lagged > 0 {
-            self.inner.metrics.lagged(lagged);
+            .unwrap_or((0, 0));
+        if watchers > queued {
+            self.inner.metrics.presence_shed((watchers - queued) as u64);
         }
     }
 

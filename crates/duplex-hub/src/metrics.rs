@@ -20,6 +20,7 @@ pub struct Metrics {
     backplane_out: AtomicU64,
     backplane_dropped: AtomicU64,
     backplane_too_large: AtomicU64,
+    presence_shed: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -47,6 +48,9 @@ pub struct Snapshot {
     /// Messages from other nodes dropped for being over the hub's
     /// `max_message_size`.
     pub backplane_too_large: u64,
+    /// Join/leave events not queued for a watcher whose queue was half
+    /// full (messages keep that half; nobody is dropped for presence).
+    pub presence_shed: u64,
     /// WebSocket connections to topics open now.
     pub connections: u64,
 }
@@ -87,6 +91,9 @@ impl Metrics {
     pub(crate) fn backplane_too_large(&self) {
         self.backplane_too_large.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn presence_shed(&self, n: u64) {
+        self.presence_shed.fetch_add(n, Ordering::Relaxed);
+    }
 
     /// A topic's WebSocket connection opened.
     pub(crate) fn connection_opened(&self) {
@@ -112,6 +119,7 @@ impl Metrics {
             backplane_out: get(&self.backplane_out),
             backplane_dropped: get(&self.backplane_dropped),
             backplane_too_large: get(&self.backplane_too_large),
+            presence_shed: get(&self.presence_shed),
             connections: get(&self.connections),
         }
     }
@@ -119,7 +127,7 @@ impl Metrics {
     /// The Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let s = self.snapshot();
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 12] = [
             (
                 "duplex_connections",
                 "gauge",
@@ -185,6 +193,12 @@ impl Metrics {
                 "counter",
                 "Messages from other nodes dropped for being over the message size limit.",
                 s.backplane_too_large,
+            ),
+            (
+                "duplex_presence_shed_total",
+                "counter",
+                "Join/leave events not queued for a watcher whose queue was half full.",
+                s.presence_shed,
             ),
         ];
         let mut out = String::new();

@@ -48,6 +48,45 @@ struct Connection {
     claims: Option<Claims>,
     inbox: Inbox,
     subscriptions: HashMap<String, Subscribed>,
+    /// Subscribes and unsubscribes it may still make now
+    /// ([`HubConfig::subscribe_rate`](crate::HubConfig::subscribe_rate)).
+    churn: Bucket,
+}
+
+/// A token bucket: `rate` a second, at most `burst` saved up.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    /// `rate` a second, in bursts of twice as many plus `subscriptions`:
+    /// a client that reconnects subscribes to all its topics at once.
+    fn new(rate: u32, subscriptions: usize) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        let burst = 2.0 * rate + subscriptions as f64;
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one if there is one.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// Runs a duplex.v1 connection until it closes: `welcome`, then requests
@@ -70,6 +109,7 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
         claims,
         inbox,
         subscriptions: HashMap::new(),
+        churn: Bucket::new(config.subscribe_rate, config.max_subscriptions),
     };
     let welcome = Frame::Welcome {
         version: 1,
@@ -172,6 +212,20 @@ impl Connection {
             }
         };
         let id = request.id();
+        if matches!(
+            request,
+            Request::Subscribe { .. } | Request::Unsubscribe { .. }
+        ) && !self.churn.take()
+        {
+            let rate = self.hub.config().subscribe_rate;
+            let refusal = Frame::error(
+                id,
+                ErrorCode::TooMany,
+                format!("at most {rate} subscribes and unsubscribes a second"),
+            );
+            let _ = ws.feed(refusal.to_message()).await;
+            return;
+        }
         let reply = match request {
             Request::Subscribe {
                 topic,
