@@ -93,6 +93,11 @@ pub(crate) struct ServeArgs {
     /// Topics with subscribers, at most; more subscriptions are refused.
     #[arg(long, default_value_t = HubConfig::default().max_topics, value_name = "N")]
     max_topics: usize,
+    /// Topics one client (a token's user, or an address; loopback ones
+    /// exempt) may have made that exist at once; one more gets 429 or
+    /// `too_many`.
+    #[arg(long, default_value_t = HubConfig::default().max_topics_per_client, value_name = "N")]
+    max_topics_per_client: usize,
     /// Messages each topic retains for clients that resume (duplex.v1
     /// `since`); 0 keeps none.
     #[arg(long, default_value_t = HubConfig::default().history_size, value_name = "N")]
@@ -226,7 +231,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .max_history_bytes(args.max_history_bytes)
             .max_subscriptions(args.max_subscriptions)
             .max_v1_frame_size(args.max_v1_frame_size)
-            .subscribe_rate(args.subscribe_rate),
+            .subscribe_rate(args.subscribe_rate)
+            .max_topics_per_client(args.max_topics_per_client),
     );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {

@@ -75,33 +75,45 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 const PUBLISH_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms)
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8]) then
+    return redis.error_reply('TOOMANY topics')
+  end
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('SET', KEYS[1], epoch)
 end
 local offset = string.format('%d', redis.call('INCR', KEYS[2]))
-local time = redis.call('TIME')
-local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+local now = string.format('%d', ms)
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], offset .. '-0', 'k', ARGV[2], 'd', ARGV[3], 't', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[4], ms + tonumber(ARGV[5]), ARGV[9])
 redis.call('PUBLISH', ARGV[6], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[3])
 return {epoch, offset}
 ";
 
 const OPEN_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms)
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[5]) then
+    return redis.error_reply('TOOMANY topics')
+  end
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
 end
+redis.call('ZADD', KEYS[4], ms + tonumber(ARGV[2]), ARGV[6])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local time = redis.call('TIME')
-local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+local now = string.format('%d', ms)
 local since = tonumber(ARGV[3])
 local entries = {}
 if since >= 0 and since < last then
@@ -178,7 +190,15 @@ pub(crate) struct Store {
     node: [u8; 16],
     /// See [`pubsub_limit`].
     max_message_size: usize,
+    /// [`HubConfig::max_topics`](crate::HubConfig::max_topics), counted
+    /// over every node in [`TOPICS_KEY`].
+    max_topics: usize,
 }
+
+/// Every topic Redis holds, scored by when it expires: so that
+/// `max_topics` bounds the cluster, not each node (a topic is made by the
+/// scripts only while fewer are there).
+const TOPICS_KEY: &str = "duplex:topics";
 
 /// Whether `e` is Redis's answer to a command (which failed that command)
 /// rather than a connection that broke.
@@ -303,6 +323,9 @@ impl Store {
         let mut connection = self.connection()?;
         match tokio::time::timeout(COMMAND_TIMEOUT, work(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.code() == Some("TOOMANY") => {
+                Err(HubError::TooManyTopics(self.max_topics))
+            }
             Ok(Err(e)) if is_reply(&e) => {
                 tracing::warn!(error = %e, "Redis refused a command");
                 Err(HubError::Refused(e.to_string()))
@@ -337,6 +360,7 @@ impl Store {
                     .key(key(topic, "epoch"))
                     .key(key(topic, "offset"))
                     .key(key(topic, "stream"))
+                    .key(TOPICS_KEY)
                     .arg(&*new_epoch())
                     .arg(&[kind][..])
                     .arg(data)
@@ -344,6 +368,8 @@ impl Store {
                     .arg(self.history_ttl_ms)
                     .arg(format!("{CHANNEL_PREFIX}{topic}"))
                     .arg(&header[..])
+                    .arg(self.max_topics)
+                    .arg(topic)
                     .invoke_async::<(String, u64)>(c)
                     .await
             })
@@ -375,10 +401,13 @@ impl Store {
                     .key(key(topic, "epoch"))
                     .key(key(topic, "offset"))
                     .key(key(topic, "stream"))
+                    .key(TOPICS_KEY)
                     .arg(&*new_epoch())
                     .arg(self.history_ttl_ms)
                     .arg(after)
                     .arg(PAGE)
+                    .arg(self.max_topics)
+                    .arg(topic)
                     .invoke_async(c)
                     .await
             })
@@ -528,6 +557,7 @@ impl Store {
             return;
         }
         let mut pipe = redis::pipe();
+        let until = now_ms() + self.history_ttl_ms;
         for topic in &topics {
             for what in ["epoch", "offset"] {
                 pipe.cmd("PEXPIRE")
@@ -535,6 +565,12 @@ impl Store {
                     .arg(self.history_ttl_ms)
                     .ignore();
             }
+            pipe.cmd("ZADD")
+                .arg(TOPICS_KEY)
+                .arg("XX")
+                .arg(until)
+                .arg(&**topic)
+                .ignore();
         }
         let _ = self.run(async |c| pipe.query_async::<()>(c).await).await;
     }
@@ -848,6 +884,7 @@ impl Backplane {
                 .max(1),
             node: hub.node(),
             max_message_size,
+            max_topics: config.max_topics,
         });
         if !hub.attach(Arc::clone(&store)) {
             return Err(BackplaneError::AlreadyAttached);
@@ -1394,7 +1431,7 @@ mod tests {
                 let hub = Hub::new(HubConfig::default().queue(10_000));
                 let (inbox, mut rx) = Inbox::new(10_000);
                 let (_membership, _) = runtime
-                    .block_on(hub.open("t", &inbox, None, None, false))
+                    .block_on(hub.open("t", &inbox, None, None, false, None))
                     .unwrap();
                 for &offset in &wire {
                     runtime.block_on(receive(

@@ -121,6 +121,14 @@ pub struct HubConfig {
     /// churns subscriptions, each a join and a leave for every watcher
     /// of the topic, is slowed to a rate no watcher notices.
     pub subscribe_rate: u32,
+    /// Topics that one client (a token's user, or an address) may have
+    /// made, by publishing or subscribing, that exist at once; one more
+    /// is refused as [`HubError::TooManyTopics`]. Default 1,000: a page
+    /// follows a few dozen, and it takes a hundred clients to fill the
+    /// default `max_topics`, so that one cannot lock everyone else out.
+    /// Topics made through [`Hub::publish`] and [`Hub::subscribe`] (the
+    /// application itself) are not counted.
+    pub max_topics_per_client: usize,
 }
 
 impl Default for HubConfig {
@@ -138,6 +146,7 @@ impl Default for HubConfig {
             ping_interval: Duration::from_secs(25),
             max_v1_frame_size: 64 << 10,
             subscribe_rate: 20,
+            max_topics_per_client: 1000,
         }
     }
 }
@@ -171,6 +180,7 @@ setters! {
     ping_interval: Duration,
     max_v1_frame_size: usize,
     subscribe_rate: u32,
+    max_topics_per_client: usize,
 }
 
 /// Why a subscription or a publish could not be made.
@@ -184,6 +194,10 @@ pub enum HubError {
     /// [`HubConfig::max_topics`] topics already exist.
     #[error("too many topics (at most {0})")]
     TooManyTopics(usize),
+    /// The client made [`HubConfig::max_topics_per_client`] topics that
+    /// still exist.
+    #[error("too many topics made by this client (at most {0})")]
+    TooManyTopicsForClient(usize),
     /// The message is over [`HubConfig::max_message_size`].
     #[error("a message is at most {0} bytes")]
     TooLarge(usize),
@@ -228,6 +242,37 @@ pub fn validate_topic(name: &str) -> Result<(), HubError> {
     } else {
         let shown: String = name.chars().take(MAX_TOPIC_LEN).collect();
         Err(HubError::InvalidTopic(shown))
+    }
+}
+
+/// Who asks for a topic to be made, for
+/// [`HubConfig::max_topics_per_client`]: a token's user, or without a
+/// token the client's address (an IPv6 address by its /64, the block one
+/// host is given).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Requester {
+    /// A token's `sub`.
+    User(Arc<str>),
+    /// An address (IPv6 masked to its /64).
+    Address(std::net::IpAddr),
+}
+
+impl Requester {
+    /// The requester of a client at `ip` without a token.
+    pub fn address(ip: std::net::IpAddr) -> Requester {
+        let ip = ip.to_canonical();
+        Requester::Address(match ip {
+            std::net::IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(bits.into())
+            }
+            v4 => v4,
+        })
+    }
+
+    /// The requester of a client whose token names `user`.
+    pub fn user(user: &str) -> Requester {
+        Requester::User(user.into())
     }
 }
 
@@ -559,7 +604,7 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
-    topics: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    topics: Mutex<Topics>,
     /// Bytes held by retained messages over all topics (see
     /// [`Delivery::held`]); shared with the deliveries, which add their
     /// duplex.v1 frame when they make it.
@@ -578,6 +623,13 @@ struct Inner {
 
 /// One topic behind its own lock.
 type Slot = Mutex<Topic>;
+
+/// The map of topics, and how many each client made that exist.
+#[derive(Debug, Default)]
+struct Topics {
+    map: HashMap<Arc<str>, Arc<Slot>>,
+    made_by: HashMap<Requester, usize>,
+}
 
 /// When a topic's oldest retained message expires (or expired by then:
 /// the message may have gone since, for count or bytes; the sweep looks).
@@ -636,6 +688,8 @@ struct Topic {
     removed: bool,
     /// In the expiry heap.
     scheduled: bool,
+    /// Who made it, counted against its quota while it exists.
+    made_by: Option<Requester>,
 }
 
 #[derive(Debug)]
@@ -670,6 +724,7 @@ impl Topic {
             synced: false,
             removed: false,
             scheduled: false,
+            made_by: None,
         }
     }
 
@@ -826,6 +881,7 @@ impl Hub {
             queue: config.queue.max(1),
             max_topics: config.max_topics.max(1),
             max_subscriptions: config.max_subscriptions.max(1),
+            max_topics_per_client: config.max_topics_per_client.max(1),
             history_ttl: config.history_ttl.max(Duration::from_millis(1)),
             ping_interval: config.ping_interval.max(Duration::from_millis(10)),
             ..config
@@ -833,7 +889,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(Topics::default()),
                 history_bytes: Arc::new(AtomicUsize::new(0)),
                 expiry: Mutex::new(BinaryHeap::new()),
                 sweeper: OnceLock::new(),
@@ -857,9 +913,19 @@ impl Hub {
 
     /// Subscribes to the live messages of `topic`.
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, HubError> {
+        self.subscribe_as(topic, None)
+    }
+
+    /// [`subscribe`](Self::subscribe) for `requester`, who may make only
+    /// so many topics ([`HubConfig::max_topics_per_client`]).
+    pub fn subscribe_as(
+        &self,
+        topic: &str,
+        requester: Option<&Requester>,
+    ) -> Result<Subscription, HubError> {
         validate_topic(topic)?;
         let (inbox, rx) = Inbox::new(self.inner.config.queue);
-        let (membership, _) = self.join(topic, &inbox, None, None, false, false)?;
+        let (membership, _) = self.join(topic, &inbox, None, None, false, false, requester)?;
         // The topic keeps the only sender: removing the subscriber (its
         // queue overflowed) closes the queue, so that `recv` needs no
         // second thing to wait on.
@@ -882,11 +948,12 @@ impl Hub {
         member: Option<Member>,
         since: Option<&Since>,
         watch: bool,
+        requester: Option<&Requester>,
     ) -> Result<(Membership, Opened), HubError> {
         validate_topic(topic)?;
         let Some(store) = self.inner.store.get() else {
             let (membership, opened) =
-                self.join(topic, inbox, member.clone(), since, watch, true)?;
+                self.join(topic, inbox, member.clone(), since, watch, true, requester)?;
             if let Some(member) = member {
                 self.presence_event(topic, true, member);
             }
@@ -894,7 +961,7 @@ impl Hub {
         };
         // Subscribed first, read second: a message published in between
         // arrives twice (the session skips offsets it has sent), never not.
-        let (membership, _) = self.join(topic, inbox, None, since, watch, true)?;
+        let (membership, _) = self.join(topic, inbox, None, since, watch, true, requester)?;
         let opened = store.open(topic, since, self).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
@@ -928,10 +995,11 @@ impl Hub {
         since: Option<&Since>,
         watch: bool,
         v1: bool,
+        requester: Option<&Requester>,
     ) -> Result<(Membership, Opened), HubError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let backplane = self.inner.store.get().is_some();
-        let (name, opened) = self.with_topic(topic, |entry| {
+        let (name, opened) = self.with_topic(topic, requester, |entry| {
             entry.subscribers.insert(
                 id,
                 Subscriber {
@@ -972,7 +1040,7 @@ impl Hub {
         ))
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Slot>>> {
+    fn map(&self) -> MutexGuard<'_, Topics> {
         // The map is consistent whatever panicked while holding it.
         self.inner
             .topics
@@ -984,23 +1052,39 @@ impl Hub {
     /// not exist and the limit allows, its expired history dropped. A
     /// topic that `f` leaves with no subscriber and no retained message
     /// goes.
-    fn with_topic<R>(&self, topic: &str, f: impl FnOnce(&mut Topic) -> R) -> Result<R, HubError> {
+    fn with_topic<R>(
+        &self,
+        topic: &str,
+        requester: Option<&Requester>,
+        f: impl FnOnce(&mut Topic) -> R,
+    ) -> Result<R, HubError> {
         self.start_sweeper();
         let mut f = Some(f);
         loop {
             let slot = {
                 let mut topics = self.map();
-                match topics.get(topic) {
+                match topics.map.get(topic) {
                     Some(slot) => Arc::clone(slot),
                     None => {
-                        let max = self.inner.config.max_topics;
-                        if topics.len() >= max {
-                            return Err(HubError::TooManyTopics(max));
+                        let config = &self.inner.config;
+                        if topics.map.len() >= config.max_topics {
+                            return Err(HubError::TooManyTopics(config.max_topics));
                         }
-                        let name: Arc<str> = Arc::from(topic);
-                        let slot = Arc::new(Mutex::new(Topic::new(Arc::clone(&name))));
-                        topics.insert(name, Arc::clone(&slot));
-                        self.inner.metrics.set_topics(topics.len());
+                        let mut made = Topic::new(Arc::from(topic));
+                        if let Some(requester) = requester {
+                            let count = topics.made_by.entry(requester.clone()).or_default();
+                            if *count >= config.max_topics_per_client {
+                                return Err(HubError::TooManyTopicsForClient(
+                                    config.max_topics_per_client,
+                                ));
+                            }
+                            *count += 1;
+                            made.made_by = Some(requester.clone());
+                        }
+                        let name = Arc::clone(&made.name);
+                        let slot = Arc::new(Mutex::new(made));
+                        topics.map.insert(name, Arc::clone(&slot));
+                        self.inner.metrics.set_topics(topics.map.len());
                         slot
                     }
                 }
@@ -1013,9 +1097,11 @@ impl Hub {
             if entry.is_idle() && entry.last > 0 {
                 // Nobody holds it and its whole history expired: as if it
                 // had been swept already, its offsets start again.
-                let (name, scheduled) = (Arc::clone(&entry.name), entry.scheduled);
+                let name = Arc::clone(&entry.name);
+                let (scheduled, made_by) = (entry.scheduled, entry.made_by.take());
                 *entry = Topic::new(name);
                 entry.scheduled = scheduled;
+                entry.made_by = made_by;
             }
             let f = f.take().expect("called once");
             let result = f(&mut entry);
@@ -1028,7 +1114,7 @@ impl Hub {
     fn with_existing<R>(&self, topic: &str, f: impl FnOnce(&mut Topic) -> R) -> Option<R> {
         let mut f = Some(f);
         loop {
-            let slot = Arc::clone(self.map().get(topic)?);
+            let slot = Arc::clone(self.map().map.get(topic)?);
             let mut entry = lock(&slot);
             if entry.removed {
                 continue;
@@ -1059,17 +1145,37 @@ impl Hub {
         entry.removed = true;
         let mut topics = self.map();
         if topics
+            .map
             .get(&entry.name)
             .is_some_and(|s| Arc::ptr_eq(s, slot))
         {
-            topics.remove(&entry.name);
+            topics.map.remove(&entry.name);
         }
-        self.inner.metrics.set_topics(topics.len());
+        if let Some(requester) = entry.made_by.take()
+            && let Some(count) = topics.made_by.get_mut(&requester)
+        {
+            *count -= 1;
+            if *count == 0 {
+                topics.made_by.remove(&requester);
+            }
+        }
+        self.inner.metrics.set_topics(topics.map.len());
     }
 
     /// Publishes `message` to every subscriber of `topic`, on every node
     /// with a backplane. Returns its offset; never waits but for Redis.
     pub async fn publish(&self, topic: &str, message: Message) -> Result<Published, HubError> {
+        self.publish_as(topic, message, None).await
+    }
+
+    /// [`publish`](Self::publish) for `requester`, who may make only so
+    /// many topics ([`HubConfig::max_topics_per_client`]).
+    pub async fn publish_as(
+        &self,
+        topic: &str,
+        message: Message,
+        requester: Option<&Requester>,
+    ) -> Result<Published, HubError> {
         validate_topic(topic)?;
         if message.len() > self.inner.config.max_message_size {
             return Err(HubError::TooLarge(self.inner.config.max_message_size));
@@ -1083,7 +1189,7 @@ impl Hub {
         }
         let Some(store) = self.inner.store.get() else {
             self.inner.metrics.published();
-            return self.publish_here(topic, message);
+            return self.publish_here(topic, message, requester);
         };
         let (epoch, offset) = store.publish(topic, &message, self).await?;
         self.inner.metrics.published();
@@ -1095,9 +1201,14 @@ impl Hub {
     }
 
     /// Without a backplane: assigns the offset, retains, delivers.
-    fn publish_here(&self, topic: &str, message: Message) -> Result<Published, HubError> {
+    fn publish_here(
+        &self,
+        topic: &str,
+        message: Message,
+        requester: Option<&Requester>,
+    ) -> Result<Published, HubError> {
         let config = &self.inner.config;
-        let (published, delivered, lagged) = self.with_topic(topic, |entry| {
+        let (published, delivered, lagged) = self.with_topic(topic, requester, |entry| {
             entry.last += 1;
             let delivery = Arc::new(Delivery::new(
                 Arc::clone(&entry.name),
@@ -1147,7 +1258,7 @@ impl Hub {
         let Some(oldest) = topic.history.front() else {
             return;
         };
-        let Some(slot) = self.map().get(&topic.name).map(Arc::downgrade) else {
+        let Some(slot) = self.map().map.get(&topic.name).map(Arc::downgrade) else {
             return;
         };
         topic.scheduled = true;
@@ -1362,7 +1473,7 @@ impl Hub {
 
     /// Every topic now, to look at one at a time (never two locks at once).
     fn slots(&self) -> Vec<Arc<Slot>> {
-        self.map().values().cloned().collect()
+        self.map().map.values().cloned().collect()
     }
 
     /// Every local duplex.v1 subscription, by topic (for the backplane's
@@ -1409,7 +1520,7 @@ impl Hub {
 
     /// Topics with subscribers or retained messages now.
     pub fn topic_count(&self) -> usize {
-        self.map().len()
+        self.map().map.len()
     }
 
     /// Subscribers of `topic` now.
@@ -1737,7 +1848,7 @@ mod tests {
 
     async fn open(hub: &Hub, topic: &str, since: Option<Since>) -> (Membership, Opened) {
         let (inbox, _rx) = Inbox::new(16);
-        hub.open(topic, &inbox, None, since.as_ref(), false)
+        hub.open(topic, &inbox, None, since.as_ref(), false, None)
             .await
             .unwrap()
     }
@@ -1864,7 +1975,10 @@ mod tests {
         // A duplex.v1 subscriber makes the message's frame: counted too,
         // while the history keeps it.
         let (inbox, mut rx) = Inbox::new(8);
-        let (_m, _) = hub.open("t", &inbox, None, None, false).await.unwrap();
+        let (_m, _) = hub
+            .open("t", &inbox, None, None, false, None)
+            .await
+            .unwrap();
         hub.publish("t", Message::text("hello")).await.unwrap();
         let Ok(Queued::Message(delivery)) = rx.try_recv() else {
             panic!("queued")
@@ -1906,16 +2020,57 @@ mod tests {
         assert_eq!((hub.topic_count(), hub.history_bytes()), (0, 0));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn one_client_cannot_fill_the_topic_table() {
+        let hub = Hub::new(
+            HubConfig::default()
+                .max_topics(10)
+                .max_topics_per_client(3)
+                .history_ttl(Duration::from_secs(10)),
+        );
+        let flood = Requester::address("2001:db8::1".parse().unwrap());
+        let same_host = Requester::address("2001:db8::2".parse().unwrap());
+        for i in 0..3 {
+            hub.publish_as(&format!("f{i}"), Message::text("x"), Some(&flood))
+                .await
+                .unwrap();
+        }
+        for (topic, who) in [("f3", &flood), ("f4", &same_host)] {
+            assert_eq!(
+                hub.publish_as(topic, Message::text("x"), Some(who))
+                    .await
+                    .unwrap_err(),
+                HubError::TooManyTopicsForClient(3),
+                "one /64 is one client"
+            );
+        }
+        // Others are not locked out; topics that exist cost nothing more.
+        let other = Requester::user("alice");
+        hub.publish_as("a", Message::text("x"), Some(&other))
+            .await
+            .unwrap();
+        hub.publish_as("f0", Message::text("again"), Some(&flood))
+            .await
+            .unwrap();
+        let _sub = hub.subscribe_as("a", Some(&flood)).unwrap();
+        // Once the flood's topics expire, its quota is back.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(hub.topic_count(), 1, "only the subscribed topic");
+        hub.publish_as("f9", Message::text("x"), Some(&flood))
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn a_publish_touches_only_its_own_topic() {
         // With another topic's lock held, a publish still goes through: it
         // takes no lock but its own topic's (and the map's, briefly). Were
         // it to take the other's, it would wait here for ever.
         let hub = hub(8);
-        hub.publish_here("busy", Message::text("x")).unwrap();
-        let slot = Arc::clone(hub.map().get("busy").unwrap());
+        hub.publish_here("busy", Message::text("x"), None).unwrap();
+        let slot = Arc::clone(hub.map().map.get("busy").unwrap());
         let held = lock(&slot);
-        hub.publish_here("free", Message::text("y")).unwrap();
+        hub.publish_here("free", Message::text("y"), None).unwrap();
         drop(held);
     }
 
@@ -1944,12 +2099,12 @@ mod tests {
             user: None,
         };
         let (_w, _) = hub
-            .open("t", &watcher, Some(alice.clone()), None, true)
+            .open("t", &watcher, Some(alice.clone()), None, true, None)
             .await
             .unwrap();
         let (other, _rx2) = Inbox::new(8);
         let (b, _) = hub
-            .open("t", &other, Some(bob.clone()), None, false)
+            .open("t", &other, Some(bob.clone()), None, false, None)
             .await
             .unwrap();
         let _raw = hub.subscribe("t").unwrap();

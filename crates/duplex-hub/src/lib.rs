@@ -46,8 +46,8 @@ mod v1_session;
 pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
 pub use backplane::{BackplaneError, BackplaneState};
 pub use hub::{
-    Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Since, Subscription,
-    validate_topic,
+    Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Requester, Since,
+    Subscription, validate_topic,
 };
 pub use metrics::Metrics;
 pub use service::HubService;

@@ -9,14 +9,15 @@ use http::{Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::hub::{Hub, HubError, validate_topic};
+use crate::hub::{Hub, HubError, Requester, validate_topic};
 use crate::service::text;
 
 /// Publishes the body of `request` to `topic`: text if the request says
 /// `text/*` or `application/json` (and it is UTF-8), binary otherwise.
 /// Answers `200` with `{"topic":…,"epoch":…,"offset":N,"delivered":N}`
 /// (the message's place in the topic, and how many local subscribers got
-/// it), `400` for a bad topic, too many topics, or text that is not UTF-8,
+/// it), `400` for a bad topic or text that is not UTF-8, `429` for too
+/// many topics (in all, or made by `requester`),
 /// `413` above `max_size` bytes, `408` (and `Connection: close`) when the
 /// body is not all there within the hub's `body_timeout`, `503` when the
 /// backplane cannot reach Redis.
@@ -25,6 +26,7 @@ pub(crate) async fn publish<B>(
     topic: &str,
     hub: &Hub,
     max_size: usize,
+    requester: Option<Requester>,
 ) -> Response<Full<Bytes>>
 where
     B: Body,
@@ -74,7 +76,7 @@ where
     } else {
         Message::Binary(body)
     };
-    match hub.publish(topic, message).await {
+    match hub.publish_as(topic, message, requester.as_ref()).await {
         Ok(published) => {
             // A valid topic name and an epoch need no JSON escaping.
             let body = format!(
@@ -86,8 +88,9 @@ where
                 .body(Full::new(Bytes::from(body)))
                 .expect("static response")
         }
-        Err(e @ (HubError::InvalidTopic(_) | HubError::TooManyTopics(_))) => {
-            text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+        Err(e @ HubError::InvalidTopic(_)) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        Err(e @ (HubError::TooManyTopics(_) | HubError::TooManyTopicsForClient(_))) => {
+            text(StatusCode::TOO_MANY_REQUESTS, &format!("{e}\n"))
         }
         Err(e @ HubError::TooLarge(_)) => text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
         Err(e @ (HubError::Unavailable | HubError::Refused(_))) => {
@@ -118,17 +121,17 @@ mod tests {
     async fn posting_publishes_text_or_binary() {
         let hub = Hub::new(HubConfig::default());
         let mut sub = hub.subscribe("t").unwrap();
-        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100).await;
+        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100, None).await;
         assert_eq!(response.status(), StatusCode::OK);
         let epoch = sub.recv().await.unwrap().epoch().to_owned();
         assert_eq!(
             body_of(response).await,
             format!("{{\"topic\":\"t\",\"epoch\":\"{epoch}\",\"offset\":1,\"delivered\":1}}\n")
         );
-        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100).await;
+        let response = publish(post(b"hello", Some("text/plain")), "t", &hub, 100, None).await;
         assert!(body_of(response).await.contains("\"offset\":2,"));
         assert_eq!(*sub.recv().await.unwrap().message(), Message::text("hello"));
-        let response = publish(post(b"\x00\x01", None), "t", &hub, 100).await;
+        let response = publish(post(b"\x00\x01", None), "t", &hub, 100, None).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             *sub.recv().await.unwrap().message(),
@@ -151,7 +154,7 @@ mod tests {
             .body(http_body_util::StreamBody::new(drip))
             .unwrap();
         let started = tokio::time::Instant::now();
-        let response = publish(request, "t", &hub, 1 << 20).await;
+        let response = publish(request, "t", &hub, 1 << 20, None).await;
         assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(response.headers()[header::CONNECTION], "close");
@@ -161,11 +164,11 @@ mod tests {
     #[tokio::test]
     async fn bad_posts_get_their_status() {
         let hub = Hub::new(HubConfig::default());
-        let too_big = publish(post(b"0123456789", None), "t", &hub, 5).await;
+        let too_big = publish(post(b"0123456789", None), "t", &hub, 5, None).await;
         assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let bad_text = publish(post(b"\xff", Some("text/plain")), "t", &hub, 5).await;
+        let bad_text = publish(post(b"\xff", Some("text/plain")), "t", &hub, 5, None).await;
         assert_eq!(bad_text.status(), StatusCode::BAD_REQUEST);
-        let bad_topic = publish(post(b"x", None), "a b", &hub, 5).await;
+        let bad_topic = publish(post(b"x", None), "a b", &hub, 5, None).await;
         assert_eq!(bad_topic.status(), StatusCode::BAD_REQUEST);
         assert_eq!(hub.metrics().snapshot().published, 0);
     }

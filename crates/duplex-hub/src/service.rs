@@ -36,14 +36,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use duplex::{Config, ServerHandle, Upgrade, is_upgrade_request};
+use duplex::{Config, ConnectionInfo, ServerHandle, Upgrade, is_upgrade_request};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::Full;
 
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
-use crate::hub::{Hub, validate_topic};
+use crate::hub::{Hub, HubError, Requester, validate_topic};
 use crate::{client_js, metrics, publish, session, v1, v1_session};
 
 /// The path prefix of topics.
@@ -267,9 +267,14 @@ impl HubService {
                 }
                 let hub = self.hub.clone();
                 let max = self.body_limit();
-                return Box::pin(
-                    async move { Ok(publish::publish(request, &topic, &hub, max).await) },
-                );
+                let claims = self
+                    .tokens
+                    .as_ref()
+                    .and_then(|v| v.verify_request(&request).ok());
+                let requester = requester(&request, claims.as_ref());
+                return Box::pin(async move {
+                    Ok(publish::publish(request, &topic, &hub, max, requester).await)
+                });
             }
             return ready(method_not_allowed("GET, POST"));
         }
@@ -320,11 +325,20 @@ impl HubService {
         };
         // After the handshake is accepted, so that a refused one leaves no
         // trace in the hub; dropping `upgrade` frees its place.
-        let subscription = match self.hub.subscribe(topic) {
+        let subscription = match self
+            .hub
+            .subscribe_as(topic, requester(request, claims.as_ref()).as_ref())
+        {
             Ok(subscription) => subscription,
             Err(e) => {
                 tracing::info!(error = %e, "refusing a subscription");
-                return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+                let status = match e {
+                    HubError::TooManyTopics(_) | HubError::TooManyTopicsForClient(_) => {
+                        StatusCode::TOO_MANY_REQUESTS
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return text(status, &format!("{e}\n"));
             }
         };
         let hub = self.hub.clone();
@@ -357,11 +371,12 @@ impl HubService {
             );
         }
         let hub = self.hub.clone();
+        let requester = requester(request, claims.as_ref());
         let token = claims.map(|claims| v1_session::Token {
             expiry: Box::pin(claims.expiry()),
             claims,
         });
-        upgrade.on_upgrade(move |ws| v1_session::run(ws, hub, token))
+        upgrade.on_upgrade(move |ws| v1_session::run(ws, hub, token, requester))
     }
 
     /// `GET /metrics`: the hub's counters, and the server's when the
@@ -441,6 +456,19 @@ where
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
         self.respond(request)
     }
+}
+
+/// Who a request is for the topics it makes: its token's user, else the
+/// client's address as duplex's server core saw it (`None` for a loopback
+/// client, as the server core's per-address limits exempt it: the
+/// operator's own tools and a reverse proxy in front, whose clients are
+/// many; and for a request that came through another server).
+fn requester<B>(request: &Request<B>, claims: Option<&Claims>) -> Option<Requester> {
+    if let Some(claims) = claims {
+        return Some(Requester::user(claims.subject()));
+    }
+    let ip = request.extensions().get::<ConnectionInfo>()?.peer_addr.ip();
+    (!ip.to_canonical().is_loopback()).then(|| Requester::address(ip))
 }
 
 /// `config` for duplex.v1 connections: the subprotocol offered, and

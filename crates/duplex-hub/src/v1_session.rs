@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::auth::{Claims, TOKEN_EXPIRED};
-use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Since};
+use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
 use crate::session::{Open, within};
 use crate::v1::{
     ClientFrame, ErrorCode, Frame, MAX_PRESENCE_CLIENTS, Request, parse_request, payload_message,
@@ -48,6 +48,8 @@ struct Connection {
     claims: Option<Claims>,
     inbox: Inbox,
     subscriptions: HashMap<String, Subscribed>,
+    /// Who it is for the topics it makes.
+    requester: Option<Requester>,
     /// Subscribes and unsubscribes it may still make now
     /// ([`HubConfig::subscribe_rate`](crate::HubConfig::subscribe_rate)).
     churn: Bucket,
@@ -94,7 +96,12 @@ impl Bucket {
 /// `ping_interval`. Closed with 1003 on a binary frame, 1008 when it falls
 /// behind by a whole queue or its token expires; dropped without a closing
 /// handshake when a write takes longer than the hub's `send_timeout`.
-pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option<Token>) {
+pub(crate) async fn run(
+    mut ws: WebSocket<ServerStream>,
+    hub: Hub,
+    token: Option<Token>,
+    requester: Option<Requester>,
+) {
     let _open = Open::new(&hub);
     let config = hub.config().clone();
     let (inbox, mut queue) = Inbox::new(config.queue);
@@ -109,6 +116,7 @@ pub(crate) async fn run(mut ws: WebSocket<ServerStream>, hub: Hub, token: Option
         claims,
         inbox,
         subscriptions: HashMap::new(),
+        requester,
         churn: Bucket::new(config.subscribe_rate, config.max_subscriptions),
     };
     let welcome = Frame::Welcome {
@@ -305,7 +313,14 @@ impl Connection {
         };
         let opened = self
             .hub
-            .open(&topic, &self.inbox, Some(member), since.as_ref(), presence)
+            .open(
+                &topic,
+                &self.inbox,
+                Some(member),
+                since.as_ref(),
+                presence,
+                self.requester.as_ref(),
+            )
             .await;
         let (membership, opened) = match opened {
             Ok(opened) => opened,
@@ -385,7 +400,11 @@ impl Connection {
         let Some(message) = payload_message(data, b64) else {
             return Frame::error(id, ErrorCode::BadRequest, "exactly one of data and b64");
         };
-        match self.hub.publish(&topic, message).await {
+        match self
+            .hub
+            .publish_as(&topic, message, self.requester.as_ref())
+            .await
+        {
             Ok(published) => Frame::Published {
                 id,
                 topic,
@@ -526,7 +545,7 @@ fn gap_frame(topic: &str, epoch: &str, offset: u64) -> Message {
 fn hub_error(id: Option<u64>, error: &HubError) -> Frame {
     let code = match error {
         HubError::InvalidTopic(_) => ErrorCode::BadRequest,
-        HubError::TooManyTopics(_) => ErrorCode::TooMany,
+        HubError::TooManyTopics(_) | HubError::TooManyTopicsForClient(_) => ErrorCode::TooMany,
         HubError::TooLarge(_) => ErrorCode::TooLarge,
         HubError::Unavailable | HubError::Refused(_) => ErrorCode::Unavailable,
     };

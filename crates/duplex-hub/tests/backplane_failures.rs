@@ -197,3 +197,25 @@ async fn a_redis_that_went_back_in_time_starts_the_offsets_again() {
     assert_ne!(again.epoch, last.epoch, "a new run of offsets");
     assert_eq!(again.offset, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_topics_bounds_every_node_together() {
+    let redis = Redis::start();
+    let config = || HubConfig::default().max_topics(3);
+    let (a, b) = (Hub::new(config()), Hub::new(config()));
+    let _pa = Backplane::redis(&a, &redis.url()).await.unwrap();
+    let _pb = Backplane::redis(&b, &redis.url()).await.unwrap();
+    for (hub, topic) in [(&a, "t1"), (&a, "t2"), (&b, "t3")] {
+        hub.publish(topic, Message::text("x")).await.unwrap();
+    }
+    // Each node holds fewer than three, but Redis holds three.
+    assert_eq!(
+        b.publish("t4", Message::text("x")).await,
+        Err(HubError::TooManyTopics(3))
+    );
+    let mut c = redis_connection(&redis).await;
+    let held = command(&mut c, &["ZCARD", "duplex:topics"]).await;
+    assert_eq!(held, redis::Value::Int(3));
+    // Topics that exist take more messages, on any node.
+    b.publish("t1", Message::text("y")).await.unwrap();
+}
