@@ -857,6 +857,37 @@ impl Topic {
     }
 }
 
+/// How a subscriber joins a topic ([`Hub::join`]).
+struct Joining<'a> {
+    /// As a duplex.v1 subscription that presence shows.
+    member: Option<Member>,
+    /// Where it resumes from (without a backplane: the history it gets).
+    since: Option<&'a Since>,
+    /// Whether it wants join/leave events.
+    watch: bool,
+    /// A duplex.v1 subscription (told of gaps) rather than a raw one.
+    v1: bool,
+    /// Who it counts against for the topics it makes.
+    requester: Option<&'a Requester>,
+}
+
+impl<'a> Joining<'a> {
+    fn v1(
+        member: Option<Member>,
+        since: Option<&'a Since>,
+        watch: bool,
+        requester: Option<&'a Requester>,
+    ) -> Joining<'a> {
+        Joining {
+            member,
+            since,
+            watch,
+            v1: true,
+            requester,
+        }
+    }
+}
+
 /// Whether this runs on a single-threaded (current-thread) Tokio runtime.
 fn single_threaded() -> bool {
     tokio::runtime::Handle::try_current()
@@ -925,7 +956,14 @@ impl Hub {
     ) -> Result<Subscription, HubError> {
         validate_topic(topic)?;
         let (inbox, rx) = Inbox::new(self.inner.config.queue);
-        let (membership, _) = self.join(topic, &inbox, None, None, false, false, requester)?;
+        let joining = Joining {
+            member: None,
+            since: None,
+            watch: false,
+            v1: false,
+            requester,
+        };
+        let (membership, _) = self.join(topic, &inbox, joining)?;
         // The topic keeps the only sender: removing the subscriber (its
         // queue overflowed) closes the queue, so that `recv` needs no
         // second thing to wait on.
@@ -952,8 +990,11 @@ impl Hub {
     ) -> Result<(Membership, Opened), HubError> {
         validate_topic(topic)?;
         let Some(store) = self.inner.store.get() else {
-            let (membership, opened) =
-                self.join(topic, inbox, member.clone(), since, watch, true, requester)?;
+            let (membership, opened) = self.join(
+                topic,
+                inbox,
+                Joining::v1(member.clone(), since, watch, requester),
+            )?;
             if let Some(member) = member {
                 self.presence_event(topic, true, member);
             }
@@ -961,7 +1002,8 @@ impl Hub {
         };
         // Subscribed first, read second: a message published in between
         // arrives twice (the session skips offsets it has sent), never not.
-        let (membership, _) = self.join(topic, inbox, None, since, watch, true, requester)?;
+        let (membership, _) =
+            self.join(topic, inbox, Joining::v1(None, since, watch, requester))?;
         let opened = store.open(topic, since, self).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
@@ -991,12 +1033,15 @@ impl Hub {
         &self,
         topic: &str,
         inbox: &Inbox,
-        member: Option<Member>,
-        since: Option<&Since>,
-        watch: bool,
-        v1: bool,
-        requester: Option<&Requester>,
+        joining: Joining<'_>,
     ) -> Result<(Membership, Opened), HubError> {
+        let Joining {
+            member,
+            since,
+            watch,
+            v1,
+            requester,
+        } = joining;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let backplane = self.inner.store.get().is_some();
         let (name, opened) = self.with_topic(topic, requester, |entry| {
