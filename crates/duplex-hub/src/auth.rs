@@ -164,6 +164,13 @@ pub enum TokenError {
         /// What the token's header says.
         found: String,
     },
+    /// Its `nbf` is still ahead (by more than the leeway).
+    #[error("the token is not valid yet (`nbf`)")]
+    NotYetValid,
+    /// Its header's `kid` names no key of this server (or it has none,
+    /// and this server has several).
+    #[error("the token's key is not one this server knows (`kid` {0:?})")]
+    UnknownKey(Option<String>),
 }
 
 impl TokenError {
@@ -208,6 +215,14 @@ pub struct Claims {
     subscribe: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     publish: Vec<String>,
+    /// Whom it is for: written by [`Claims::audience`], checked by
+    /// [`TokenVerifier::audience`] (one name or a list, as RFC 7519 allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
+    /// Who issued it: written by [`Claims::issuer`], checked by
+    /// [`TokenVerifier::issuer`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
     /// The leeway of the verifier that accepted it.
     #[serde(skip)]
     leeway: Duration,
@@ -225,8 +240,22 @@ impl Claims {
             exp,
             subscribe: Vec::new(),
             publish: Vec::new(),
+            aud: None,
+            iss: None,
             leeway: Duration::ZERO,
         }
+    }
+
+    /// Names whom the token is for (`aud`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Claims {
+        self.aud = Some(serde_json::Value::String(audience.into()));
+        self
+    }
+
+    /// Names who issued the token (`iss`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Claims {
+        self.iss = Some(issuer.into());
+        self
     }
 
     /// Adds topics or patterns that the client may subscribe to.
@@ -323,20 +352,34 @@ fn valid_pattern(pattern: &str) -> bool {
     pattern == "*" || validate_topic(pattern.strip_suffix(".*").unwrap_or(pattern)).is_ok()
 }
 
-/// Verifies tokens with one key and one algorithm. Cheap to clone; its
-/// `Debug` shows the algorithm, never the key.
+/// Verifies tokens with one key and its algorithm, or several told apart
+/// by their `kid` ([`TokenVerifier::kid`], [`TokenVerifier::or`]: keys
+/// rotated by the issuer). Cheap to clone; its `Debug` shows the
+/// algorithms, never a key.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: Arc<DecodingKey>,
-    algorithm: Algorithm,
+    keys: Arc<Vec<Key>>,
     leeway: Duration,
+    audience: Option<Arc<str>>,
+    issuer: Option<Arc<str>>,
+}
+
+/// One key of a verifier.
+#[derive(Clone)]
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
 }
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithms: Vec<_> = self.keys.iter().map(|k| (&k.kid, k.algorithm)).collect();
         f.debug_struct("TokenVerifier")
-            .field("algorithm", &self.algorithm)
+            .field("keys", &algorithms)
             .field("leeway", &self.leeway)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -366,10 +409,47 @@ impl TokenVerifier {
 
     fn with(key: DecodingKey, algorithm: Algorithm) -> TokenVerifier {
         TokenVerifier {
-            key: Arc::new(key),
-            algorithm,
+            keys: Arc::new(vec![Key {
+                kid: None,
+                key,
+                algorithm,
+            }]),
             leeway: DEFAULT_LEEWAY,
+            audience: None,
+            issuer: None,
         }
+    }
+
+    /// Names this verifier's keys `kid`: a token then needs that `kid` in
+    /// its header to be verified with them.
+    pub fn kid(mut self, kid: impl Into<String>) -> TokenVerifier {
+        let kid = kid.into();
+        for key in Arc::make_mut(&mut self.keys) {
+            key.kid = Some(kid.clone());
+        }
+        self
+    }
+
+    /// Takes the keys of `other` too: a token is verified with the key its
+    /// header's `kid` names, or without a `kid`, with the one key that has
+    /// none. So an issuer rotates keys: old and new are both taken until
+    /// the old one's tokens have expired.
+    pub fn or(mut self, other: TokenVerifier) -> TokenVerifier {
+        let other = Arc::try_unwrap(other.keys).unwrap_or_else(|shared| (*shared).clone());
+        Arc::make_mut(&mut self.keys).extend(other);
+        self
+    }
+
+    /// Tokens must name `audience` in `aud` (a string or a list).
+    pub fn audience(mut self, audience: impl Into<String>) -> TokenVerifier {
+        self.audience = Some(audience.into().into());
+        self
+    }
+
+    /// Tokens must name `issuer` in `iss`.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> TokenVerifier {
+        self.issuer = Some(issuer.into().into());
+        self
     }
 
     /// How far past its `exp` a token is still taken, and a connection kept
@@ -379,41 +459,93 @@ impl TokenVerifier {
         self
     }
 
-    /// The algorithm tokens must be signed with.
+    /// The algorithm tokens must be signed with (of the first key).
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.keys[0].algorithm
+    }
+
+    /// The key a token's header names.
+    fn key_for(&self, kid: Option<&str>) -> Result<&Key, TokenError> {
+        let found = match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                // A server with one key and no names takes any `kid`: many
+                // issuers name their key whether or not anyone asks.
+                .or_else(|| self.only_unnamed()),
+            None => {
+                let mut unnamed = self.keys.iter().filter(|k| k.kid.is_none());
+                match (unnamed.next(), unnamed.next()) {
+                    (Some(key), None) => Some(key),
+                    // Without names, one key alone may be taken for any.
+                    (None, None) if self.keys.len() == 1 => self.keys.first(),
+                    _ => None,
+                }
+            }
+        };
+        found.ok_or_else(|| TokenError::UnknownKey(kid.map(str::to_owned)))
+    }
+
+    /// The one key, when this verifier has one and it has no name.
+    fn only_unnamed(&self) -> Option<&Key> {
+        match &self.keys[..] {
+            [key] if key.kid.is_none() => Some(key),
+            _ => None,
+        }
     }
 
     /// Verifies `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         // The header is read first, so that `alg: none` (which jsonwebtoken
         // cannot even parse) and a foreign algorithm get their own error.
-        let found = header_algorithm(token)?;
-        if found != self.algorithm.name() {
+        let (found, kid) = header_algorithm(token)?;
+        let key = self.key_for(kid.as_deref())?;
+        if found != key.algorithm.name() {
             return Err(TokenError::WrongAlgorithm {
-                expected: self.algorithm,
+                expected: key.algorithm,
                 found,
             });
         }
-        let mut validation = Validation::new(self.algorithm.jwt());
+        let mut validation = Validation::new(key.algorithm.jwt());
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_exp = true;
+        // A token not valid yet is refused too (with the same leeway).
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        if let Some(audience) = &self.audience {
+            validation.set_audience(&[&**audience]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[&**issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
         validation.leeway = self.leeway.as_secs();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation).map_err(|e| {
-            match e.into_kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm {
-                    expected: self.algorithm,
-                    found: "another algorithm".to_owned(),
-                },
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    TokenError::Malformed(format!("no `{claim}` claim"))
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+                match e.into_kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    ErrorKind::InvalidAudience => {
+                        TokenError::Malformed("not for this audience (`aud`)".into())
+                    }
+                    ErrorKind::InvalidIssuer => {
+                        TokenError::Malformed("not from this issuer (`iss`)".into())
+                    }
+                    ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm {
+                        expected: key.algorithm,
+                        found: "another algorithm".to_owned(),
+                    },
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        TokenError::Malformed(format!("no `{claim}` claim"))
+                    }
+                    ErrorKind::Json(e) => TokenError::Malformed(format!("its claims: {e}")),
+                    other => TokenError::Malformed(format!("{other:?}")),
                 }
-                ErrorKind::Json(e) => TokenError::Malformed(format!("its claims: {e}")),
-                other => TokenError::Malformed(format!("{other:?}")),
-            }
-        })?;
+            })?;
         let mut claims = data.claims;
         claims
             .check_patterns()
@@ -429,11 +561,12 @@ impl TokenVerifier {
     }
 }
 
-/// The `alg` of a token's header, unverified.
-fn header_algorithm(token: &str) -> Result<String, TokenError> {
+/// The `alg` and `kid` of a token's header, unverified.
+fn header_algorithm(token: &str) -> Result<(String, Option<String>), TokenError> {
     #[derive(Deserialize)]
     struct RawHeader {
         alg: Option<String>,
+        kid: Option<String>,
     }
     let malformed = |why: &str| TokenError::Malformed(why.to_owned());
     if token.split('.').count() != 3 {
@@ -445,19 +578,38 @@ fn header_algorithm(token: &str) -> Result<String, TokenError> {
         .map_err(|_| malformed("its header is not base64url"))?;
     let header: RawHeader =
         serde_json::from_slice(&bytes).map_err(|_| malformed("its header is not a JSON object"))?;
-    header
+    let alg = header
         .alg
-        .ok_or_else(|| malformed("its header has no `alg`"))
+        .ok_or_else(|| malformed("its header has no `alg`"))?;
+    Ok((alg, header.kid))
 }
 
-/// The token a request carries: `Authorization: Bearer TOKEN`, else the
-/// `token` parameter of the query (taken as is: a JWT needs no escaping).
-/// Another `Authorization` scheme (a proxy's `Basic`) is not a token.
+/// The prefix of the `Sec-WebSocket-Protocol` entry that carries a token:
+/// `bearer.TOKEN` (a JWT is all token characters, RFC 9110 §5.6.2), for a
+/// browser, which cannot set `Authorization` on a WebSocket, to keep it out
+/// of the URL and so out of access logs. The server never answers with it.
+pub const PROTOCOL_TOKEN_PREFIX: &str = "bearer.";
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, else a
+/// `Sec-WebSocket-Protocol` entry `bearer.TOKEN`, else the `token`
+/// parameter of the query (taken as is: a JWT needs no escaping). Another
+/// `Authorization` scheme (a proxy's `Basic`) is not a token.
 pub fn token_from_request<B>(request: &Request<B>) -> Result<&str, TokenError> {
     if let Some(token) = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(bearer)
+    {
+        return Ok(token);
+    }
+    if let Some(token) = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(PROTOCOL_TOKEN_PREFIX))
+        .filter(|t| !t.is_empty())
     {
         return Ok(token);
     }
@@ -683,6 +835,111 @@ mod tests {
             .duration_since(SystemTime::now())
             .unwrap();
         assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+    }
+
+    /// An HS256 token signed with `secret`, `extra` merged into its claims
+    /// and `kid` in its header.
+    fn signed(secret: &[u8], kid: Option<&str>, extra: serde_json::Value) -> String {
+        let mut claims = serde_json::json!({"sub": "alice", "exp": exp_in(60)});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rotated_keys_are_told_apart_by_kid() {
+        let verifier = TokenVerifier::hs256(b"old secret")
+            .unwrap()
+            .kid("2026-11")
+            .or(TokenVerifier::hs256(b"new secret").unwrap().kid("2026-12"));
+        let none = serde_json::json!({});
+        for (secret, kid) in [(&b"old secret"[..], "2026-11"), (b"new secret", "2026-12")] {
+            assert!(
+                verifier
+                    .verify(&signed(secret, Some(kid), none.clone()))
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            verifier.verify(&signed(b"new secret", Some("2026-11"), none.clone())),
+            Err(TokenError::BadSignature),
+            "each kid its own key"
+        );
+        assert_eq!(
+            verifier.verify(&signed(b"new secret", Some("2025"), none.clone())),
+            Err(TokenError::UnknownKey(Some("2025".into())))
+        );
+        assert_eq!(
+            verifier.verify(&signed(b"new secret", None, none.clone())),
+            Err(TokenError::UnknownKey(None)),
+            "several keys: a token must say which"
+        );
+        // One key without a name takes a token with or without a kid.
+        let one = TokenVerifier::hs256(SECRET).unwrap();
+        assert!(
+            one.verify(&signed(SECRET, Some("any"), none.clone()))
+                .is_ok()
+        );
+        assert!(one.verify(&signed(SECRET, None, none)).is_ok());
+    }
+
+    #[test]
+    fn audience_issuer_and_not_before_are_checked() {
+        let verifier = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .audience("push")
+            .issuer("https://app.example");
+        let good = serde_json::json!({"aud": "push", "iss": "https://app.example"});
+        assert!(verifier.verify(&signed(SECRET, None, good)).is_ok());
+        let listed = serde_json::json!({"aud": ["api", "push"], "iss": "https://app.example"});
+        assert!(verifier.verify(&signed(SECRET, None, listed)).is_ok());
+        for bad in [
+            serde_json::json!({"iss": "https://app.example"}),
+            serde_json::json!({"aud": "api", "iss": "https://app.example"}),
+            serde_json::json!({"aud": "push"}),
+            serde_json::json!({"aud": "push", "iss": "https://evil.example"}),
+        ] {
+            assert!(
+                matches!(
+                    verifier.verify(&signed(SECRET, None, bad.clone())),
+                    Err(TokenError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        // Without them configured, `aud` and `iss` are not looked at.
+        let plain = TokenVerifier::hs256(SECRET).unwrap();
+        assert!(
+            plain
+                .verify(&signed(SECRET, None, serde_json::json!({"aud": "x"})))
+                .is_ok()
+        );
+        let later = serde_json::json!({"nbf": exp_in(3600)});
+        assert_eq!(
+            plain.verify(&signed(SECRET, None, later)),
+            Err(TokenError::NotYetValid)
+        );
+        let now = serde_json::json!({"nbf": exp_in(-1)});
+        assert!(plain.verify(&signed(SECRET, None, now)).is_ok());
+    }
+
+    #[test]
+    fn a_token_may_come_as_a_subprotocol() {
+        let request = Request::get("/topics")
+            .header(header::SEC_WEBSOCKET_PROTOCOL, "duplex.v1, bearer.a.b.c")
+            .body(())
+            .unwrap();
+        assert_eq!(token_from_request(&request), Ok("a.b.c"));
+        let header_wins = Request::get("/topics?token=q.q.q")
+            .header(header::AUTHORIZATION, "Bearer h.h.h")
+            .header(header::SEC_WEBSOCKET_PROTOCOL, "bearer.p.p.p")
+            .body(())
+            .unwrap();
+        assert_eq!(token_from_request(&header_wins), Ok("h.h.h"));
     }
 
     #[test]
