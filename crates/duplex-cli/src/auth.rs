@@ -77,7 +77,8 @@ pub(crate) fn secret_from(
 #[derive(Debug, Args)]
 pub(crate) struct AuthArgs {
     /// HS256 secret of the tokens that every WebSocket (topics and echo)
-    /// then needs, as ?token=TOKEN or Authorization: Bearer TOKEN: 401
+    /// then needs, as Authorization: Bearer TOKEN, the subprotocol
+    /// bearer.TOKEN (a browser's way, kept out of URLs) or ?token=TOKEN: 401
     /// without a valid one, 403 for a topic outside its `subscribe` claim;
     /// a message on a topic outside its `publish` claim closes the
     /// connection with 1008 "publish not allowed", and so does its expiry
@@ -95,9 +96,17 @@ pub(crate) struct AuthArgs {
     token_secret_file: Option<PathBuf>,
     /// Public key in PEM of the tokens' issuer: RS256 for an RSA key,
     /// ES256 for an EC P-256 key. Tokens of any other algorithm, and
-    /// `alg: none`, are refused.
-    #[arg(long, value_name = "FILE")]
-    token_public_key: Option<PathBuf>,
+    /// `alg: none`, are refused. Repeat it as KID=FILE to take several keys
+    /// (an issuer rotating them): a token is checked with the key its
+    /// header's `kid` names.
+    #[arg(long, value_name = "[KID=]FILE")]
+    token_public_key: Vec<String>,
+    /// Tokens must name AUD in their `aud` claim (401 otherwise).
+    #[arg(long, value_name = "AUD")]
+    token_audience: Option<String>,
+    /// Tokens must name ISS in their `iss` claim (401 otherwise).
+    #[arg(long, value_name = "ISS")]
+    token_issuer: Option<String>,
     /// Key that POST /topics/NAME and GET /metrics then need as
     /// Authorization: Bearer KEY (401 otherwise). /healthz stays open.
     /// Default: the environment's DUPLEX_API_KEY, when --api-key-file is not
@@ -115,25 +124,78 @@ pub(crate) struct AuthArgs {
     pub(crate) open_post: bool,
 }
 
+/// One `--token-public-key [KID=]FILE`: a value that names an existing
+/// file is a file, whatever it holds; else `KID=` before the path names
+/// the key.
+fn public_key(value: &str) -> Result<TokenVerifier, String> {
+    let (kid, path) = match value.split_once('=') {
+        Some((kid, path))
+            if !Path::new(value).exists()
+                && !kid.is_empty()
+                && kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            (Some(kid), path)
+        }
+        _ => (None, value),
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("--token-public-key {value}: {e}");
+    let pem = std::fs::read(path).map_err(|e| fail(&e))?;
+    let verifier = TokenVerifier::public_key_pem(&pem).map_err(|e| fail(&e))?;
+    Ok(match kid {
+        Some(kid) => verifier.kid(kid),
+        None => verifier,
+    })
+}
+
 impl AuthArgs {
     /// The token verifier, if a token key is given.
     pub(crate) fn verifier(&self) -> Result<Option<TokenVerifier>, String> {
-        if let Some(path) = &self.token_public_key {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("--token-public-key {}: {e}", path.display()))?;
-            let verifier = TokenVerifier::public_key_pem(&pem)
-                .map_err(|e| format!("--token-public-key {}: {e}", path.display()))?;
-            return Ok(Some(verifier));
+        let verifier = if self.token_public_key.is_empty() {
+            let secret = secret_from(
+                self.token_secret.as_ref(),
+                self.token_secret_file.as_deref(),
+                "token-secret",
+                "DUPLEX_TOKEN_SECRET",
+            )?;
+            match secret {
+                Some(s) => TokenVerifier::hs256(s.as_bytes())
+                    .map_err(|e| format!("--token-secret: {e}"))?,
+                None => {
+                    if self.token_audience.is_some() || self.token_issuer.is_some() {
+                        return Err("--token-audience and --token-issuer need a token key \
+                             (--token-secret or --token-public-key)"
+                            .to_owned());
+                    }
+                    return Ok(None);
+                }
+            }
+        } else {
+            let several = self.token_public_key.len() > 1;
+            let mut keys = None::<TokenVerifier>;
+            for value in &self.token_public_key {
+                if several && !value.contains('=') {
+                    return Err(format!(
+                        "--token-public-key {value}: with several keys, name each as KID=FILE"
+                    ));
+                }
+                let key = public_key(value)?;
+                keys = Some(match keys {
+                    Some(keys) => keys.or(key),
+                    None => key,
+                });
+            }
+            keys.expect("at least one --token-public-key")
+        };
+        let mut verifier = verifier;
+        if let Some(audience) = &self.token_audience {
+            verifier = verifier.audience(audience);
         }
-        let secret = secret_from(
-            self.token_secret.as_ref(),
-            self.token_secret_file.as_deref(),
-            "token-secret",
-            "DUPLEX_TOKEN_SECRET",
-        )?;
-        secret
-            .map(|s| TokenVerifier::hs256(s.as_bytes()).map_err(|e| format!("--token-secret: {e}")))
-            .transpose()
+        if let Some(issuer) = &self.token_issuer {
+            verifier = verifier.issuer(issuer);
+        }
+        Ok(Some(verifier))
     }
 
     /// The API key, if one is given.

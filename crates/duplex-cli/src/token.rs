@@ -34,6 +34,13 @@ pub(crate) struct TokenArgs {
     /// How long the token is valid: seconds, or a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_name = "TTL", value_parser = parse_ttl)]
     ttl: Duration,
+    /// Whom the token is for (the `aud` claim), for a server's
+    /// --token-audience.
+    #[arg(long, value_name = "AUD")]
+    aud: Option<String>,
+    /// Who issued it (the `iss` claim), for a server's --token-issuer.
+    #[arg(long, value_name = "ISS")]
+    iss: Option<String>,
 }
 
 pub(crate) fn run(args: TokenArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -47,9 +54,15 @@ pub(crate) fn run(args: TokenArgs) -> Result<ExitCode, Box<dyn std::error::Error
     let expires_at = SystemTime::now()
         .checked_add(args.ttl)
         .ok_or("--ttl is too long")?;
-    let claims = Claims::new(args.sub, expires_at)
+    let mut claims = Claims::new(args.sub, expires_at)
         .subscribe(args.subscribe)
         .publish(args.publish);
+    if let Some(aud) = args.aud {
+        claims = claims.audience(aud);
+    }
+    if let Some(iss) = args.iss {
+        claims = claims.issuer(iss);
+    }
     let token = duplex_hub::auth::sign_hs256(secret.as_bytes(), &claims)?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{token}")?;

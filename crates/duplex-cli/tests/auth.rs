@@ -182,6 +182,13 @@ fn tokens_by_query_or_header_open_what_their_claims_allow() {
     );
     assert_eq!(upgrade(&server, "/topics/chat.room", &bearer).0, 101);
     assert_eq!(upgrade(&server, "/echo", &bearer).0, 101);
+    // A browser's way: the token as a subprotocol, never answered with.
+    let offered = format!("Sec-WebSocket-Protocol: bearer.{token}\r\n");
+    for path in ["/topics/news", "/echo"] {
+        let (status, answer) = upgrade(&server, path, &offered);
+        assert_eq!(status, 101, "{path}: {answer}");
+        assert!(!answer.contains("bearer."), "{path}: {answer}");
+    }
     let (status, answer) = upgrade(&server, &format!("/topics/sport?token={token}"), "");
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("error=\"insufficient_scope\""), "{answer}");
@@ -199,6 +206,60 @@ fn tokens_by_query_or_header_open_what_their_claims_allow() {
     );
     assert!(out.status.success(), "{}", common::stderr_of(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+}
+
+#[test]
+fn audience_and_issuer_are_checked_when_asked_for() {
+    let server = Server::start(&[
+        "--token-secret",
+        SECRET,
+        "--token-audience",
+        "push",
+        "--token-issuer",
+        "https://app.example",
+    ]);
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--subscribe", "news"];
+        args.extend_from_slice(extra);
+        let token = mint(&args);
+        upgrade(&server, &format!("/topics/news?token={token}"), "")
+    };
+    assert_eq!(
+        with(&["--aud", "push", "--iss", "https://app.example"]).0,
+        101
+    );
+    let (status, answer) = with(&["--aud", "api", "--iss", "https://app.example"]);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("`aud`"), "{answer}");
+    let (status, answer) = with(&["--aud", "push"]);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("iss"), "{answer}");
+    assert_eq!(with(&[]).0, 401);
+}
+
+#[test]
+fn several_public_keys_must_be_named() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--token-public-key",
+            "a.pem",
+            "--token-public-key",
+            "b.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = common::stderr_of(&out);
+    assert!(stderr.contains("name each as KID=FILE"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--token-audience", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(common::stderr_of(&out).contains("need a token key"));
 }
 
 #[test]
