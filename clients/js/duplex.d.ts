@@ -84,7 +84,7 @@ export interface SubscribeOptions {
 }
 
 export interface ClientOptions {
-  /** A token for `?token=`, or a function giving one for each connection attempt. */
+  /** A token (sent as the subprotocol `bearer.TOKEN`), or a function giving one for each connection attempt. */
   token?: string | (() => string | Promise<string>);
   /** Smallest reconnect backoff ceiling, ms (default 500). */
   minDelay?: number;

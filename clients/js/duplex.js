@@ -12,6 +12,8 @@
 //   const { offset } = await client.publish("news", "hello");
 
 const PROTOCOL = "duplex.v1";
+// RFC 9110's token characters: what a subprotocol may be made of.
+const TOKEN_CHARS = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 const DEFAULT_PING_INTERVAL = 25; // seconds, until the welcome says otherwise
 const DEAD_AFTER_EXTRA = 10; // seconds of silence past ping_interval: the connection is dead
 
@@ -278,13 +280,19 @@ export class Client {
       }
       if (this._closed || this._ws) return;
     }
-    if (token) {
+    // The token goes as a subprotocol, `bearer.TOKEN`, which the server reads
+    // and never answers with: out of the URL, so out of access logs. One that
+    // is not all token characters (never a JWT) goes in the query instead.
+    const protocols = [PROTOCOL];
+    if (token && TOKEN_CHARS.test(token)) {
+      protocols.push("bearer." + token);
+    } else if (token) {
       url = new URL(url);
       url.searchParams.set("token", token);
     }
     let ws;
     try {
-      ws = new this.options.WebSocket(url.href, [PROTOCOL]);
+      ws = new this.options.WebSocket(url.href, protocols);
     } catch (e) {
       this._report(e);
       this._scheduleReconnect({ code: 0, reason: String(e && e.message) });

@@ -596,6 +596,43 @@ async function startTlsServer({ cert, key }) {
   return { proc, addr, stderr };
 }
 
+test('with tokens, duplex.js sends its token as the subprotocol bearer.TOKEN (not in the URL) and Chromium takes the answer', async () => {
+  const secret = 'browser-test-secret-browser-test-secret';
+  const node = await spawnReady([BIN, 'serve', '--bind', `${HOST}:0`, '--token-secret', secret],
+    /^listening on ws:\/\/[^:]+:(\d+)$/, 'duplex serve --token-secret');
+  const tokenBrowser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+  try {
+    const mint = (args) => execFileSync(BIN, ['token', '--secret', secret, '--sub', 'page', ...args]).toString().trim();
+    const token = mint(['--subscribe', 'tok', '--publish', 'tok', '--ttl', '5m']);
+    const p = await (await tokenBrowser.newContext()).newPage();
+    const urls = [];
+    p.on('websocket', (ws) => urls.push(ws.url()));
+    await p.goto(`http://${HOST}:${node.match[1]}/`, { waitUntil: 'load' });
+    const got = await p.evaluate(async (token) => {
+      const { Client } = await import('/duplex.js');
+      const client = new Client('/topics', { token });
+      const seen = [];
+      const sub = client.subscribe('tok', { onMessage: (m) => seen.push(m.data) });
+      await sub.ready;
+      const ack = await client.publish('tok', 'with a token');
+      while (seen.length < 1) await new Promise((r) => setTimeout(r, 20));
+      let refused = null;
+      try { await client.subscribe('other', {}).ready; } catch (e) { refused = e.code; }
+      client.close();
+      return { seen, offset: ack.offset, refused };
+    }, token);
+    assert.deepEqual(got.seen, ['with a token']);
+    assert.equal(got.offset, 1);
+    assert.equal(got.refused, 'forbidden', 'the claims are the token\'s');
+    assert.ok(urls.length >= 1 && urls.every((u) => !u.includes(token) && !u.includes('token=')), urls.join(' '));
+    assert.ok(!node.out.join('\n').includes(token), 'no token in the log');
+  } finally {
+    await tokenBrowser.close();
+    node.kill();
+    await node.exited;
+  }
+});
+
 test('over wss:// and HTTP/2: the page served over https:// connects with its own UI on the same connection and gets the echo; its topic panel works too', async () => {
   const tls = await startTlsServer(makeCerts(join(OUT_DIR, 'tls')));
   const tlsBrowser = await chromium.launch({

@@ -176,6 +176,28 @@ test("connects with duplex.v1, subscribes, publishes and receives", async () => 
   assert.equal(client.state, "disconnected");
 });
 
+test("a token goes as the subprotocol bearer.TOKEN, out of the URL; a function gives one per attempt", async () => {
+  const server = new FakeServer();
+  let minted = 0;
+  const client = new Client("ws://h/topics", {
+    ...fast,
+    WebSocket: server.WebSocket,
+    token: async () => `a.b.${++minted}`,
+  });
+  await client.subscribe("news", recorder()).ready;
+  const [ws] = server.conns;
+  assert.equal(ws.url, "ws://h/topics");
+  assert.deepEqual(ws.protocols, ["duplex.v1", "bearer.a.b.1"]);
+  client.close();
+  // Not a token's characters: the query instead (the constructor would throw).
+  const other = new Client("ws://h/topics", { ...fast, WebSocket: server.WebSocket, token: "a b" });
+  await other.subscribe("news", recorder()).ready;
+  const [second] = server.conns;
+  assert.equal(second.url, "ws://h/topics?token=a+b");
+  assert.deepEqual(second.protocols, ["duplex.v1"]);
+  other.close();
+});
+
 test("resumes after a drop from the last offset: every message once, in order", async () => {
   const server = new FakeServer();
   const client = new Client("ws://h/topics", { ...fast, WebSocket: server.WebSocket });
