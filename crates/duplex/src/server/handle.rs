@@ -73,8 +73,13 @@ pub struct ServerStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or behind a trusted proxy
+    /// the one it reported (by the PROXY protocol, port included, or in
+    /// `X-Forwarded-For`, port 0).
     pub peer_addr: SocketAddr,
+    /// The trusted proxy the request came through, if it named its client
+    /// ([`Server::trusted_proxies`](crate::Server::trusted_proxies)).
+    pub proxy_addr: Option<SocketAddr>,
     /// The server's address the client connected to.
     pub local_addr: SocketAddr,
     /// Whether the connection is TLS (`wss://`, `https://`).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -27,6 +27,7 @@ use super::activity::Activity;
 use super::handle::{ConnectionInfo, ServerHandle};
 use super::origin::OriginPolicy;
 use super::peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, PeerLimits, PeerSlot};
+use super::proxy::{IpNet, TrustedProxies, read_proxy_header};
 use super::ratelog::RateLimitedLog;
 use super::stream::ServerStream;
 use super::upgrade::{Upgrade, is_upgrade_request};
@@ -80,6 +81,8 @@ pub struct Server {
     connection_rate: Option<(u32, u32)>,
     limit_loopback: bool,
     http2_limits: Http2Limits,
+    trusted_proxies: Vec<IpNet>,
+    proxy_protocol: bool,
 }
 
 /// How much one HTTP/2 connection may hold, and for how long while idle.
@@ -125,7 +128,32 @@ impl Server {
                 max_streams: DEFAULT_MAX_STREAMS_PER_CONNECTION,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
             },
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
+    }
+
+    /// The load balancers and reverse proxies whose word on who their
+    /// clients are is taken (default none): from a peer in one of `nets`,
+    /// the client is the one `X-Forwarded-For` names (the rightmost address
+    /// in it not in `nets`), or with [`proxy_protocol`](Self::proxy_protocol)
+    /// the one its PROXY header names. That address is then the one the
+    /// per-address limits count (a WebSocket at its upgrade, as a
+    /// connection of its own: 429 past them), the logs show and
+    /// [`ConnectionInfo::peer_addr`] holds; the proxy's own connections are
+    /// not counted. Anyone else's `X-Forwarded-For` is ignored.
+    pub fn trusted_proxies(mut self, nets: impl IntoIterator<Item = IpNet>) -> Server {
+        self.trusted_proxies = nets.into_iter().collect();
+        self
+    }
+
+    /// Whether the trusted proxies open each connection with a PROXY
+    /// protocol header, v1 or v2 (default no): HAProxy's `send-proxy`, an
+    /// AWS NLB's proxy protocol v2. A trusted proxy's connection without
+    /// one is closed; other peers' connections are never read for one.
+    pub fn proxy_protocol(mut self, on: bool) -> Server {
+        self.proxy_protocol = on;
+        self
     }
 
     /// The limits, timeouts and extensions of every connection (default
@@ -350,13 +378,16 @@ impl Server {
             connection_rate,
             limit_loopback,
             http2_limits,
+            trusted_proxies,
+            proxy_protocol,
         } = self;
+        let proxies = Arc::new(TrustedProxies::new(trusted_proxies));
         let peers = Arc::new(PeerLimits::new(
             max_connections_per_ip,
             connection_rate,
             limit_loopback,
         ));
-        let peer_refusals = RateLimitedLog::default();
+        let peer_refusals = Arc::new(RateLimitedLog::default());
         #[cfg(feature = "tls")]
         if http2 && let Some(tls) = &tls {
             tls.offer_http2();
@@ -390,18 +421,29 @@ impl Server {
                 refusals.warn(peer_addr, &what);
                 continue;
             }
-            let peer = match peers.admit(peer_addr.ip()) {
-                Ok(guard) => guard.map(|guard| PeerSlot(Arc::new(guard))),
-                Err(refusal) => {
-                    peer_refusals.warn(peer_addr, &refusal);
-                    continue;
+            // A trusted proxy's connection is counted as its client's once
+            // the proxy has said who that is (its PROXY header, or each
+            // request's X-Forwarded-For); the proxy itself is not limited.
+            let from_proxy = proxies.trusts(peer_addr.ip());
+            let peer = if from_proxy {
+                None
+            } else {
+                match peers.admit(peer_addr.ip()) {
+                    Ok(guard) => guard.map(|guard| PeerSlot::new(guard, false)),
+                    Err(refusal) => {
+                        peer_refusals.warn(peer_addr, &refusal);
+                        continue;
+                    }
                 }
             };
             let connection = Connection {
                 peer,
+                peers: Arc::clone(&peers),
+                forwarding: (from_proxy && !proxy_protocol).then(|| Arc::clone(&proxies)),
                 origins: Arc::clone(&origins),
                 info: ConnectionInfo {
                     peer_addr,
+                    proxy_addr: None,
                     local_addr,
                     #[cfg(feature = "tls")]
                     tls: tls.is_some(),
@@ -416,12 +458,38 @@ impl Server {
             let service = service.clone();
             #[cfg(feature = "tls")]
             let tls = tls.clone();
+            let proxy_header = from_proxy && proxy_protocol;
+            let peer_refusals = Arc::clone(&peer_refusals);
             handle.spawn(async move {
+                let mut connection = connection;
+                let mut stream = stream;
                 let _counted = connection.handle.connection();
                 if let Err(e) = stream.set_nodelay(connection.config.nodelay) {
                     tracing::debug!(error = %e, "set_nodelay failed");
                 }
                 let deadline = Instant::now() + connection.config.handshake_timeout;
+                if proxy_header {
+                    let read = tokio::time::timeout_at(deadline, read_proxy_header(&mut stream));
+                    let client = match read.await {
+                        Ok(Ok(client)) => client,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(proxy = %peer_addr, error = %e, "closing a proxy's connection");
+                        }
+                        Err(_) => {
+                            return tracing::debug!(proxy = %peer_addr, "no PROXY header in time");
+                        }
+                    };
+                    if let Some(client) = client {
+                        connection.info.proxy_addr = Some(peer_addr);
+                        connection.info.peer_addr = client;
+                        match connection.peers.admit(client.ip()) {
+                            Ok(guard) => {
+                                connection.peer = guard.map(|guard| PeerSlot::new(guard, false));
+                            }
+                            Err(refusal) => return peer_refusals.warn(client, &refusal),
+                        }
+                    }
+                }
                 #[cfg(feature = "tls")]
                 if let Some(tls) = tls {
                     Box::pin(connection.serve_tls(stream, &tls, deadline, service)).await;
@@ -470,6 +538,11 @@ macro_rules! serve_until_shutdown {
 struct Connection {
     /// Counts the connection against its peer's limit while it lives.
     peer: Option<PeerSlot>,
+    /// The per-address limits, for a client a proxy names per request.
+    peers: Arc<PeerLimits>,
+    /// A trusted proxy's connection whose requests name their client in
+    /// `X-Forwarded-For`.
+    forwarding: Option<Arc<TrustedProxies>>,
     origins: Arc<Refusals>,
     info: ConnectionInfo,
     config: Arc<Config>,
@@ -542,6 +615,8 @@ impl Connection {
         let service = WithContext {
             inner: service,
             peer: self.peer.clone(),
+            peers: Arc::clone(&self.peers),
+            forwarding: self.forwarding.clone(),
             info: self.info,
             handle: self.handle.clone(),
             origins: Arc::clone(&self.origins),
@@ -632,6 +707,8 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> Option<bool> {
 struct WithContext<S> {
     inner: S,
     peer: Option<PeerSlot>,
+    peers: Arc<PeerLimits>,
+    forwarding: Option<Arc<TrustedProxies>>,
     info: ConnectionInfo,
     handle: ServerHandle,
     origins: Arc<Refusals>,
@@ -654,22 +731,58 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        if let Err(refusal) =
-            self.origins
-                .policy
-                .check(&request, self.info.local_addr, self.info.tls)
+        let refuse = |status: StatusCode, why: String| {
+            let response = Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(http_body_util::Either::Right(format!("{why}\n").into()))
+                .expect("static response");
+            Box::pin(std::future::ready(Ok(response))) as Self::Future
+        };
+        let mut info = self.info;
+        let mut peer = self.peer.clone();
+        if let Some(proxies) = &self.forwarding {
+            match proxies.forwarded_for(request.headers()) {
+                Ok(None) => {}
+                Ok(Some(client)) => {
+                    info.proxy_addr = Some(info.peer_addr);
+                    info.peer_addr = SocketAddr::new(client, 0);
+                    // A WebSocket through a proxy is counted as the
+                    // connection its client opened to the proxy.
+                    let upgrading = request.method() == http::Method::CONNECT
+                        || request.headers().contains_key(http::header::UPGRADE);
+                    if upgrading {
+                        match self.peers.admit(client) {
+                            Ok(guard) => peer = guard.map(|guard| PeerSlot::new(guard, true)),
+                            Err(refusal) => {
+                                self.origins.log.warn(info.peer_addr, &refusal);
+                                return refuse(StatusCode::TOO_MANY_REQUESTS, refusal.to_string());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.origins.log.warn(info.peer_addr, &e);
+                    return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                }
+            }
+        }
+        if let Err(refusal) = self
+            .origins
+            .policy
+            .check(&request, info.local_addr, info.tls)
         {
-            self.origins.log.warn(self.info.peer_addr, &refusal);
+            self.origins.log.warn(info.peer_addr, &refusal);
             let response = refusal
                 .to_response::<String>()
                 .map(|body| http_body_util::Either::Right(body.into()));
             return Box::pin(std::future::ready(Ok(response)));
         }
         let extensions = request.extensions_mut();
-        extensions.insert(self.info);
+        extensions.insert(info);
         extensions.insert(self.handle.clone());
-        if let Some(peer) = &self.peer {
-            extensions.insert(peer.clone());
+        if let Some(peer) = peer {
+            extensions.insert(peer);
         }
         let busy = self.activity.as_ref().map(|activity| {
             extensions.insert(activity.clone());

@@ -27,6 +27,8 @@ mod origin;
 #[cfg(feature = "hyper")]
 mod peers;
 #[cfg(feature = "hyper")]
+mod proxy;
+#[cfg(feature = "hyper")]
 mod ratelog;
 #[cfg(feature = "hyper")]
 pub(crate) mod shutdown;
@@ -46,6 +48,8 @@ pub use listener::{
 pub use origin::{InvalidHost, InvalidOrigin, OriginPolicy, OriginRefusal};
 #[cfg(feature = "hyper")]
 pub use peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, MAX_IDLE_PEERS};
+#[cfg(feature = "hyper")]
+pub use proxy::IpNet;
 #[cfg(feature = "hyper")]
 pub use stream::ServerStream;
 #[cfg(feature = "hyper")]

@@ -249,19 +249,32 @@ impl Drop for PeerGuard {
 /// HTTP/1.1 connection upgraded to a WebSocket stays counted for as long
 /// as the WebSocket lives.
 #[derive(Debug, Clone)]
-pub(crate) struct PeerSlot(pub(crate) Arc<PeerGuard>);
+pub(crate) struct PeerSlot {
+    guard: Arc<PeerGuard>,
+    /// Taken for one request (a client behind a proxy that names it in
+    /// `X-Forwarded-For`), not for the connection: a WebSocket upgraded
+    /// from it needs no other.
+    pub(crate) per_request: bool,
+}
 
 impl PeerSlot {
+    pub(crate) fn new(guard: PeerGuard, per_request: bool) -> PeerSlot {
+        PeerSlot {
+            guard: Arc::new(guard),
+            per_request,
+        }
+    }
+
     /// One more count for the same address, as a new connection would take
     /// (the connection limit and the rate both): what a WebSocket over
     /// HTTP/2 takes, so that an address opening many on one connection is
     /// held to the limits of one opening many connections.
     pub(crate) fn another(&self) -> Result<PeerSlot, PeerRefusal> {
-        let guard = &self.0;
+        let guard = &self.guard;
         guard
             .limits
             .take(guard.key)
-            .map(|guard| PeerSlot(Arc::new(guard)))
+            .map(|guard| PeerSlot::new(guard, false))
     }
 }
 

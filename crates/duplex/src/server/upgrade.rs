@@ -177,7 +177,7 @@ impl Upgrade {
             })?),
         };
         let peer = match request.extensions().get::<PeerSlot>() {
-            Some(connection) if http2 => Some(
+            Some(connection) if http2 && !connection.per_request => Some(
                 connection
                     .another()
                     .map_err(|refusal| UpgradeError::PeerLimit(refusal.to_string()))?,
