@@ -66,6 +66,19 @@ pub(crate) struct ServeArgs {
     /// WebSocket before it is closed.
     #[arg(long, default_value_t = duplex::server::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECS")]
     idle_timeout: f64,
+    /// A load balancer or reverse proxy (an address, or a network as
+    /// 10.0.0.0/8) whose X-Forwarded-For names its client: that address is
+    /// then the one the per-address limits count and the logs show (the
+    /// rightmost one in the header that is not a trusted proxy). Repeatable.
+    /// Anyone else's X-Forwarded-For is ignored.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    trusted_proxy: Vec<duplex::server::IpNet>,
+    /// The trusted proxies open each connection with a PROXY protocol
+    /// header (v1 or v2: HAProxy's send-proxy, a cloud load balancer's
+    /// proxy protocol), which names the client instead; their connections
+    /// without one are closed.
+    #[arg(long, requires = "trusted_proxy")]
+    proxy_protocol: bool,
     /// Bytes that partly received messages may hold across all
     /// connections; the connection that needs more is failed with 1013.
     #[arg(long, default_value_t = duplex::DEFAULT_MESSAGE_BUDGET, value_name = "BYTES")]
@@ -277,6 +290,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         .message_budget(args.message_budget)
         .max_streams_per_connection(args.max_streams_per_connection)
         .idle_timeout(crate::limits::seconds("--idle-timeout", args.idle_timeout)?)
+        .trusted_proxies(args.trusted_proxy.iter().copied())
+        .proxy_protocol(args.proxy_protocol)
         .origins(origins);
     if let Some(tls) = &tls {
         server = server.tls(tls.acceptor.clone());
@@ -396,4 +411,14 @@ async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
         Some(never) => match *never {},
         None => std::future::pending().await,
     }
+}
+
+/// `--trusted-proxy`: a network, or one address (a /32 or /128).
+fn parse_net(text: &str) -> Result<duplex::server::IpNet, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ip.into());
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is neither an address nor a network (10.0.0.0/8, 2001:db8::/32)")
+    })
 }
