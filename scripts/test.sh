@@ -6,7 +6,7 @@
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
 #   test             cargo test --workspace --all-features (the hub's tests start their own redis-server)
-#   build            cargo build --release --all-features -p duplex-cli -p duplex -p duplex-hub --examples --bins
+#   build            cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins
 #   autobahn-server  kosoku -m fuzzingclient against `duplex serve`, judged strictly
 #   autobahn-client  kosoku -m fuzzingserver against the example `autobahn_client`, judged strictly
 #   interop-client   Python websockets client -> duplex serve (e2e/interop/client_vs_duplex.py)
@@ -258,7 +258,7 @@ ensure_redis() {
   apt_install redis-server
 }
 step_test() { ensure_redis; cargo test --workspace --all-features; }
-step_build() { cargo build --release --all-features -p duplex-cli -p duplex -p duplex-hub --examples --bins; }
+step_build() { cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins; }
 # Compiles, never times: the Criterion benches, and the comparison harness
 # (bench/, its own workspace) in the release mode bench/compare.sh runs it in.
 step_bench() {

@@ -91,7 +91,7 @@ async def main() -> int:
     args = parser.parse_args()
     proc, url = await start(args.example)
     try:
-        print(f"websockets clients -> {url} (axum + duplex::axum::WebSocketUpgrade)")
+        print(f"websockets clients -> {url} (axum + duplex_ws::axum::WebSocketUpgrade)")
         await asyncio.wait_for(run(url), 60)
         status = await asyncio.to_thread(plain_get, url)
         check(status == 426, f"a plain GET is refused with 426 (got {status})")

@@ -43,7 +43,7 @@ mkdir -p "$work/certs"
 if [ -x "$target/release/examples/test_certs" ]; then
   "$target/release/examples/test_certs" "$work/certs" >/dev/null
 else
-  cargo run -q -p duplex --example test_certs -- "$work/certs" >/dev/null
+  cargo run -q -p duplex-ws --example test_certs -- "$work/certs" >/dev/null
 fi
 
 server_pid=""

@@ -3,7 +3,7 @@
 //!
 //! It does not use the `WebSocket` type. Each connection does the opening
 //! handshake with [`duplex_proto::handshake`] over a raw `TcpStream` (or, for
-//! a `wss://` URL, over rustls through [`duplex::tls::connect`], trusting the
+//! a `wss://` URL, over rustls through [`duplex_ws::tls::connect`], trusting the
 //! platform roots plus `--ca`), offering no extension (so that every server
 //! is compared on plain RFC 6455), and then:
 //!
@@ -40,10 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use duplex::MaybeTlsStream;
-use duplex::tls::rustls::ClientConfig;
 use duplex_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, write_request};
 use duplex_proto::{CloseCode, CloseFrame, FrameHeader, OpCode, ProtocolError, apply_mask};
+use duplex_ws::MaybeTlsStream;
+use duplex_ws::tls::rustls::ClientConfig;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,10 +178,10 @@ pub(crate) enum BenchError {
     Timeout,
     /// TLS set-up or handshake failed (bad `--ca`, untrusted certificate...).
     #[error(transparent)]
-    Tls(#[from] duplex::tls::TlsError),
+    Tls(#[from] duplex_ws::tls::TlsError),
     /// The HTTP/2 connection failed (`--http2`).
     #[error(transparent)]
-    Http2(#[from] duplex::Error),
+    Http2(#[from] duplex_ws::Error),
     /// `/proc/PID/...` could not be read or parsed.
     #[error("cannot read {path}: {reason}")]
     Proc {
@@ -229,11 +229,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error
     plan.addr = resolve(&plan.uri)?;
     if is_tls(&plan.uri) {
         let roots = match &args.ca {
-            Some(path) => duplex::tls::load_certificates(path)?,
+            Some(path) => duplex_ws::tls::load_certificates(path)?,
             None => Vec::new(),
         };
         plan.tls = Some(Tls {
-            config: duplex::tls::client_config(&roots)?,
+            config: duplex_ws::tls::client_config(&roots)?,
             host: host_of(&plan.uri).to_owned(),
         });
     }
@@ -621,13 +621,13 @@ async fn open(plan: &Plan, reader: &mut Reader) -> Result<Conn, BenchError> {
         let mut stream = match &plan.tls {
             None => MaybeTlsStream::Plain(tcp),
             Some(tls) => {
-                let tls = duplex::tls::connect(Arc::clone(&tls.config), &tls.host, tcp).await?;
+                let tls = duplex_ws::tls::connect(Arc::clone(&tls.config), &tls.host, tcp).await?;
                 MaybeTlsStream::Tls(Box::new(tls))
             }
         };
         let mut request = ClientRequest::new(plan.uri.clone());
         if plan.deflate {
-            request = request.extensions(duplex::DeflateConfig::default().client_offer());
+            request = request.extensions(duplex_ws::DeflateConfig::default().client_offer());
         }
         let (request, handshake) = request.build()?;
         let mut head = Vec::with_capacity(256);
@@ -644,14 +644,14 @@ async fn open(plan: &Plan, reader: &mut Reader) -> Result<Conn, BenchError> {
 /// An HTTP/2 connection of its own and one extended CONNECT on it; the
 /// WebSocket protocol on the stream is then the same as over HTTP/1.1.
 async fn open_http2(plan: &Plan) -> Result<Conn, BenchError> {
-    let mut builder = duplex::ClientBuilder::new(plan.uri.to_string()).http2(true);
+    let mut builder = duplex_ws::ClientBuilder::new(plan.uri.to_string()).http2(true);
     if let Some(tls) = &plan.tls {
         builder = builder.tls_config(Arc::clone(&tls.config));
     }
-    let connection = duplex::Http2Connection::connect(&builder).await?;
+    let connection = duplex_ws::Http2Connection::connect(&builder).await?;
     let mut request = ClientRequest::new(plan.uri.clone());
     if plan.deflate {
-        request = request.extensions(duplex::DeflateConfig::default().client_offer());
+        request = request.extensions(duplex_ws::DeflateConfig::default().client_offer());
     }
     let (request, handshake) = request.build_http2()?;
     let (response, stream) = connection.send_connect(request).await?;

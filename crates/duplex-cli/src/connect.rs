@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, ValueEnum};
-use duplex::http::{HeaderName, HeaderValue};
-use duplex::{ClientBuilder, Config, Event, Message};
+use duplex_ws::http::{HeaderName, HeaderValue};
+use duplex_ws::{ClientBuilder, Config, Event, Message};
 use tokio::io::AsyncBufReadExt;
 
 use crate::limits::LimitArgs;
@@ -74,7 +74,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<ExitCode, Box<dyn std::error::Err
 /// Adds the certificates of every `--ca` file to the client's roots.
 pub(crate) fn trust(mut builder: ClientBuilder, ca: &[PathBuf]) -> Result<ClientBuilder, String> {
     for path in ca {
-        for root in duplex::tls::load_certificates(path).map_err(|e| format!("--ca {e}"))? {
+        for root in duplex_ws::tls::load_certificates(path).map_err(|e| format!("--ca {e}"))? {
             builder = builder.add_root_certificate(root);
         }
     }

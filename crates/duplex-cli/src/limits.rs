@@ -48,7 +48,7 @@ pub(crate) struct LimitArgs {
 }
 
 impl LimitArgs {
-    pub(crate) fn apply(&self, config: &mut duplex::Config) -> Result<(), String> {
+    pub(crate) fn apply(&self, config: &mut duplex_ws::Config) -> Result<(), String> {
         config.max_message_size = self.max_message_size;
         config.max_frame_size = self.max_frame_size;
         config.max_handshake_size = self.max_handshake_size;
@@ -62,7 +62,7 @@ impl LimitArgs {
         if self.no_deflate {
             config.deflate = None;
         } else if config.deflate.is_none() {
-            config.deflate = Some(duplex::DeflateConfig::default());
+            config.deflate = Some(duplex_ws::DeflateConfig::default());
         }
         Ok(())
     }

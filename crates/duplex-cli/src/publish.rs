@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use duplex::{ClientBuilder, Config};
 use duplex_hub::client::{Client, Options};
+use duplex_ws::{ClientBuilder, Config};
 use http::{HeaderValue, header};
 use tokio::io::AsyncBufReadExt;
 
@@ -71,7 +71,7 @@ pub(crate) fn run(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Err
 /// `ws[s]://host:port/topics`, the duplex.v1 endpoint, from the server URL
 /// given.
 pub(crate) fn v1_url(server: &str) -> Result<String, String> {
-    let uri: duplex::http::Uri = server
+    let uri: duplex_ws::http::Uri = server
         .parse()
         .map_err(|e| format!("{server}: not a URL: {e}"))?;
     let scheme = match uri.scheme_str() {

@@ -11,10 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use duplex::{CloseCode, Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
 use duplex_hub::HubService;
 use duplex_hub::auth::TOKEN_EXPIRED;
 use duplex_hub::service::ResponseFuture;
+use duplex_ws::{CloseCode, Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Args;
-use duplex::Message;
 use duplex_hub::Since;
 use duplex_hub::client::Event;
+use duplex_ws::Message;
 
 /// Arguments of `duplex subscribe`.
 ///

@@ -4,7 +4,7 @@
 //! Certificates are made at run time with rcgen.
 
 mod common;
-#[path = "../../duplex/tests/pki/mod.rs"]
+#[path = "../../duplex-ws/tests/pki/mod.rs"]
 mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};

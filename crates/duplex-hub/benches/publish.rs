@@ -8,8 +8,8 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use duplex::Message;
 use duplex_hub::{Hub, HubConfig};
+use duplex_ws::Message;
 
 fn publish(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

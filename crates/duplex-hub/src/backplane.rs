@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use duplex::{Message, Utf8Bytes};
+use duplex_ws::{Message, Utf8Bytes};
 use futures_util::StreamExt;
 use redis::Value;
 use redis::aio::MultiplexedConnection;

@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use duplex_ws::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -57,7 +57,7 @@ const PING_GRACE: Duration = Duration::from_secs(10);
 pub enum ClientError {
     /// The connection could not be made.
     #[error("cannot connect: {0}")]
-    Connect(#[from] duplex::Error),
+    Connect(#[from] duplex_ws::Error),
     /// The server did not speak duplex.v1.
     #[error("the server does not speak duplex.v1: {0}")]
     Protocol(String),
@@ -379,7 +379,7 @@ impl Pending {
 /// What woke the task up.
 enum Step {
     Command(Option<Command>),
-    Event(Option<duplex::Event>),
+    Event(Option<duplex_ws::Event>),
     Silent,
 }
 
@@ -438,7 +438,7 @@ impl Task {
                     return;
                 }
                 Step::Command(Some(command)) => self.command(command).await,
-                Step::Event(Some(duplex::Event::Message(Message::Text(text)))) => {
+                Step::Event(Some(duplex_ws::Event::Message(Message::Text(text)))) => {
                     self.last_frame = Instant::now();
                     match serde_json::from_str::<Frame>(text.as_str()) {
                         Ok(frame) => self.frame(frame).await,
@@ -447,10 +447,10 @@ impl Task {
                         }
                     }
                 }
-                Step::Event(Some(duplex::Event::Error(e))) => {
+                Step::Event(Some(duplex_ws::Event::Error(e))) => {
                     tracing::info!(error = %e, "duplex.v1 connection failed");
                 }
-                Step::Event(Some(duplex::Event::Close { code, reason, .. })) => {
+                Step::Event(Some(duplex_ws::Event::Close { code, reason, .. })) => {
                     tracing::info!(code = code.0, reason, "duplex.v1 connection closed");
                 }
                 Step::Event(Some(_)) => {}

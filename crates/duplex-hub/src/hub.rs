@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use duplex::{Broadcast, Message};
+use duplex_ws::{Broadcast, Message};
 use tokio::sync::mpsc;
 // Tokio's clock, so that tests may move time.
 use tokio::time::Instant;
@@ -374,7 +374,7 @@ impl Delivery {
     }
 
     /// The message, to send with
-    /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
+    /// [`WebSocket::send_broadcast`](duplex_ws::WebSocket::send_broadcast).
     pub fn broadcast(&self) -> &Broadcast {
         &self.broadcast
     }
@@ -1649,7 +1649,7 @@ impl Subscription {
 
     /// The next message published to the topic, shared with every other
     /// subscriber: send its [`broadcast`](Delivery::broadcast) with
-    /// [`WebSocket::send_broadcast`](duplex::WebSocket::send_broadcast).
+    /// [`WebSocket::send_broadcast`](duplex_ws::WebSocket::send_broadcast).
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, RecvError> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }

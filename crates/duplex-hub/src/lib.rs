@@ -19,7 +19,7 @@
 //!   `/topics/{name}` subscribes and publishes, `POST /topics/{name}`
 //!   publishes, `GET /metrics`, `GET /healthz`, and `GET /duplex.js` serves
 //!   the browser client. It is a hyper and a tower
-//!   `Service`, for [`duplex::Server::serve_service`] or an axum `Router`.
+//!   `Service`, for [`duplex_ws::Server::serve_service`] or an axum `Router`.
 //!
 //! - [`v1`] holds the frames of duplex.v1, the topic subprotocol
 //!   (`docs/protocol.md`), which `/topics` serves; [`client`] is a Rust
@@ -28,7 +28,7 @@
 //! - [`auth`] says who may connect, subscribe and publish: JWTs with
 //!   per-topic claims for WebSockets, an API key for `POST` and `/metrics`.
 //!
-//! Messages are [`duplex::Message`]s: a payload is reference-counted, so a
+//! Messages are [`duplex_ws::Message`]s: a payload is reference-counted, so a
 //! message published to ten thousand subscribers is stored once.
 
 pub mod auth;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use duplex::ServerHandle;
+use duplex_ws::ServerHandle;
 
 /// What the hub has done so far. All counters are monotonic but the gauges
 /// (`topics`, `subscribers`, `connections`).

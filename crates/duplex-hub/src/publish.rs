@@ -4,7 +4,7 @@
 use std::error::Error as StdError;
 
 use bytes::Bytes;
-use duplex::{Message, Utf8Bytes};
+use duplex_ws::{Message, Utf8Bytes};
 use http::{Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};

@@ -1,5 +1,5 @@
 //! [`HubService`]: the push service as one HTTP service, for hyper (duplex's
-//! [`Server::serve_service`](duplex::Server::serve_service) or any hyper 1
+//! [`Server::serve_service`](duplex_ws::Server::serve_service) or any hyper 1
 //! server) and for tower (an axum `Router` mounts it with `nest_service` or
 //! `route_service`). This module owns the routes and their answers; what a
 //! subscriber's WebSocket does is the `session` module's, what a `POST`
@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use duplex::{Config, ConnectionInfo, ServerHandle, Upgrade, is_upgrade_request};
+use duplex_ws::{Config, ConnectionInfo, ServerHandle, Upgrade, is_upgrade_request};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::Full;
@@ -66,7 +66,7 @@ pub type ResponseFuture =
 /// use duplex_hub::{Hub, HubConfig, HubService};
 ///
 /// let service = HubService::new(Hub::new(HubConfig::default()));
-/// duplex::Server::bind("127.0.0.1:8080")
+/// duplex_ws::Server::bind("127.0.0.1:8080")
 ///     .await?
 ///     .serve_service(service)
 ///     .await
@@ -106,7 +106,7 @@ impl HubService {
     /// permessage-deflate, the server resets its compressor after each
     /// message (`server_no_context_takeover` is set here), so that a message
     /// published to many subscribers is compressed once for all
-    /// ([`duplex::Broadcast`]) and an idle subscriber holds no compressor.
+    /// ([`duplex_ws::Broadcast`]) and an idle subscriber holds no compressor.
     pub fn config(mut self, mut config: Config) -> HubService {
         if let Some(deflate) = &mut config.deflate {
             deflate.server_no_context_takeover = true;
@@ -604,7 +604,7 @@ mod tests {
     #[test]
     fn topic_connections_compress_once() {
         let mut config = Config::server();
-        config.deflate = Some(duplex::DeflateConfig::default());
+        config.deflate = Some(duplex_ws::DeflateConfig::default());
         let service = HubService::new(Hub::new(HubConfig::default())).config(config);
         let deflate = service.config.deflate.as_ref().unwrap();
         assert!(deflate.server_no_context_takeover);

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, ready};
 
-use duplex::{CloseCode, Event, ServerStream, TrySend, WebSocket};
+use duplex_ws::{CloseCode, Event, ServerStream, TrySend, WebSocket};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use tokio::time::Sleep;
@@ -212,7 +212,7 @@ impl Direct {
     }
 
     /// Writes everything queued.
-    async fn flush(&self) -> Result<(), duplex::Error> {
+    async fn flush(&self) -> Result<(), duplex_ws::Error> {
         std::future::poll_fn(|cx| Pin::new(&mut *self.lock()).poll_flush(cx)).await
     }
 
@@ -238,7 +238,7 @@ impl Direct {
 /// the cost of fanning a message out to thousands of subscribers.
 pub(crate) async fn within(
     timeout: std::time::Duration,
-    write: impl Future<Output = Result<(), duplex::Error>>,
+    write: impl Future<Output = Result<(), duplex_ws::Error>>,
 ) -> bool {
     let mut write = std::pin::pin!(write);
     let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
@@ -276,7 +276,7 @@ async fn expired(rights: &mut Option<Rights>) {
 mod tests {
     use std::time::Duration;
 
-    use duplex::{Config, Message, Role};
+    use duplex_ws::{Config, Message, Role};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -332,7 +332,7 @@ mod tests {
         // Something of its own waits in its output: publishers must queue.
         direct
             .lock()
-            .start_send_broadcast(&duplex::Broadcast::new(Message::from("own")))
+            .start_send_broadcast(&duplex_ws::Broadcast::new(Message::from("own")))
             .unwrap();
         hub.publish("t", Message::from("queued")).await.unwrap();
         // Its own goes out; a publish while the queue holds one is queued

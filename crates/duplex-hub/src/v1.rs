@@ -7,7 +7,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use duplex::Message;
+use duplex_ws::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::validate_topic;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use duplex::{CloseCode, Event, Message, ServerStream, WebSocket};
+use duplex_ws::{CloseCode, Event, Message, ServerStream, WebSocket};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 

@@ -13,9 +13,9 @@ mod support;
 
 use std::time::Duration;
 
-use duplex::Message;
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubError, RecvError, Subscription};
+use duplex_ws::Message;
 use support::Redis;
 
 async fn redis_connection(redis: &Redis) -> redis::aio::MultiplexedConnection {

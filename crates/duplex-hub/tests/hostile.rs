@@ -7,15 +7,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use duplex::{ClientBuilder, Config, DeflateConfig, Event, MaybeTlsStream, Message, WebSocket};
 use duplex_hub::{Hub, HubConfig, HubService};
+use duplex_ws::{ClientBuilder, Config, DeflateConfig, Event, MaybeTlsStream, Message, WebSocket};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
 async fn serve(service: HubService) -> SocketAddr {
-    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve_service(service));
     addr

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duplex::Message;
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubService};
+use duplex_ws::Message;
 use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_body_that_drips_in_gets_408_and_the_connection_ends_at_the_timeout() {
     let hub = Hub::new(HubConfig::default().body_timeout(Duration::from_millis(500)));
-    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve_service(HubService::new(hub.clone())));
 

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duplex::Message;
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, Subscription};
+use duplex_ws::Message;
 use support::Redis;
 
 async fn next(sub: &mut Subscription) -> Message {

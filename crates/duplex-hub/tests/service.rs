@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use duplex::{Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{ApiKey, Claims, Hub, HubConfig, HubService, TokenVerifier};
+use duplex_ws::{Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Serves `service` on a free loopback port until the test ends.
 async fn serve(service: HubService) -> (SocketAddr, ServerHandle) {
-    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
     tokio::spawn(server.serve_service(service));
@@ -27,7 +27,7 @@ async fn serve(service: HubService) -> (SocketAddr, ServerHandle) {
 }
 
 async fn subscribe(addr: SocketAddr, topic: &str) -> Client {
-    duplex::connect(&format!("ws://{addr}/topics/{topic}"))
+    duplex_ws::connect(&format!("ws://{addr}/topics/{topic}"))
         .await
         .unwrap()
 }
@@ -146,7 +146,7 @@ async fn subscribers_get_what_is_published_by_websocket_and_post() {
     assert_eq!(metric(addr, "duplex_websockets_open{http=\"2\"}").await, 0);
 
     // Bad names are refused as a subscription and as a POST.
-    let err = duplex::connect(&format!("ws://{addr}/topics/a%20b"))
+    let err = duplex_ws::connect(&format!("ws://{addr}/topics/a%20b"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
@@ -284,11 +284,11 @@ async fn wait_for_health(addr: SocketAddr, status: u16) -> String {
 async fn an_axum_app_mounts_the_service_under_a_prefix() {
     let hub = Hub::new(HubConfig::default());
     let app = axum::Router::new().nest_service("/push", HubService::new(hub));
-    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve_service(hyper_util::service::TowerToHyperService::new(app)));
 
-    let mut sub = duplex::connect(&format!("ws://{addr}/push/topics/news"))
+    let mut sub = duplex_ws::connect(&format!("ws://{addr}/push/topics/news"))
         .await
         .unwrap();
     let (status, body) = http(addr, "POST", "/push/topics/news", "", b"hi").await;
@@ -353,7 +353,8 @@ async fn next_close(ws: &mut Client) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_decide_who_subscribes_and_publishes() {
     let (addr, _server) = serve(guarded(TokenVerifier::hs256(SECRET).unwrap())).await;
-    let refused = |url: String| async move { duplex::connect(&url).await.unwrap_err().to_string() };
+    let refused =
+        |url: String| async move { duplex_ws::connect(&url).await.unwrap_err().to_string() };
     let err = refused(format!("ws://{addr}/topics/news")).await;
     assert!(err.contains("401"), "{err}");
     let expired = token(-60, &["news"], &[]);
@@ -395,10 +396,10 @@ async fn tokens_decide_who_subscribes_and_publishes() {
     assert!(err.contains("403"), "chat.* is not chat: {err}");
 
     // By the query and by the header.
-    let mut news = duplex::connect(&format!("ws://{addr}/topics/news?token={reader}"))
+    let mut news = duplex_ws::connect(&format!("ws://{addr}/topics/news?token={reader}"))
         .await
         .unwrap();
-    let mut room_reader = duplex::ClientBuilder::new(format!("ws://{addr}/topics/chat.room"))
+    let mut room_reader = duplex_ws::ClientBuilder::new(format!("ws://{addr}/topics/chat.room"))
         .header(
             http::header::AUTHORIZATION,
             http::HeaderValue::from_str(&format!("Bearer {reader}")).unwrap(),
@@ -406,9 +407,10 @@ async fn tokens_decide_who_subscribes_and_publishes() {
         .connect()
         .await
         .unwrap();
-    let mut room_writer = duplex::connect(&format!("ws://{addr}/topics/chat.room?token={writer}"))
-        .await
-        .unwrap();
+    let mut room_writer =
+        duplex_ws::connect(&format!("ws://{addr}/topics/chat.room?token={writer}"))
+            .await
+            .unwrap();
     room_writer.send("hi room").await.unwrap();
     assert_eq!(
         next_message(&mut room_writer).await,
@@ -468,7 +470,7 @@ async fn a_subscriber_is_closed_when_its_token_expires() {
     // `exp` is whole seconds: this one passes within two.
     let short = token(2, &["news"], &[]);
     let start = Instant::now();
-    let mut ws = duplex::connect(&format!("ws://{addr}/topics/news?token={short}"))
+    let mut ws = duplex_ws::connect(&format!("ws://{addr}/topics/news?token={short}"))
         .await
         .unwrap();
     assert_eq!(
@@ -482,7 +484,7 @@ async fn a_subscriber_is_closed_when_its_token_expires() {
     );
     // A longer token on the same server stays.
     let long = token(60, &["news"], &[]);
-    let mut ws = duplex::connect(&format!("ws://{addr}/topics/news?token={long}"))
+    let mut ws = duplex_ws::connect(&format!("ws://{addr}/topics/news?token={long}"))
         .await
         .unwrap();
     let nothing = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;

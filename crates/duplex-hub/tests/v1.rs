@@ -10,11 +10,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use duplex::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::client::{Client as V1Client, ClientError, Event as ClientEvent};
 use duplex_hub::v1::ErrorCode;
 use duplex_hub::{Claims, Hub, HubConfig, HubService, Since, TokenVerifier};
+use duplex_ws::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use serde_json::{Value, json};
 use support::Redis;
 use tokio::net::TcpStream;
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
 async fn serve(service: HubService) -> (SocketAddr, ServerHandle) {
-    let server = duplex::Server::bind("127.0.0.1:0").await.unwrap();
+    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
     tokio::spawn(server.serve_service(service));
@@ -128,7 +128,7 @@ async fn subscribe_publish_ack_unsubscribe() {
         json!({"type":"message","topic":"news","offset":2,"b64":"AAH/"})
     );
     // A raw subscriber's message gets an offset too.
-    let mut raw = duplex::connect(&format!("ws://{addr}/topics/news"))
+    let mut raw = duplex_ws::connect(&format!("ws://{addr}/topics/news"))
         .await
         .unwrap();
     raw.send("raw").await.unwrap();
@@ -199,7 +199,7 @@ async fn malformed_frames_get_bad_request_and_binary_closes() {
     };
     assert_eq!(close, 1003);
     // /topics without the subprotocol is refused.
-    let err = duplex::connect(&format!("ws://{addr}/topics"))
+    let err = duplex_ws::connect(&format!("ws://{addr}/topics"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");

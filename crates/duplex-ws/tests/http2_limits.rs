@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use duplex::{ClientBuilder, Config, Http2Connection, Message, Server};
+use duplex_ws::{ClientBuilder, Config, Http2Connection, Message, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

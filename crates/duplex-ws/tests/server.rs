@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use duplex::{Config, Event, Server, ServerHandle, Upgrade};
+use duplex_ws::{Config, Event, Server, ServerHandle, Upgrade};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +30,7 @@ async fn page_and_echo(max: usize) -> (SocketAddr, ServerHandle, JoinHandle<std:
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
     let service = hyper::service::service_fn(|mut request: Request<Incoming>| async move {
-        if !duplex::is_upgrade_request(&request) {
+        if !duplex_ws::is_upgrade_request(&request) {
             return Ok::<_, Infallible>(Response::new("page\n".to_owned()));
         }
         Ok(match Upgrade::new(&mut request, &Config::server()) {
@@ -42,7 +42,7 @@ async fn page_and_echo(max: usize) -> (SocketAddr, ServerHandle, JoinHandle<std:
     (addr, handle, task)
 }
 
-async fn echo(mut ws: duplex::WebSocket<duplex::ServerStream>) {
+async fn echo(mut ws: duplex_ws::WebSocket<duplex_ws::ServerStream>) {
     while let Ok(Some(message)) = ws.recv().await {
         if ws.send(message).await.is_err() {
             break;
@@ -105,7 +105,7 @@ async fn upgrade_after_get(addr: SocketAddr) -> (TcpStream, String) {
     (stream, status)
 }
 
-async fn wait_for(handle: &ServerHandle, what: impl Fn(&duplex::ServerStats) -> bool) {
+async fn wait_for(handle: &ServerHandle, what: impl Fn(&duplex_ws::ServerStats) -> bool) {
     tokio::time::timeout(WAIT, async {
         while !what(&handle.stats()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -146,18 +146,18 @@ async fn the_limit_counts_upgrades_on_kept_alive_connections() {
 async fn the_limit_counts_clients_of_the_library() {
     let (addr, handle, _task) = page_and_echo(2).await;
     let url = format!("ws://{addr}/");
-    let mut a = duplex::connect(&url).await.unwrap();
-    let _b = duplex::connect(&url).await.unwrap();
-    let err = duplex::connect(&url).await.unwrap_err();
+    let mut a = duplex_ws::connect(&url).await.unwrap();
+    let _b = duplex_ws::connect(&url).await.unwrap();
+    let err = duplex_ws::connect(&url).await.unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
     a.close(1000, "").await.unwrap();
     while a.next().await.is_some() {}
     wait_for(&handle, |s| s.websockets == 1).await;
-    let mut c = duplex::connect(&url).await.unwrap();
+    let mut c = duplex_ws::connect(&url).await.unwrap();
     assert!(matches!(c.next().await, Some(Event::Open)));
     c.send("again").await.unwrap();
     assert!(
-        matches!(c.next().await, Some(Event::Message(m)) if m == duplex::Message::text("again"))
+        matches!(c.next().await, Some(Event::Message(m)) if m == duplex_ws::Message::text("again"))
     );
 }
 
@@ -166,7 +166,7 @@ async fn shutdown_closes_every_websocket_with_1001_and_returns() {
     let (addr, handle, task) = page_and_echo(100).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+        let mut ws = duplex_ws::connect(&format!("ws://{addr}/")).await.unwrap();
         assert!(matches!(ws.next().await, Some(Event::Open)));
         clients.push(ws);
     }
@@ -200,7 +200,7 @@ async fn shutdown_drops_a_handler_that_will_not_close_after_the_timeout() {
         let _keep = ws;
         std::future::pending::<()>().await;
     }));
-    let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+    let mut ws = duplex_ws::connect(&format!("ws://{addr}/")).await.unwrap();
     wait_for(&handle, |s| s.websockets == 1).await;
     handle.shutdown();
     tokio::time::timeout(WAIT, task)
@@ -238,7 +238,7 @@ async fn the_hook_accepts_with_a_config_or_refuses_with_a_response() {
             while ws.next().await.is_some() {}
         },
     ));
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/chat"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/chat"))
         .protocols(["chat.v1"])
         .connect()
         .await
@@ -247,11 +247,11 @@ async fn the_hook_accepts_with_a_config_or_refuses_with_a_response() {
     assert!(matches!(ws.next().await, Some(Event::Open)));
     match ws.next().await {
         Some(Event::Message(m)) => {
-            assert_eq!(m, duplex::Message::text("protocol Some(\"chat.v1\")"))
+            assert_eq!(m, duplex_ws::Message::text("protocol Some(\"chat.v1\")"))
         }
         other => panic!("{other:?}"),
     }
-    let err = duplex::connect(&format!("ws://{addr}/elsewhere"))
+    let err = duplex_ws::connect(&format!("ws://{addr}/elsewhere"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
@@ -296,7 +296,7 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
 }
 
 /// Reads events until the Close event, and returns it.
-async fn close_event<S>(ws: &mut duplex::WebSocket<S>) -> (u16, String, bool)
+async fn close_event<S>(ws: &mut duplex_ws::WebSocket<S>) -> (u16, String, bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -321,20 +321,23 @@ where
 async fn http2_streams_share_a_connection_count_against_the_limit_and_get_1001() {
     let (addr, handle, task) = page_and_echo(2).await;
     // Prior knowledge over plain TCP (h2c): the same server core.
-    let base = duplex::ClientBuilder::new(format!("ws://{addr}/")).http2(true);
-    let h2 = duplex::Http2Connection::connect(&base).await.unwrap();
+    let base = duplex_ws::ClientBuilder::new(format!("ws://{addr}/")).http2(true);
+    let h2 = duplex_ws::Http2Connection::connect(&base).await.unwrap();
     let mut a = h2
-        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/a")))
+        .websocket(duplex_ws::ClientBuilder::new(format!("ws://{addr}/a")))
         .await
         .unwrap();
     let mut b = h2
-        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/b")))
+        .websocket(duplex_ws::ClientBuilder::new(format!("ws://{addr}/b")))
         .await
         .unwrap();
     for (ws, text) in [(&mut a, "on a"), (&mut b, "on b")] {
         assert!(matches!(ws.next().await, Some(Event::Open)));
         ws.send(text).await.unwrap();
-        assert_eq!(ws.recv().await.unwrap(), Some(duplex::Message::text(text)));
+        assert_eq!(
+            ws.recv().await.unwrap(),
+            Some(duplex_ws::Message::text(text))
+        );
     }
     let stats = handle.stats();
     assert_eq!((stats.websockets_http2, stats.websockets_http1), (2, 0));
@@ -342,7 +345,7 @@ async fn http2_streams_share_a_connection_count_against_the_limit_and_get_1001()
 
     // A third stream on the same connection is refused before upgrading.
     let err = h2
-        .websocket(duplex::ClientBuilder::new(format!("ws://{addr}/c")))
+        .websocket(duplex_ws::ClientBuilder::new(format!("ws://{addr}/c")))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
@@ -369,10 +372,10 @@ async fn http2_negotiates_permessage_deflate_and_subprotocols_in_the_headers() {
     let server = Server::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     let mut config = Config::server();
-    config.deflate = Some(duplex::DeflateConfig::default());
+    config.deflate = Some(duplex_ws::DeflateConfig::default());
     config.protocols = vec!["chat.v2".to_owned()];
     tokio::spawn(server.config(config).serve(echo));
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/"))
         .http2(true)
         .protocols(["chat.v1", "chat.v2"])
         .connect()
@@ -389,7 +392,10 @@ async fn http2_negotiates_permessage_deflate_and_subprotocols_in_the_headers() {
     // Compressible, and larger than one HTTP/2 flow-control window.
     let text = "duplex over HTTP/2 ".repeat(10_000);
     ws.send(text.as_str()).await.unwrap();
-    assert_eq!(ws.recv().await.unwrap(), Some(duplex::Message::text(text)));
+    assert_eq!(
+        ws.recv().await.unwrap(),
+        Some(duplex_ws::Message::text(text))
+    );
     ws.close(1000, "done").await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), None);
 }
@@ -444,7 +450,7 @@ async fn the_origin_policy_refuses_foreign_pages_and_rebound_hosts() {
 
 #[tokio::test]
 async fn allowed_origins_are_let_in_and_any_lets_everyone_in() {
-    let policy = duplex::OriginPolicy::new()
+    let policy = duplex_ws::OriginPolicy::new()
         .allow("https://*.example.com")
         .unwrap();
     let server = Server::bind("127.0.0.1:0").await.unwrap().origins(policy);
@@ -462,7 +468,7 @@ async fn allowed_origins_are_let_in_and_any_lets_everyone_in() {
     let server = Server::bind("127.0.0.1:0")
         .await
         .unwrap()
-        .origins(duplex::OriginPolicy::any());
+        .origins(duplex_ws::OriginPolicy::any());
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.serve(echo));
     assert_eq!(

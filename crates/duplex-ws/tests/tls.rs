@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::tls::{TlsAcceptor, TlsError, rustls};
-use duplex::{ClientBuilder, Config, Error, Event, MaybeTlsStream, Message, WebSocket};
+use duplex_ws::tls::{TlsAcceptor, TlsError, rustls};
+use duplex_ws::{ClientBuilder, Config, Error, Event, MaybeTlsStream, Message, WebSocket};
 use pki::{Ca, KeyFormat, KeyKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +36,7 @@ async fn tls_echo_server(acceptor: TlsAcceptor) -> (SocketAddr, Outcomes) {
                 let result = async {
                     let tls = acceptor.accept(tcp).await?;
                     let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
-                    let mut ws = duplex::accept(tls).await?;
+                    let mut ws = duplex_ws::accept(tls).await?;
                     ws.send(format!("welcome {sni}")).await?;
                     while let Some(message) = ws.recv().await? {
                         ws.send(message).await?;
@@ -62,7 +62,7 @@ async fn plain_echo_server() -> (SocketAddr, Outcomes) {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let result = async {
-                    let mut ws = duplex::accept(tcp).await?;
+                    let mut ws = duplex_ws::accept(tcp).await?;
                     while let Some(message) = ws.recv().await? {
                         ws.send(message).await?;
                     }
@@ -291,7 +291,7 @@ async fn a_tls_client_hello_to_a_plain_listener_fails_cleanly_on_both_ends() {
     let server = next_outcome(&mut outcomes).await.unwrap_err();
     assert!(matches!(server, Error::Handshake(_)), "{server:?}");
     // And goes on serving ws://.
-    let mut ws = duplex::connect(&format!("ws://127.0.0.1:{}/", addr.port()))
+    let mut ws = duplex_ws::connect(&format!("ws://127.0.0.1:{}/", addr.port()))
         .await
         .unwrap();
     assert!(!ws.get_ref().is_tls());
@@ -335,7 +335,7 @@ async fn plain_text_to_a_tls_listener_fails_cleanly_and_the_server_keeps_serving
     ));
 
     // A ws:// client gets a handshake error (the 400), not a hang.
-    let err = duplex::connect(&format!("ws://127.0.0.1:{}/", addr.port()))
+    let err = duplex_ws::connect(&format!("ws://127.0.0.1:{}/", addr.port()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Handshake(_)), "{err:?}");
@@ -410,7 +410,7 @@ async fn a_key_that_does_not_match_the_certificate_fails_at_load_with_the_path()
     let b = ca.leaf(&["localhost"], KeyKind::EcdsaP256);
     let (cert, _) = a.write(&pki::temp_dir("mismatch-a"), KeyFormat::Pkcs8);
     let (_, key) = b.write(&pki::temp_dir("mismatch-b"), KeyFormat::Pkcs8);
-    let err = duplex::tls::load_server_config(&cert, &key).unwrap_err();
+    let err = duplex_ws::tls::load_server_config(&cert, &key).unwrap_err();
     assert!(
         matches!(&err, TlsError::File { path, .. } if *path == key),
         "{err:?}"
@@ -419,7 +419,7 @@ async fn a_key_that_does_not_match_the_certificate_fails_at_load_with_the_path()
     assert!(text.contains(&*key.to_string_lossy()), "{text}");
     assert!(text.contains(&*cert.to_string_lossy()), "{text}");
     // A certificate where the key should be.
-    let err = duplex::tls::load_server_config(&cert, &cert).unwrap_err();
+    let err = duplex_ws::tls::load_server_config(&cert, &cert).unwrap_err();
     assert!(err.to_string().contains("no private key"), "{err}");
 }
 

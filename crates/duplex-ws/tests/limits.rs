@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use duplex::{Server, ServerHandle};
+use duplex_ws::{Server, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,17 +110,17 @@ async fn an_address_past_its_connection_limit_is_closed_at_once_and_gets_room_ba
     let (addr, handle) = start(server);
     let url = format!("ws://{addr}/");
     // Two WebSockets: their upgraded connections stay counted.
-    let first = duplex::connect(&url).await.unwrap();
-    let mut second = duplex::connect(&url).await.unwrap();
+    let first = duplex_ws::connect(&url).await.unwrap();
+    let mut second = duplex_ws::connect(&url).await.unwrap();
     assert!(closed_at_once(addr).await, "a third connection is refused");
-    assert!(duplex::connect(&url).await.is_err());
+    assert!(duplex_ws::connect(&url).await.is_err());
     second.close(1000, "bye").await.unwrap();
     while second.next().await.is_some() {}
     eventually("one WebSocket left", || handle.stats().websockets == 1).await;
     // The slot of the closed one is free again.
     let _third = tokio::time::timeout(WAIT, async {
         loop {
-            if let Ok(ws) = duplex::connect(&url).await {
+            if let Ok(ws) = duplex_ws::connect(&url).await {
                 break ws;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -142,7 +142,7 @@ async fn loopback_peers_are_exempt_by_default() {
     let url = format!("ws://{addr}/");
     let mut open = Vec::new();
     for _ in 0..5 {
-        open.push(duplex::connect(&url).await.unwrap());
+        open.push(duplex_ws::connect(&url).await.unwrap());
     }
 }
 
@@ -225,15 +225,15 @@ async fn the_websocket_past_the_message_budget_gets_1013_and_shares_come_back() 
 
 #[tokio::test]
 async fn a_compressed_message_that_arrives_whole_is_charged_as_it_inflates() {
-    let mut config = duplex::Config::server();
-    config.deflate = Some(duplex::DeflateConfig::default());
+    let mut config = duplex_ws::Config::server();
+    config.deflate = Some(duplex_ws::DeflateConfig::default());
     let server = Server::bind("127.0.0.1:0")
         .await
         .unwrap()
         .config(config)
         .message_budget(1 << 20);
     let (addr, _handle) = start(server);
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/"))
         .connect()
         .await
         .unwrap();
@@ -245,13 +245,13 @@ async fn a_compressed_message_that_arrives_whole_is_charged_as_it_inflates() {
     );
     // 4 MiB of zeros is a few KiB on the wire: one read, never seen
     // partly received, and four times the budget once inflated.
-    ws.send(duplex::Message::binary(vec![0u8; 4 << 20]))
+    ws.send(duplex_ws::Message::binary(vec![0u8; 4 << 20]))
         .await
         .unwrap();
     let closed = tokio::time::timeout(WAIT, async {
         loop {
             match ws.next().await {
-                Some(duplex::Event::Close { code, .. }) => break code,
+                Some(duplex_ws::Event::Close { code, .. }) => break code,
                 Some(_) => {}
                 None => panic!("ended without a Close event"),
             }
@@ -261,11 +261,11 @@ async fn a_compressed_message_that_arrives_whole_is_charged_as_it_inflates() {
     .unwrap();
     assert_eq!(closed, 1013);
     // A small message still goes through.
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/"))
         .connect()
         .await
         .unwrap();
-    ws.send(duplex::Message::text("x".repeat(8 << 10)))
+    ws.send(duplex_ws::Message::text("x".repeat(8 << 10)))
         .await
         .unwrap();
     let echoed = tokio::time::timeout(WAIT, ws.recv()).await.unwrap();

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use duplex::tls::rustls::pki_types::CertificateDer;
+use duplex_ws::tls::rustls::pki_types::CertificateDer;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,

@@ -487,11 +487,11 @@ fn client_error(host: &str, e: std::io::Error) -> TlsError {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let acceptor = duplex::tls::TlsAcceptor::from_pem_files("cert.pem", "key.pem")?;
+/// let acceptor = duplex_ws::tls::TlsAcceptor::from_pem_files("cert.pem", "key.pem")?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
 /// let (tcp, _) = listener.accept().await?;
 /// let tls = acceptor.accept(tcp).await?;
-/// let mut ws = duplex::accept(tls).await?;
+/// let mut ws = duplex_ws::accept(tls).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

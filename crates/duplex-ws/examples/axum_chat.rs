@@ -4,15 +4,15 @@
 //! through axum's HTTP/2, RFC 8441.
 //!
 //! ```text
-//! cargo run -p duplex --features axum --example axum_chat -- 127.0.0.1:9000
+//! cargo run -p duplex-ws --features axum --example axum_chat -- 127.0.0.1:9000
 //! ```
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::any;
-use duplex::axum::WebSocketUpgrade;
-use duplex::{Config, DeflateConfig, Event, Message};
+use duplex_ws::axum::WebSocketUpgrade;
+use duplex_ws::{Config, DeflateConfig, Event, Message};
 use tokio::sync::broadcast;
 
 type Room = broadcast::Sender<Message>;

@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use duplex::tls::{TlsAcceptor, rustls};
-use duplex::{
+use duplex_ws::tls::{TlsAcceptor, rustls};
+use duplex_ws::{
     ClientBuilder, Config, Error, Event, Http2Connection, Http2Error, MaybeTlsStream, Message,
     Role, WebSocket,
 };
@@ -198,7 +198,7 @@ fn acceptor(
     let leaf = ca.leaf(&["localhost", "127.0.0.1"], KeyKind::EcdsaP256);
     let dir = pki::temp_dir(name);
     let (cert, key) = leaf.write(&dir, KeyFormat::Pkcs8);
-    let mut config = duplex::tls::load_server_config(&cert, &key).unwrap();
+    let mut config = duplex_ws::tls::load_server_config(&cert, &key).unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     (TlsAcceptor::new(config), ca.der())
 }

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use duplex::{Config, Event, Message};
+use duplex_ws::{Config, Event, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn echo_server(config: Config) -> SocketAddr {
-    let server = duplex::Server::bind("127.0.0.1:0")
+    let server = duplex_ws::Server::bind("127.0.0.1:0")
         .await
         .unwrap()
         .config(config);
@@ -99,7 +99,7 @@ async fn malformed_handshakes_get_their_status() {
         }
     }
     // Still serving.
-    let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+    let mut ws = duplex_ws::connect(&format!("ws://{addr}/")).await.unwrap();
     ws.send("still here").await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), Some(Message::text("still here")));
 }
@@ -222,17 +222,17 @@ async fn client_rejects_bad_server_answers() {
         }
     });
     let url = format!("ws://{addr}/");
-    let err = duplex::connect(&url).await.unwrap_err();
+    let err = duplex_ws::connect(&url).await.unwrap_err();
     assert!(err.to_string().contains("200"), "{err}");
-    let err = duplex::connect(&url).await.unwrap_err();
-    assert!(matches!(err, duplex::Error::Handshake(_)), "{err}");
+    let err = duplex_ws::connect(&url).await.unwrap_err();
+    assert!(matches!(err, duplex_ws::Error::Handshake(_)), "{err}");
     let config = Config::client().handshake_timeout(Duration::from_millis(200));
-    let err = duplex::ClientBuilder::new(url)
+    let err = duplex_ws::ClientBuilder::new(url)
         .config(config)
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, duplex::Error::HandshakeTimeout), "{err}");
+    assert!(matches!(err, duplex_ws::Error::HandshakeTimeout), "{err}");
 }
 
 #[tokio::test]
@@ -263,7 +263,7 @@ async fn client_fails_on_masked_server_frames() {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;
     });
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/"))
         .config(
             Config::client()
                 .deflate(None)
@@ -274,7 +274,7 @@ async fn client_fails_on_masked_server_frames() {
         .unwrap();
     assert!(matches!(ws.next().await, Some(Event::Open)));
     match ws.next().await {
-        Some(Event::Error(duplex::Error::Protocol(e))) => assert_eq!(e.close_code().0, 1002),
+        Some(Event::Error(duplex_ws::Error::Protocol(e))) => assert_eq!(e.close_code().0, 1002),
         other => panic!("expected a protocol error, got {other:?}"),
     }
     match ws.next().await {

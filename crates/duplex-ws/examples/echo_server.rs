@@ -2,7 +2,7 @@
 //! Ctrl-C shuts it down, closing every WebSocket with 1001.
 //!
 //! ```text
-//! cargo run -p duplex --example echo_server -- 127.0.0.1:9000
+//! cargo run -p duplex-ws --example echo_server -- 127.0.0.1:9000
 //! ```
 
 #[tokio::main]
@@ -10,7 +10,7 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".into());
-    let server = duplex::Server::bind(addr).await?;
+    let server = duplex_ws::Server::bind(addr).await?;
     println!("listening on ws://{}", server.local_addr()?);
     let handle = server.handle();
     tokio::spawn(async move {

@@ -109,7 +109,7 @@ pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 /// response to go out.
 ///
 /// ```no_run
-/// use duplex::{Config, Upgrade};
+/// use duplex_ws::{Config, Upgrade};
 /// use http::{Request, Response};
 /// use http_body_util::Full;
 /// use hyper::body::{Bytes, Incoming};

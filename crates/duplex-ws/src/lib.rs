@@ -35,10 +35,10 @@
 //! A client:
 //!
 //! ```no_run
-//! use duplex::{Event, Message};
+//! use duplex_ws::{Event, Message};
 //!
-//! # async fn run() -> Result<(), duplex::Error> {
-//! let mut ws = duplex::connect("ws://localhost:8080").await?;
+//! # async fn run() -> Result<(), duplex_ws::Error> {
+//! let mut ws = duplex_ws::connect("ws://localhost:8080").await?;
 //! while let Some(event) = ws.next().await {
 //!     match event {
 //!         Event::Open => ws.send("hello").await?,

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
-use duplex::{Event, Message};
+use duplex_ws::{Event, Message};
 use tokio::net::TcpListener;
 
 /// Counts the allocations of the threads that ask for it.
@@ -125,7 +125,7 @@ fn echo_allocations(message: Message, pattern: Pattern) -> (u64, u64) {
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let mut ws = duplex::accept(stream).await.unwrap();
+            let mut ws = duplex_ws::accept(stream).await.unwrap();
             warm_up_runtime().await;
             let mut echoed = 0;
             let mut allocations = None;
@@ -154,7 +154,7 @@ fn echo_allocations(message: Message, pattern: Pattern) -> (u64, u64) {
     });
     let addr = addr_rx.recv().unwrap();
     let client = runtime().block_on(async move {
-        let mut ws = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+        let mut ws = duplex_ws::connect(&format!("ws://{addr}/")).await.unwrap();
         warm_up_runtime().await;
         let mut allocations = 0;
         let mut sent = 0;
@@ -208,7 +208,7 @@ fn echo_of_1_kib_binary_messages_allocates_nothing() {
 #[test]
 fn echo_of_1_kib_text_messages_allocates_nothing() {
     let text: &'static str = Box::leak("é".repeat(512).into_boxed_str());
-    assert_no_allocation(Message::text(duplex::Utf8Bytes::from(text)), PING_PONG);
+    assert_no_allocation(Message::text(duplex_ws::Utf8Bytes::from(text)), PING_PONG);
 }
 
 /// Several messages per read, replies batched into one write.

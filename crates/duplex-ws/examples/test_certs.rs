@@ -2,7 +2,7 @@
 //! `127.0.0.1` and `::1` signed by it, for the end-to-end TLS tests:
 //!
 //! ```text
-//! cargo run -p duplex --example test_certs -- DIR
+//! cargo run -p duplex-ws --example test_certs -- DIR
 //! ```
 //!
 //! leaves `DIR/ca.pem`, `DIR/cert.pem` and `DIR/key.pem` (ECDSA P-256,

@@ -117,8 +117,8 @@ pub enum Http2Error {
 /// on it is left; hyper drives it in a task of its own.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), duplex::Error> {
-/// use duplex::{ClientBuilder, Http2Connection};
+/// # async fn run() -> Result<(), duplex_ws::Error> {
+/// use duplex_ws::{ClientBuilder, Http2Connection};
 ///
 /// let h2 = Http2Connection::connect(&ClientBuilder::new("wss://example.com/")).await?;
 /// let mut chat = h2.websocket(ClientBuilder::new("wss://example.com/chat")).await?;

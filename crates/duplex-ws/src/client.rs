@@ -33,8 +33,8 @@ use crate::{Config, Error, MaybeTlsStream, WebSocket};
 /// trusts the platform's root certificates (see [`crate::tls`]).
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), duplex::Error> {
-/// let mut ws = duplex::connect("ws://127.0.0.1:8080/").await?;
+/// # async fn run() -> Result<(), duplex_ws::Error> {
+/// let mut ws = duplex_ws::connect("ws://127.0.0.1:8080/").await?;
 /// ws.send("hello").await?;
 /// if let Some(reply) = ws.recv().await? {
 ///     println!("{reply:?}");

@@ -3,10 +3,10 @@
 //! runs each one by echoing every message back, and asks for the report.
 //!
 //! ```text
-//! cargo run --release -p duplex --example autobahn_client -- ws://127.0.0.1:9001 duplex
+//! cargo run --release -p duplex-ws --example autobahn_client -- ws://127.0.0.1:9001 duplex
 //! ```
 
-use duplex::{ClientBuilder, Config, Event};
+use duplex_ws::{ClientBuilder, Config, Event};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,21 +26,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // kosoku completes this handshake then drops the connection without a
     // Close frame: an abnormal closure is expected.
     let url = format!("{base}/updateReports?agent={agent}");
-    let mut ws = duplex::connect(&url).await?;
+    let mut ws = duplex_ws::connect(&url).await?;
     while ws.next().await.is_some() {}
     eprintln!("reports updated");
     Ok(())
 }
 
 async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
-    let mut ws = duplex::connect(&format!("{base}/getCaseCount")).await?;
+    let mut ws = duplex_ws::connect(&format!("{base}/getCaseCount")).await?;
     let message = ws.recv().await?.ok_or("no case count")?;
     while ws.next().await.is_some() {}
     let text = std::str::from_utf8(message.as_bytes())?;
     Ok(text.trim().parse()?)
 }
 
-async fn run_case(url: &str) -> Result<(), duplex::Error> {
+async fn run_case(url: &str) -> Result<(), duplex_ws::Error> {
     let mut config = Config::client();
     // The cases send messages up to 16 MiB (9.*).
     config.max_message_size = 64 << 20;

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duplex::http::{HeaderName, HeaderValue};
-use duplex::server::{ConnectionInfo, IpNet};
-use duplex::{ClientBuilder, Config, Message, Server};
+use duplex_ws::http::{HeaderName, HeaderValue};
+use duplex_ws::server::{ConnectionInfo, IpNet};
+use duplex_ws::{ClientBuilder, Config, Message, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::response::Response;
 use axum::routing::any;
-use duplex::axum::WebSocketUpgrade;
-use duplex::{Config, DeflateConfig, Event, Message, Server};
+use duplex_ws::axum::WebSocketUpgrade;
+use duplex_ws::{Config, DeflateConfig, Event, Message, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echoes with permessage-deflate and the `echo.v1` subprotocol, and says
@@ -34,7 +34,7 @@ fn app() -> Router {
 }
 
 async fn check_echo(addr: SocketAddr, http2: bool) {
-    let mut ws = duplex::ClientBuilder::new(format!("ws://{addr}/echo"))
+    let mut ws = duplex_ws::ClientBuilder::new(format!("ws://{addr}/echo"))
         .http2(http2)
         .protocols(["other", "echo.v1"])
         .connect()
@@ -97,8 +97,10 @@ async fn served_by_duplex_with_its_limit() {
     .await
     .expect("the connections end");
 
-    let _first = duplex::connect(&format!("ws://{addr}/echo")).await.unwrap();
-    let err = duplex::connect(&format!("ws://{addr}/echo"))
+    let _first = duplex_ws::connect(&format!("ws://{addr}/echo"))
+        .await
+        .unwrap();
+    let err = duplex_ws::connect(&format!("ws://{addr}/echo"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use axum::{Router, response::Response, routing::any};
-//! use duplex::axum::WebSocketUpgrade;
+//! use duplex_ws::axum::WebSocketUpgrade;
 //!
 //! async fn echo(upgrade: WebSocketUpgrade) -> Response {
 //!     upgrade.on_upgrade(|mut ws| async move {

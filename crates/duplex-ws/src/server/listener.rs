@@ -50,7 +50,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
-/// let server = duplex::Server::bind("127.0.0.1:8080").await?;
+/// let server = duplex_ws::Server::bind("127.0.0.1:8080").await?;
 /// let handle = server.handle();
 /// tokio::spawn(async move {
 ///     let _ = tokio::signal::ctrl_c().await;
@@ -320,7 +320,7 @@ impl Server {
     ///
     /// ```no_run
     /// # async fn run() -> std::io::Result<()> {
-    /// use duplex::{Config, Server};
+    /// use duplex_ws::{Config, Server};
     /// use http::{Response, StatusCode};
     ///
     /// Server::bind("127.0.0.1:8080")

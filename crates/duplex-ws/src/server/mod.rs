@@ -64,7 +64,7 @@ use std::future::Future;
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
-/// duplex::serve("127.0.0.1:8080", duplex::Config::server(), |mut ws| async move {
+/// duplex_ws::serve("127.0.0.1:8080", duplex_ws::Config::server(), |mut ws| async move {
 ///     // Echo every message until the peer closes.
 ///     while let Ok(Some(message)) = ws.recv().await {
 ///         if ws.send(message).await.is_err() {

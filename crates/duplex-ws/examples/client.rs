@@ -2,17 +2,17 @@
 //! what comes back, and closes.
 //!
 //! ```text
-//! cargo run -p duplex --example client -- ws://127.0.0.1:9000/
+//! cargo run -p duplex-ws --example client -- ws://127.0.0.1:9000/
 //! ```
 
-use duplex::{Event, Message};
+use duplex_ws::{Event, Message};
 
 #[tokio::main]
-async fn main() -> Result<(), duplex::Error> {
+async fn main() -> Result<(), duplex_ws::Error> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "ws://localhost:8080".into());
-    let mut ws = duplex::connect(&url).await?;
+    let mut ws = duplex_ws::connect(&url).await?;
     while let Some(event) = ws.next().await {
         match event {
             Event::Open => ws.send("hello").await?,
