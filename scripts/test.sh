@@ -15,6 +15,10 @@
 #   tls              Python websockets <-> duplex over TLS, CA made at run time (e2e/tls/run.sh)
 #   browser          headless Chromium against duplex serve, after the browser client's tsc
 #                    check and unit tests (e2e/browser/run.sh, clients/js)
+#   soak             the hub's soak for 60 s (scripts/soak.sh runs it for 10 min): two `duplex serve`
+#                    nodes on a redis-server of its own, 5,000 duplex.v1 subscribers resuming and
+#                    dropping at random, one node killed and restarted halfway; every offset once
+#                    or in a reported gap, RSS flat after warm-up
 #   bench            cargo bench --workspace --no-run (compiles the benches, never times them)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target of fuzz/ for 20 s from its seeds
 #                    (installs cargo-fuzz, pinned, on the stable toolchain)
@@ -38,6 +42,7 @@
 #   DUPLEX_AUTOBAHN_PARALLELISM  kosoku -p for the server role (default 4; on 2 cores 12.2+13.3 took 113 s at -p 1, 71 s at -p 2, 60 s at -p 4)
 #   DUPLEX_AUTOBAHN_TIMEOUT      seconds each role may take before it is stopped (default 1800)
 #   DUPLEX_FUZZ_SECONDS          seconds each fuzz target runs (default 20)
+#   DUPLEX_SOAK_SECONDS          seconds the soak step runs (default 60)
 #
 # Only loopback addresses are used. Every process started here is stopped on exit,
 # including on failure or Ctrl-C. Logs and reports: target/test-logs/, target/autobahn/.
@@ -59,8 +64,8 @@ AUTOBAHN_PARALLELISM="${DUPLEX_AUTOBAHN_PARALLELISM:-4}"
 AUTOBAHN_TIMEOUT="${DUPLEX_AUTOBAHN_TIMEOUT:-1800}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server interop-axum tls browser bench fuzz)
-NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server interop-axum tls browser "
+ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server interop-axum tls browser soak bench fuzz)
+NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server interop-axum tls browser soak "
 
 mkdir -p "$LOGS"
 PIDS_FILE="$LOGS/pids"
@@ -265,6 +270,13 @@ step_bench() {
   cargo bench --workspace --no-run
   cargo build --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
   cargo test --release --locked --manifest-path "$ROOT/bench/Cargo.toml"
+}
+step_soak() {
+  ensure_redis
+  # 5,000 subscribers and their reconnects, two nodes' worth of sockets.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  "$TARGET_DIR/release/examples/soak" --duplex "$DUPLEX_BIN" --secs "${DUPLEX_SOAK_SECONDS:-60}" \
+    --subscribers 5000 --logs "$LOGS"
 }
 step_fuzz() { bash "$ROOT/scripts/fuzz.sh" "${DUPLEX_FUZZ_SECONDS:-20}"; }
 step_tls() { ensure_venv; DUPLEX_BIN="$DUPLEX_BIN" PYTHON="$VENV/bin/python" bash "$ROOT/e2e/tls/run.sh"; }
