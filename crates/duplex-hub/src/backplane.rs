@@ -717,8 +717,11 @@ pub enum Decoded {
 }
 
 /// Encodes a message as the publish script does: magic, kind, node id,
-/// `{offset}:{epoch}:`, payload.
-pub fn encode(node: [u8; 16], epoch: &str, offset: u64, message: &Message) -> Bytes {
+/// `{offset}:{epoch}:`, payload. For the unit tests of [`decode`] only:
+/// production payloads are the script's, and `tests/redis.rs` checks that
+/// `decode` reads those.
+#[cfg(test)]
+pub(crate) fn encode(node: [u8; 16], epoch: &str, offset: u64, message: &Message) -> Bytes {
     let (kind, bytes) = kind_and_bytes(message);
     let mut out = Vec::with_capacity(MAGIC.len() + 1 + node.len() + 32 + bytes.len());
     out.extend_from_slice(MAGIC);

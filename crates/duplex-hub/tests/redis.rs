@@ -123,3 +123,48 @@ async fn the_backplane_comes_back_after_redis_restarts() {
     publish_until_received(&b, &mut again, "again").await;
     assert!(b.metrics().snapshot().backplane_dropped >= 1);
 }
+
+/// What the publish script puts on the channel, read off Redis as any
+/// subscriber would, is what `decode` reads: the unit tests of `decode`
+/// build their payloads with `encode`, which production never calls (the
+/// script builds them), so this pins the two formats together.
+#[tokio::test]
+async fn the_publish_scripts_payloads_are_what_decode_reads() {
+    use duplex_hub::backplane::{CHANNEL_PREFIX, Decoded, decode};
+    use futures_util::StreamExt;
+
+    let redis = Redis::start();
+    let hub = Hub::new(HubConfig::default());
+    let _backplane = Backplane::redis(&hub, &redis.url()).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{CHANNEL_PREFIX}news.eu"))
+        .await
+        .unwrap();
+    let mut payloads = pubsub.on_message();
+    let sent = [
+        Message::text("héllo: with colons: and ünïcode"),
+        Message::binary(vec![0u8, 255, b':', 1]),
+        Message::text(""),
+    ];
+    for message in &sent {
+        let published = hub.publish("news.eu", message.clone()).await.unwrap();
+        let raw = tokio::time::timeout(Duration::from_secs(10), payloads.next())
+            .await
+            .expect("the payload within 10 s")
+            .unwrap();
+        match decode(raw.get_payload_bytes()) {
+            Some(Decoded::Message {
+                epoch,
+                offset,
+                message: got,
+            }) => {
+                assert_eq!(epoch, &*published.epoch);
+                assert_eq!(offset, published.offset);
+                assert_eq!(&got, message);
+            }
+            other => panic!("{other:?} from {:?}", raw.get_payload_bytes()),
+        }
+    }
+}

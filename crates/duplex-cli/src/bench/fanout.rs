@@ -515,6 +515,9 @@ struct Shared {
     window_ns: (u64, u64),
     latency_us: Histogram<u64>,
     pending: HashMap<(u32, u64), Pending>,
+    /// The most publishes ever pending at once (with `--rate max`): what
+    /// `--in-flight` bounds, counted from the deliveries, not the permits.
+    max_pending: usize,
     /// POSTs not yet answered.
     posts: u64,
 }
@@ -628,6 +631,7 @@ async fn run_plan(plan: Rc<FanoutPlan>) -> Result<Report, BenchError> {
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
             .expect("constant histogram bounds are valid"),
         pending: HashMap::new(),
+        max_pending: 0,
         posts: 0,
     }));
     let mut samples = Samples {
@@ -727,6 +731,7 @@ async fn run_plan(plan: Rc<FanoutPlan>) -> Result<Report, BenchError> {
         first_error: s.first_error.clone(),
         first_publish_error: s.first_publish_error.clone(),
         latency_us: s.latency_us.clone(),
+        max_in_flight: (plan.rate == Rate::Max).then_some(s.max_pending),
     })
 }
 
@@ -800,6 +805,7 @@ async fn publish_all(plan: &Rc<FanoutPlan>, shared: &Rc<RefCell<Shared>>, sample
                         done: Some(tx),
                     },
                 );
+                s.max_pending = s.max_pending.max(s.pending.len());
                 Some(rx)
             } else {
                 None
@@ -1317,6 +1323,9 @@ struct Report {
     first_error: Option<String>,
     first_publish_error: Option<String>,
     latency_us: Histogram<u64>,
+    /// With `--rate max`: the most publishes not yet delivered to every
+    /// subscriber at once.
+    max_in_flight: Option<usize>,
 }
 
 impl Report {
@@ -1358,6 +1367,7 @@ impl Report {
             "size": p.size,
             "rate": rate,
             "in_flight": p.in_flight,
+            "max_in_flight": self.max_in_flight,
             "secs": self.secs(),
             "warmup": p.warmup.as_secs_f64(),
             "connect_secs": self.connect_secs,
@@ -1570,6 +1580,7 @@ mod tests {
             window_ns: (0, u64::MAX),
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
             pending: HashMap::new(),
+            max_pending: 0,
             posts: 0,
         };
         for seq in 0..3 {
