@@ -19,7 +19,7 @@
 //! | another method on these paths | 405 with `Allow` |
 //! | any other path | 404 |
 //!
-//! Who may do what ([`auth`](crate::auth)): with [`HubService::tokens`],
+//! Who may do what ([`auth`]): with [`HubService::tokens`],
 //! every WebSocket needs a token (401 without a valid one, 403 for a topic
 //! outside its `subscribe` claim; a message outside its `publish` claim
 //! closes the connection with 1008, and so does the token's expiry); with
@@ -132,7 +132,7 @@ impl HubService {
 
     /// Every WebSocket needs a token that `verifier` accepts, and may
     /// subscribe and publish only where its claims say
-    /// ([`auth`](crate::auth) has the answers and close codes).
+    /// ([`auth`] has the answers and close codes).
     pub fn tokens(mut self, verifier: TokenVerifier) -> HubService {
         self.tokens = Some(verifier);
         self

@@ -1,0 +1,184 @@
+//! What a subscriber's queue carries: a [`Delivery`] (a message where it
+//! stands in its topic's order, shared by every subscriber and encoded
+//! once per form), presence events, gaps, and what a topic retains of a
+//! delivery for resuming subscribers (charged to the history's bytes as
+//! it holds them).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use duplex_ws::{Broadcast, Message};
+
+// Tokio's clock, so that tests may move time.
+use tokio::time::Instant;
+
+/// A message of a topic as its subscribers get it: where it stands in the
+/// topic's order, and the message, shared by every subscriber (and
+/// compressed once for all of them).
+#[derive(Debug)]
+pub struct Delivery {
+    pub(super) topic: Arc<str>,
+    pub(super) epoch: Arc<str>,
+    pub(super) offset: u64,
+    pub(super) broadcast: Broadcast,
+    /// The duplex.v1 `message` frame, made once for every v1 subscriber.
+    pub(super) frame: OnceLock<Broadcast>,
+    /// While the hub retains it: the hub's count of retained bytes, and
+    /// what this delivery added to it for its frame (`RELEASED` once
+    /// it is no longer retained).
+    pub(super) retained: OnceLock<Arc<AtomicUsize>>,
+    pub(super) frame_charged: AtomicUsize,
+}
+
+/// `Delivery::frame_charged` once the delivery left the history.
+pub(super) const RELEASED: usize = usize::MAX;
+
+/// What keeping a message in the history costs besides its payload: the
+/// delivery, its place in the history, the allocations' own headers.
+pub(super) const RETAINED_OVERHEAD: usize = std::mem::size_of::<Delivery>()
+    + std::mem::size_of::<Retained>()
+    + 2 * std::mem::size_of::<usize>()
+    + 64;
+
+impl Delivery {
+    pub(crate) fn new(topic: Arc<str>, epoch: Arc<str>, offset: u64, message: Message) -> Delivery {
+        Delivery {
+            topic,
+            epoch,
+            offset,
+            broadcast: Broadcast::new(message),
+            frame: OnceLock::new(),
+            retained: OnceLock::new(),
+            frame_charged: AtomicUsize::new(0),
+        }
+    }
+
+    /// What it holds while retained: its payload, its duplex.v1 frame once
+    /// made, and [`RETAINED_OVERHEAD`].
+    pub(crate) fn held(&self) -> usize {
+        let frame = match self.frame_charged.load(Ordering::Acquire) {
+            RELEASED => 0,
+            n => n,
+        };
+        self.bytes() + frame + RETAINED_OVERHEAD
+    }
+
+    /// Counts it in `bytes`, the hub's retained bytes, until
+    /// [`release`](Self::release).
+    pub(super) fn retain(&self, bytes: &Arc<AtomicUsize>) {
+        if self.retained.set(Arc::clone(bytes)).is_ok() {
+            bytes.fetch_add(self.held(), Ordering::Relaxed);
+        }
+    }
+
+    /// No longer retained: what it added is taken off again.
+    pub(super) fn release(&self) {
+        let Some(bytes) = self.retained.get() else {
+            return;
+        };
+        // A frame made from now on is not counted; one made before is.
+        let frame = match self.frame_charged.swap(RELEASED, Ordering::AcqRel) {
+            RELEASED => return,
+            n => n,
+        };
+        bytes.fetch_sub(self.bytes() + frame + RETAINED_OVERHEAD, Ordering::Relaxed);
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The epoch its offset belongs to.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Its offset in the topic: one more than the message before it.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        self.broadcast.message()
+    }
+
+    /// The message, to send with
+    /// [`WebSocket::send_broadcast`](duplex_ws::WebSocket::send_broadcast).
+    pub fn broadcast(&self) -> &Broadcast {
+        &self.broadcast
+    }
+
+    /// The message as a duplex.v1 `message` frame.
+    pub(crate) fn frame(&self) -> &Broadcast {
+        let mut made = 0;
+        let frame = self.frame.get_or_init(|| {
+            let text = crate::v1::message_frame(&self.topic, self.offset, self.message());
+            made = text.len();
+            Broadcast::new(Message::text(text))
+        });
+        // Retained, it holds the frame as long as the history holds it.
+        if made > 0
+            && let Some(bytes) = self.retained.get()
+            && self
+                .frame_charged
+                .compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            bytes.fetch_add(made, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        match self.message() {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+}
+
+/// A duplex.v1 subscription as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The connection's id.
+    pub client: Arc<str>,
+    /// Its token's `sub`, if it came with one.
+    pub user: Option<Arc<str>>,
+}
+
+/// A member joining or leaving a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PresenceEvent {
+    pub(crate) topic: Arc<str>,
+    pub(crate) joined: bool,
+    pub(crate) member: Member,
+}
+
+/// Messages of a topic were lost for good (Redis lost them, or trimmed
+/// them before this node could fill a gap): what follows comes after
+/// `offset` of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gap {
+    pub(crate) topic: Arc<str>,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
+}
+
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Queued {
+    Message(Arc<Delivery>),
+    Presence(Arc<PresenceEvent>),
+    /// For duplex.v1 subscribers only: raw ones, which cannot be told, are
+    /// closed instead ([`RecvError::Lost`]).
+    Gap(Arc<Gap>),
+}
+
+/// A message a topic retains for resuming subscribers, and when it came.
+#[derive(Debug)]
+pub(super) struct Retained {
+    pub(super) delivery: Arc<Delivery>,
+    pub(super) at: Instant,
+}
