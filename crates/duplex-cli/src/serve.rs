@@ -139,8 +139,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     topic_send_timeout: f64,
     /// A web origin whose pages may open WebSockets and POST (repeatable):
-    /// exact (https://app.example.com), every subdomain
-    /// (https://*.example.com), or `null` (pages opened from a file, but
+    /// exact (`https://app.example.com`), every subdomain
+    /// (`https://*.example.com`), or `null` (pages opened from a file, but
     /// also any site's sandboxed iframes). Always allowed: the server's own
     /// origin and clients that send no Origin; on a loopback address also
     /// any loopback page.

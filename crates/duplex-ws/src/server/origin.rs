@@ -31,7 +31,12 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-/// Which origins may use the server; see the [module docs](self).
+/// Which web pages may use the server (against cross-site WebSocket
+/// hijacking) and which names it answers to (against DNS rebinding): by
+/// default the server's own origin, clients that send no `Origin`, and on
+/// loopback any loopback page and name; [`allow`](Self::allow),
+/// [`any`](Self::any) and [`allow_host`](Self::allow_host) add to it.
+/// `Origin: null` only when allowed by name.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
     any: bool,
