@@ -56,6 +56,7 @@ impl MessageBudget {
         self.inner.used.load(Ordering::Relaxed)
     }
 
+    #[cfg(feature = "hyper")]
     pub(crate) fn set_limit(&self, limit: usize) {
         self.inner.limit.store(limit, Ordering::Relaxed);
     }
