@@ -13,7 +13,9 @@
 mod http2;
 
 #[cfg(feature = "hyper")]
-pub use http2::{Http2Connection, Http2Error, Http2Stream};
+pub use crate::error::Http2Error;
+#[cfg(feature = "hyper")]
+pub use http2::{Http2Connection, Http2Stream};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

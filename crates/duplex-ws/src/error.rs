@@ -32,7 +32,7 @@ pub enum Error {
     /// HTTP/2 failed.
     #[error(transparent)]
     #[cfg(feature = "hyper")]
-    Http2(#[from] crate::client::Http2Error),
+    Http2(#[from] Http2Error),
     /// The opening handshake took longer than the configured timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
@@ -74,4 +74,67 @@ pub enum Error {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+}
+
+/// Why WebSocket over HTTP/2 could not be set up.
+#[cfg(feature = "hyper")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Http2Error {
+    /// The TLS server did not agree to HTTP/2 in ALPN (RFC 9113 §3.2): it
+    /// refused `h2` or selected nothing.
+    #[error(
+        "{host} does not speak HTTP/2 over TLS: {}",
+        match .selected {
+            Some(protocol) => format!("ALPN selected {protocol:?}, not \"h2\""),
+            None => "ALPN \"h2\" was not selected".to_owned(),
+        }
+    )]
+    NotNegotiated {
+        /// The host connected to.
+        host: String,
+        /// The ALPN protocol the server selected, if any.
+        selected: Option<String>,
+    },
+    /// The server's first frame is not SETTINGS: it does not speak HTTP/2
+    /// on this port (with prior knowledge, for `ws://`).
+    #[error("{host} does not speak HTTP/2: its first bytes are not an HTTP/2 SETTINGS frame")]
+    NotHttp2 {
+        /// The host connected to.
+        host: String,
+    },
+    /// The server's SETTINGS did not enable extended CONNECT
+    /// (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441 §3): it takes no
+    /// WebSocket over HTTP/2.
+    #[error(
+        "{host} does not accept WebSockets over HTTP/2: its SETTINGS do not enable extended \
+         CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441)"
+    )]
+    ExtendedConnectDisabled {
+        /// The host connected to.
+        host: String,
+    },
+    /// The connection closed before the server's SETTINGS arrived.
+    #[error("{host} closed the connection before sending its HTTP/2 SETTINGS")]
+    ClosedBeforeSettings {
+        /// The host connected to.
+        host: String,
+    },
+    /// The URL is not on the origin (scheme, host and port) of the HTTP/2
+    /// connection it was asked of.
+    #[error("{url} is not on this HTTP/2 connection, which is to {origin}")]
+    OtherOrigin {
+        /// The URL asked for.
+        url: String,
+        /// The connection's origin.
+        origin: String,
+    },
+    /// WebSocket over HTTP/2 needs duplex to open the connection:
+    /// [`ClientBuilder::connect_on`](crate::ClientBuilder::connect_on) speaks HTTP/1.1 only.
+    #[error("WebSocket over HTTP/2 needs connect(), not connect_on() on a caller's stream")]
+    CallerStream,
+    /// HTTP/2 itself failed (a protocol error, a reset stream, a closed
+    /// connection).
+    #[error("HTTP/2: {0}")]
+    Hyper(#[from] hyper::Error),
 }
