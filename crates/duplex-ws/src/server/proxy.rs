@@ -135,14 +135,31 @@ pub(crate) async fn read_proxy_header(
         return Err(ProxyError::NoProxyHeader);
     }
     // Up to the CRLF, and not a byte further: what follows is the TLS or
-    // HTTP that hyper reads.
+    // HTTP that hyper reads. What has arrived is looked at without taking
+    // it, and only the header's part is taken: one read, not one a byte.
+    let mut more = [0u8; V1_MAX];
     while !head.ends_with(b"\r\n") {
-        if head.len() == V1_MAX {
+        let room = V1_MAX - head.len();
+        if room == 0 {
             return Err(ProxyError::BadProxyHeader(format!(
                 "no CRLF in its first {V1_MAX} bytes"
             )));
         }
-        head.push(stream.read_u8().await.map_err(io)?);
+        let seen = stream.peek(&mut more[..room]).await.map_err(io)?;
+        if seen == 0 {
+            return Err(ProxyError::Io("closed inside the PROXY header".into()));
+        }
+        // The CRLF may begin on the last byte already taken.
+        let take = if head.ends_with(b"\r") && more[0] == b'\n' {
+            1
+        } else {
+            more[..seen]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(seen, |at| at + 2)
+        };
+        stream.read_exact(&mut more[..take]).await.map_err(io)?;
+        head.extend_from_slice(&more[..take]);
     }
     v1_address(&head)
 }
@@ -274,6 +291,32 @@ mod tests {
         let (addr, rest) = through(b"PROXY UNKNOWN\r\n").await;
         assert_eq!(addr, Ok(None));
         assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_v1_header_in_pieces_is_read_to_its_crlf_and_no_further() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let writer = tokio::spawn(async move {
+            for piece in [
+                &b"PROXY TCP4 198.51.1"[..],
+                b"00.7 10.0.0.1 5000 443\r",
+                b"\nGET",
+            ] {
+                client.write_all(piece).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            client.shutdown().await.unwrap();
+        });
+        let addr = read_proxy_header(&mut server).await;
+        assert_eq!(addr, Ok(Some("198.51.100.7:5000".parse().unwrap())));
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"GET");
+        writer.await.unwrap();
     }
 
     #[tokio::test]
