@@ -30,7 +30,7 @@ use super::peers::{DEFAULT_CONNECTION_RATE, DEFAULT_MAX_CONNECTIONS_PER_IP, Peer
 use super::proxy::{IpNet, TrustedProxies, read_proxy_header};
 use super::ratelog::RateLimitedLog;
 use super::stream::ServerStream;
-use super::upgrade::{Upgrade, is_upgrade_request};
+use super::upgrade::{Upgrade, UpgradeError, is_upgrade_request};
 use crate::{Config, WebSocket};
 
 /// The default for [`Server::max_connections`]: far above what one process
@@ -731,12 +731,8 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        let refuse = |status: StatusCode, why: String| {
-            let response = Response::builder()
-                .status(status)
-                .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(http_body_util::Either::Right(format!("{why}\n").into()))
-                .expect("static response");
+        let refuse = |response: Response<String>| {
+            let response = response.map(|body| http_body_util::Either::Right(body.into()));
             Box::pin(std::future::ready(Ok(response))) as Self::Future
         };
         let mut info = self.info;
@@ -748,22 +744,22 @@ where
                     info.proxy_addr = Some(info.peer_addr);
                     info.peer_addr = SocketAddr::new(client, 0);
                     // A WebSocket through a proxy is counted as the
-                    // connection its client opened to the proxy.
-                    let upgrading = request.method() == http::Method::CONNECT
-                        || request.headers().contains_key(http::header::UPGRADE);
-                    if upgrading {
+                    // connection its client opened to the proxy, and
+                    // refused as one over HTTP/2 is.
+                    if is_upgrade_request(&request) {
                         match self.peers.admit(client) {
                             Ok(guard) => peer = guard.map(|guard| PeerSlot::new(guard, true)),
                             Err(refusal) => {
                                 self.origins.log.warn(info.peer_addr, &refusal);
-                                return refuse(StatusCode::TOO_MANY_REQUESTS, refusal.to_string());
+                                let refusal = UpgradeError::PeerLimit(refusal.to_string());
+                                return refuse(refusal.to_response());
                             }
                         }
                     }
                 }
                 Err(e) => {
                     self.origins.log.warn(info.peer_addr, &e);
-                    return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                    return refuse(super::refusal(StatusCode::BAD_REQUEST, &e));
                 }
             }
         }
@@ -773,10 +769,7 @@ where
             .check(&request, info.local_addr, info.tls)
         {
             self.origins.log.warn(info.peer_addr, &refusal);
-            let response = refusal
-                .to_response::<String>()
-                .map(|body| http_body_util::Either::Right(body.into()));
-            return Box::pin(std::future::ready(Ok(response)));
+            return refuse(refusal.to_response());
         }
         let extensions = request.extensions_mut();
         extensions.insert(info);

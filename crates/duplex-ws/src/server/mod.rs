@@ -58,6 +58,27 @@ pub use upgrade::{Upgrade, UpgradeError, is_upgrade_request};
 #[cfg(feature = "hyper")]
 use std::future::Future;
 
+/// A refusal the server core answers itself: `status` and one line of
+/// plain text saying why. A refused client has no business keeping the
+/// connection, so it is closed after the answer (HTTP/2 drops that header
+/// by itself).
+#[cfg(feature = "hyper")]
+pub(crate) fn refusal<B: From<String>>(
+    status: http::StatusCode,
+    why: &dyn std::fmt::Display,
+) -> http::Response<B> {
+    use http::header::{self, HeaderValue};
+    let mut response = http::Response::new(B::from(format!("{why}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Runs a WebSocket server on `addr` with `config`: every WebSocket, on any
 /// path, goes to `handler` in a task of its own. The one-line form of
 /// [`Server`]; it runs until the process ends.

@@ -28,7 +28,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
 
 /// Which web pages may use the server (against cross-site WebSocket
@@ -115,23 +115,13 @@ impl OriginRefusal {
 
     /// The answer: the status and one line saying why.
     pub fn to_response<B: From<String>>(&self) -> Response<B> {
-        let mut response = Response::new(B::from(format!("{self}\n")));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        // A refused client has no business keeping the connection (HTTP/2
-        // drops this header by itself).
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
+        super::refusal(self.status(), self)
     }
 }
 
 impl OriginPolicy {
     /// The server's own origin and clients without `Origin` (plus, on
-    /// loopback, any loopback origin and `null`).
+    /// loopback, any loopback origin; `null` only by [`allow`](Self::allow)).
     pub fn new() -> OriginPolicy {
         OriginPolicy::default()
     }
@@ -367,6 +357,7 @@ fn is_loopback_origin(origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     const LOOPBACK: &str = "127.0.0.1:8080";
     const PUBLIC: &str = "0.0.0.0:8080";

@@ -72,17 +72,12 @@ impl UpgradeError {
         match self {
             UpgradeError::Handshake(e) => reject(e).map(B::from),
             other => {
-                let mut response = Response::new(B::from(format!("{other}\n")));
-                *response.status_mut() = other.status();
-                let headers = response.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                let mut response = super::refusal(other.status(), other);
                 if other.status() == StatusCode::SERVICE_UNAVAILABLE {
                     // RFC 9110 §10.2.3: when to try again.
-                    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 response
             }
