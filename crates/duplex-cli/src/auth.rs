@@ -124,11 +124,11 @@ pub(crate) struct AuthArgs {
     pub(crate) open_post: bool,
 }
 
-/// One `--token-public-key [KID=]FILE`: a value that names an existing
-/// file is a file, whatever it holds; else `KID=` before the path names
-/// the key.
-fn public_key(value: &str) -> Result<TokenVerifier, String> {
-    let (kid, path) = match value.split_once('=') {
+/// One `--token-public-key [KID=]FILE`, read: a value that names an
+/// existing file is a file, whatever it holds; else `KID=` before the path
+/// names the key.
+fn key_name(value: &str) -> (Option<&str>, &str) {
+    match value.split_once('=') {
         Some((kid, path))
             if !Path::new(value).exists()
                 && !kid.is_empty()
@@ -139,7 +139,11 @@ fn public_key(value: &str) -> Result<TokenVerifier, String> {
             (Some(kid), path)
         }
         _ => (None, value),
-    };
+    }
+}
+
+/// The verifier of one `--token-public-key`, named `kid` if given.
+fn public_key(value: &str, kid: Option<&str>, path: &str) -> Result<TokenVerifier, String> {
     let fail = |e: &dyn std::fmt::Display| format!("--token-public-key {value}: {e}");
     let pem = std::fs::read(path).map_err(|e| fail(&e))?;
     let verifier = TokenVerifier::public_key_pem(&pem).map_err(|e| fail(&e))?;
@@ -175,12 +179,13 @@ impl AuthArgs {
             let several = self.token_public_key.len() > 1;
             let mut keys = None::<TokenVerifier>;
             for value in &self.token_public_key {
-                if several && !value.contains('=') {
+                let (kid, path) = key_name(value);
+                if several && kid.is_none() {
                     return Err(format!(
                         "--token-public-key {value}: with several keys, name each as KID=FILE"
                     ));
                 }
-                let key = public_key(value)?;
+                let key = public_key(value, kid, path)?;
                 keys = Some(match keys {
                     Some(keys) => keys.or(key),
                     None => key,
