@@ -20,18 +20,18 @@ pub struct Delivery {
     pub(super) topic: Arc<str>,
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
-    pub(super) broadcast: Broadcast,
+    broadcast: Broadcast,
     /// The duplex.v1 `message` frame, made once for every v1 subscriber.
-    pub(super) frame: OnceLock<Broadcast>,
+    frame: OnceLock<Broadcast>,
     /// While the hub retains it: the hub's count of retained bytes, and
     /// what this delivery added to it for its frame (`RELEASED` once
     /// it is no longer retained).
-    pub(super) retained: OnceLock<Arc<AtomicUsize>>,
-    pub(super) frame_charged: AtomicUsize,
+    retained: OnceLock<Arc<AtomicUsize>>,
+    frame_charged: AtomicUsize,
 }
 
 /// `Delivery::frame_charged` once the delivery left the history.
-pub(super) const RELEASED: usize = usize::MAX;
+const RELEASED: usize = usize::MAX;
 
 /// What keeping a message in the history costs besides its payload: the
 /// delivery, its place in the history, the allocations' own headers.
@@ -131,7 +131,7 @@ impl Delivery {
         frame
     }
 
-    pub(super) fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         match self.message() {
             Message::Text(t) => t.len(),
             Message::Binary(b) => b.len(),

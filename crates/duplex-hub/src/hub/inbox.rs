@@ -14,7 +14,7 @@ use super::delivery::Queued;
 /// connection (all its topics).
 #[derive(Debug, Clone)]
 pub(crate) struct Inbox {
-    pub(super) tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Queued>,
     pub(super) lagged: Arc<AtomicBool>,
     /// Set, before the queue closes, when a raw subscriber was removed
     /// over a gap.

@@ -73,8 +73,8 @@ pub(super) struct Topic {
     pub(super) members: HashMap<u64, Member>,
     /// How long the last message written through to idle subscribers
     /// took, and when the last message was done (see `fan_out`).
-    pub(super) written_through: Duration,
-    pub(super) last_message: Option<Instant>,
+    written_through: Duration,
+    last_message: Option<Instant>,
     /// With a backplane: `epoch` and `last` are Redis's (a delivery came,
     /// or a duplex.v1 subscription read where Redis stands), so that a
     /// message that does not follow them is a gap.
@@ -212,7 +212,7 @@ impl Topic {
 impl Topic {
     /// Tells every duplex.v1 subscriber of a gap, and removes every raw
     /// one (its `recv` says [`RecvError::Lost`]).
-    pub(super) fn fan_out_gap(&mut self, gap: &Queued) -> (usize, u64) {
+    fn fan_out_gap(&mut self, gap: &Queued) -> (usize, u64) {
         let mut lagged = 0;
         self.subscribers.retain(|_, subscriber| {
             if !subscriber.v1 {

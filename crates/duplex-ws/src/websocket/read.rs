@@ -19,17 +19,17 @@ use crate::Error;
 /// header announced its size, beyond the configured read buffer size. Large
 /// enough that a 1 MiB message takes a few reads, not sixty-four; small enough
 /// that a header that lies about a 16 MiB frame does not reserve 16 MiB.
-pub(super) const MAX_READ_AHEAD: usize = 1 << 20;
+const MAX_READ_AHEAD: usize = 1 << 20;
 
 /// What a connection's first read goes through before it has a receive
 /// buffer, so that an idle connection holds none.
-pub(super) const FIRST_READ: usize = 512;
+const FIRST_READ: usize = 512;
 
 /// What a compressed message may inflate to beyond what the shared message
 /// budget has left: ordinary messages (a few KiB of JSON) still go through
 /// while others' large messages hold the budget, and a connection's own
 /// buffers are of this order anyway.
-pub(super) const UNCHARGED_INFLATE: usize = 16 << 10;
+const UNCHARGED_INFLATE: usize = 16 << 10;
 
 thread_local! {
     /// The receive buffer that the last read on this thread made ready and
@@ -179,7 +179,7 @@ where
     /// connection has, so that ordinary messages go through a budget held
     /// by others' large ones), even when it arrived whole in this read and
     /// so is never seen partly received.
-    pub(super) fn set_inflate_allowance(&mut self) {
+    fn set_inflate_allowance(&mut self) {
         if let Some(share) = &self.budget {
             let budget = share.budget();
             let left = budget.limit().saturating_sub(budget.used());
@@ -190,7 +190,7 @@ where
 
     /// The message in progress is whole (or gone): its clock stops and its
     /// share of the budget goes back.
-    pub(super) fn message_done(&mut self) {
+    fn message_done(&mut self) {
         // The timer stays, to be reset for the next message: dropping it
         // here allocated one per large message (tests/alloc.rs). It is only
         // polled while a message is in progress; if it fires meanwhile, the
@@ -204,7 +204,7 @@ where
     /// Before a read in the middle of a message: fails the connection if
     /// the message is late (1008) or needs more of the budget than is left
     /// (1013).
-    pub(super) fn check_partial_message(&mut self) -> Option<Event> {
+    fn check_partial_message(&mut self) -> Option<Event> {
         if !self.conn.message_in_progress() {
             self.message_done();
             return None;
@@ -237,7 +237,7 @@ where
     /// Fails the connection over the message in progress: a Close with
     /// `code` goes out, the TCP connection ends, and the application sees
     /// `error` and then a Close event reported as 1006, as for any failure.
-    pub(super) fn fail_message(&mut self, code: CloseCode, reason: &str, error: Error) -> Event {
+    fn fail_message(&mut self, code: CloseCode, reason: &str, error: Error) -> Event {
         tracing::info!(role = ?self.conn.role(), %error, %code, "failing the connection");
         // Fails only if a Close was sent already: then it stands.
         let _ = self.conn.send_close(Some(CloseFrame::new(code, reason)));
@@ -248,7 +248,7 @@ where
         Event::Error(error)
     }
 
-    pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
         // Room for a read buffer's worth or, inside a message whose header
         // said how large it is, for exactly the rest of it: a large message
         // then comes in few reads, and the buffer settles at the size that
@@ -278,11 +278,7 @@ where
     /// messages to 500 clients) read, unmask and write from one buffer
     /// that stays in cache, rather than from 500 that the messages keep
     /// pushing out of it; and an idle connection holds no buffer.
-    pub(super) fn poll_read_fresh(
-        &mut self,
-        cx: &mut Context<'_>,
-        size: usize,
-    ) -> Poll<Result<usize, Error>> {
+    fn poll_read_fresh(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<Result<usize, Error>> {
         let mut spare = SPARE.take().unwrap_or_default();
         let mut buf = self.conn.input_buffer();
         // `try_reclaim` fails while a message read earlier still refers to
@@ -314,7 +310,7 @@ where
     }
 
     /// A read into the receive buffer, with room for `size` more bytes.
-    pub(super) fn poll_read_buffered(
+    fn poll_read_buffered(
         &mut self,
         cx: &mut Context<'_>,
         size: usize,
@@ -326,11 +322,7 @@ where
 
     /// A read with no receive buffer at hand: into the stack, allocating
     /// only once bytes arrived, so that an idle connection holds none.
-    pub(super) fn poll_read_first(
-        &mut self,
-        cx: &mut Context<'_>,
-        size: usize,
-    ) -> Poll<Result<usize, Error>> {
+    fn poll_read_first(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<Result<usize, Error>> {
         let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
         let mut first = ReadBuf::uninit(&mut first);
         ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first))?;

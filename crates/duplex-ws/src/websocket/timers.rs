@@ -17,14 +17,14 @@ use crate::Error;
 /// The keepalive state: when the next Ping is due, or which Pong is awaited
 /// and until when.
 pub(super) struct Keepalive {
-    pub(super) interval: Duration,
-    pub(super) timeout: Duration,
+    interval: Duration,
+    timeout: Duration,
     /// Started on the first poll, in the runtime's context.
-    pub(super) timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<Pin<Box<Sleep>>>,
     /// The waker the timer was last polled with. Until the deadline moves or
     /// the task changes, checking `is_elapsed` is enough: polling the
     /// `Sleep` on every message cost ~90 instructions per 20-byte echo.
-    pub(super) registered: Option<std::task::Waker>,
+    registered: Option<std::task::Waker>,
     /// The payload of the Ping in flight, if any.
     pub(super) awaiting: Option<[u8; 4]>,
     /// Numbers the Pings, so that a stale Pong is not taken for the latest.

@@ -14,7 +14,7 @@ use crate::Error;
 
 /// The most slices one vectored write takes: a few frames whose large
 /// payloads were queued by reference, each between two runs of headers.
-pub(super) const MAX_WRITE_SLICES: usize = 16;
+const MAX_WRITE_SLICES: usize = 16;
 
 /// The error of a poll that may still be pending (pending is fine: the
 /// write finishes later, before the next read).
@@ -56,7 +56,7 @@ where
     /// write timeout: the wait fails when the socket takes no byte for that
     /// long. (The reading side needs no such bound: it never waits on a
     /// write, and keepalive covers a silent peer.)
-    pub(super) fn poll_write_until(
+    fn poll_write_until(
         &mut self,
         cx: &mut Context<'_>,
         done: impl Fn(&Connection) -> bool,
@@ -103,7 +103,7 @@ where
 
     /// Writes once from the pending output: one vectored write when large
     /// payloads were queued by reference between frame headers.
-    pub(super) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         // Only with a payload queued by reference is the output in more
         // than one piece: small echoes skip gathering slices.
         let whole = self.conn.pending_output().len() == self.conn.pending_output_len();
