@@ -18,12 +18,17 @@ use duplex_hub::{Hub, HubConfig, HubError, RecvError, Subscription};
 use duplex_ws::Message;
 use support::Redis;
 
+/// The test's own connection, tried for 5 s: on a loaded machine the
+/// client's 1 s connection timeout can pass before a fresh Redis answers.
 async fn redis_connection(redis: &Redis) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    let client = redis::Client::open(redis.url()).unwrap();
+    for _ in 0..50 {
+        if let Ok(c) = client.get_multiplexed_async_connection().await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to the test's Redis at {}", redis.url());
 }
 
 async fn command(c: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> redis::Value {

@@ -39,7 +39,6 @@ use duplex_ws::Message;
 // Tokio's clock, so that tests may move time.
 use tokio::time::Instant;
 
-use crate::backplane::Store;
 use crate::metrics::Metrics;
 
 mod config;
@@ -48,6 +47,7 @@ mod error;
 mod inbox;
 mod name;
 mod requester;
+mod store;
 mod subscription;
 mod topic;
 
@@ -59,6 +59,7 @@ pub use error::{HubError, RecvError};
 pub(crate) use inbox::Inbox;
 pub use name::{MAX_TOPIC_LEN, validate_topic};
 pub use requester::Requester;
+pub(crate) use store::{Pending, Store};
 pub(crate) use subscription::Membership;
 pub use subscription::Subscription;
 use topic::{Due, Joining, Slot, Subscriber, Topic, Topics, lock};
@@ -176,7 +177,7 @@ struct Inner {
     next_id: AtomicU64,
     metrics: Metrics,
     /// Set once a backplane is attached: offsets and history in Redis.
-    store: OnceLock<Arc<Store>>,
+    store: OnceLock<Arc<dyn Store>>,
     /// This node's id on the backplane.
     node: [u8; 16],
 }
@@ -292,7 +293,7 @@ impl Hub {
         // arrives twice (the session skips offsets it has sent), never not.
         let (membership, _) =
             self.join(topic, inbox, Joining::v1(None, since, watch, requester))?;
-        let opened = store.open(topic, since, self).await.inspect_err(|e| {
+        let opened = store.open(topic, since).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
         // Where Redis stands is where this node's deliveries go on from,
@@ -312,7 +313,7 @@ impl Hub {
                 entry.members.insert(membership.id, member.clone());
             });
             self.presence_event(topic, true, member.clone());
-            store.joined(topic, &member, self).await;
+            store.joined(topic, &member).await;
         }
         Ok((membership, opened))
     }
@@ -524,7 +525,11 @@ impl Hub {
             self.inner.metrics.published();
             return self.publish_here(topic, message, requester);
         };
-        let (epoch, offset) = store.publish(topic, &message, self).await?;
+        let (epoch, offset) = store
+            .publish(topic, &message)
+            .await
+            .inspect_err(|_| self.inner.metrics.backplane_dropped())?;
+        self.inner.metrics.backplane_out();
         self.inner.metrics.published();
         Ok(Published {
             epoch,
@@ -743,7 +748,7 @@ impl Hub {
         upto: u64,
     ) -> Result<Vec<Arc<Delivery>>, HubError> {
         match self.inner.store.get() {
-            Some(store) if after < upto => store.range(topic, epoch, after + 1, upto, self).await,
+            Some(store) if after < upto => store.range(topic, epoch, after + 1, upto).await,
             _ => Ok(Vec::new()),
         }
     }
@@ -884,7 +889,7 @@ impl Hub {
         self.inner.node
     }
 
-    pub(crate) fn attach(&self, store: Arc<Store>) -> bool {
+    pub(crate) fn attach(&self, store: Arc<dyn Store>) -> bool {
         self.inner.store.set(store).is_ok()
     }
 
@@ -898,7 +903,7 @@ impl Hub {
         if let Some(member) = left {
             self.presence_event(topic, false, member.clone());
             if let Some(store) = self.inner.store.get() {
-                store.left(topic, member, self);
+                Arc::clone(store).left(topic, member);
             }
         }
     }
