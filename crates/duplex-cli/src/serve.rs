@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use duplex_hub::backplane::Backplane;
+use duplex_hub::backplane::{Backplane, RedisOptions};
 use duplex_hub::{Hub, HubConfig, HubService};
 use duplex_ws::{Config, OriginPolicy, Server, TlsAcceptor};
 
@@ -95,10 +95,16 @@ pub(crate) struct ServeArgs {
     /// PKCS#1 or SEC1.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Redis URL (redis://host:port/db): share topics with every `duplex
-    /// serve` on the same Redis. Checked at start.
+    /// Redis URL: share topics with every `duplex serve` on the same
+    /// Redis. redis://host:port/db, rediss://… (TLS), or
+    /// redis+sentinel://host:port[,host:port…]/master[/db] (follows
+    /// failovers). Checked at start.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// PEM CA certificates to verify a rediss:// server with, instead of
+    /// the system's roots.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<PathBuf>,
     /// Messages queued for one topic subscriber; one that falls further
     /// behind is closed with 1008 ("slow consumer").
     #[arg(long, default_value_t = HubConfig::default().queue, value_name = "N")]
@@ -249,11 +255,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     );
     // Held for the server's life: dropping it stops the relaying.
     let backplane = match &args.redis {
-        Some(url) => Some(
-            Backplane::redis(&hub, url)
-                .await
-                .map_err(|e| format!("cannot use --redis: {e}"))?,
-        ),
+        Some(url) => {
+            let mut options = RedisOptions::default();
+            if let Some(ca) = &args.redis_ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("cannot read --redis-ca {}: {e}", ca.display()))?;
+                options = options.root_ca(pem);
+            }
+            Some(
+                Backplane::redis_with(&hub, url, &options)
+                    .await
+                    .map_err(|e| format!("cannot use --redis: {e}"))?,
+            )
+        }
         None => None,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {

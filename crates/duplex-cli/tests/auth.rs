@@ -417,3 +417,43 @@ fn an_open_server_says_so_and_a_redis_password_is_never_printed() {
     assert!(stderr.contains("redis://user:***@127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
+
+#[test]
+fn a_redis_url_or_ca_that_cannot_work_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("duplex-redis-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let missing = dir.join("missing.pem");
+    let not_pem = not_pem.to_str().unwrap();
+    let missing = missing.to_str().unwrap();
+    for (args, expected) in [
+        (
+            &["--redis", "redis+sentinel://127.0.0.1:1"][..],
+            "no master name",
+        ),
+        (&["--redis", "memcached://127.0.0.1:1"][..], "scheme"),
+        (
+            &["--redis", "redis://127.0.0.1:1/", "--redis-ca", not_pem][..],
+            "a CA is for TLS",
+        ),
+        (
+            &["--redis", "rediss://127.0.0.1:1/", "--redis-ca", not_pem][..],
+            "no PEM certificate",
+        ),
+        (
+            &["--redis", "rediss://127.0.0.1:1/", "--redis-ca", missing][..],
+            "cannot read --redis-ca",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = common::stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

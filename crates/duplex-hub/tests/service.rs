@@ -251,20 +251,26 @@ async fn healthz_follows_the_backplane() {
     let (status, body) = http(addr, "GET", "/healthz", "", b"").await;
     assert_eq!(
         (status, body.as_str()),
-        (200, "{\"status\":\"ok\",\"backplane\":\"connected\"}\n")
+        (
+            200,
+            "{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\"}\n"
+        )
     );
 
     drop(redis);
     let body = wait_for_health(addr, 503).await;
     assert_eq!(
         body,
-        "{\"status\":\"unavailable\",\"backplane\":\"disconnected\"}\n"
+        "{\"status\":\"unavailable\",\"backplane\":\"disconnected\",\"engine\":\"redis\"}\n"
     );
 
     // The backplane reconnects by itself once Redis is back.
     let _redis = Redis::start_on(port);
     let body = wait_for_health(addr, 200).await;
-    assert_eq!(body, "{\"status\":\"ok\",\"backplane\":\"connected\"}\n");
+    assert_eq!(
+        body,
+        "{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\"}\n"
+    );
 }
 
 /// Polls `GET /healthz` until it answers `status` (10 s at most); the body.

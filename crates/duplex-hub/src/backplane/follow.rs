@@ -8,7 +8,8 @@
 //! next message comes. After a lost link (the store restarted, failed
 //! over, or the network dropped), what was published meanwhile reached no
 //! node: [`catch_up`] re-reads every live topic, delivers what it missed,
-//! and tells subscribers where offsets were lost or started again. The
+//! and tells subscribers where offsets were lost or started again (and
+//! then delivers what the new epoch holds). The
 //! engines share this; each gives its history as a [`History`].
 
 use std::sync::Arc;
@@ -129,7 +130,19 @@ pub(crate) async fn catch_up(history: &impl History, hub: &Hub) {
                 topic = &*topic,
                 "the store lost or reset the topic's offsets: telling subscribers"
             );
-            hub.lost(&topic, now_epoch, now_last);
+            // What the new epoch holds already (nodes published into it
+            // while this one was cut off) comes after the gap, which its
+            // first message reports; where there is none, or the history
+            // lacks its end, the gap is reported here.
+            if now_last > 0 {
+                fill(history, hub, &topic, &now_epoch, 1, now_last).await;
+            }
+            if hub
+                .expected(&topic)
+                .is_none_or(|(e, l)| e != now_epoch || l < now_last)
+            {
+                hub.lost(&topic, now_epoch, now_last);
+            }
             continue;
         }
         if now_last > last {
@@ -139,6 +152,83 @@ pub(crate) async fn catch_up(history: &impl History, hub: &Hub) {
                 hub.lost(&topic, epoch, now_last);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{HubConfig, Inbox, Queued};
+
+    /// A store that failed over to a replica which had not seen the last
+    /// writes: the topic has a new epoch, and other nodes have published
+    /// `1..=last` into it meanwhile.
+    struct FailedOver {
+        epoch: Arc<str>,
+        last: u64,
+    }
+
+    impl History for FailedOver {
+        async fn range(
+            &self,
+            topic: &str,
+            epoch: &Arc<str>,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<Arc<Delivery>>, HubError> {
+            assert_eq!(epoch, &self.epoch, "only the new epoch is read");
+            Ok((from..=to.min(self.last))
+                .map(|offset| delivery(topic, epoch, offset))
+                .collect())
+        }
+
+        async fn standing(
+            &self,
+            _topic: &str,
+            _epoch: &Arc<str>,
+            _last: u64,
+        ) -> Result<Option<(Arc<str>, u64)>, HubError> {
+            Ok(Some((Arc::clone(&self.epoch), self.last)))
+        }
+    }
+
+    fn delivery(topic: &str, epoch: &Arc<str>, offset: u64) -> Arc<Delivery> {
+        Arc::new(Delivery::new(
+            topic.into(),
+            Arc::clone(epoch),
+            offset,
+            Message::text(format!("{epoch}{offset}")),
+        ))
+    }
+
+    #[tokio::test]
+    async fn after_a_failover_that_lost_writes_the_gap_is_told_then_the_new_epoch_comes() {
+        let hub = Hub::new(HubConfig::default());
+        let (inbox, mut rx) = Inbox::new(100);
+        let _open = hub
+            .open("t", &inbox, None, None, false, None)
+            .await
+            .unwrap();
+        let old: Arc<str> = "old".into();
+        for offset in 1..=3 {
+            hub.deliver(delivery("t", &old, offset));
+        }
+        let store = FailedOver {
+            epoch: "new".into(),
+            last: 2,
+        };
+        catch_up(&store, &hub).await;
+        let mut got = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            got.push(match item {
+                Queued::Message(d) => format!("{}{}", d.epoch(), d.offset()),
+                Queued::Gap(g) => format!("gap {}{}", g.epoch, g.offset),
+                Queued::Presence(_) => continue,
+            });
+        }
+        assert_eq!(got, ["old1", "old2", "old3", "gap new0", "new1", "new2"]);
+        // And the next message follows on.
+        assert_eq!(hub.expected("t"), Some(("new".into(), 2)));
     }
 }
 

@@ -25,17 +25,31 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// A `redis-server` on `port` with `args` after duplex's own (loopback,
+    /// no persistence), once it takes connections on `port`.
+    pub(crate) fn start_with(port: u16, args: &[&str]) -> Redis {
+        let port_text = port.to_string();
+        let mut all = vec![
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port_text,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        all.extend_from_slice(args);
+        Redis::spawn(port, &all)
+    }
+
+    /// `redis-server` with exactly `args`, once `port` takes connections.
+    pub(crate) fn spawn(port: u16, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,6 +61,12 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         redis
+    }
+
+    /// Kills it at once (SIGKILL), as a crash.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub(crate) fn start() -> Redis {
