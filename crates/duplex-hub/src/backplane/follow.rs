@@ -112,45 +112,50 @@ async fn fill(
 /// writes took over: its offsets start again).
 pub(crate) async fn catch_up(history: &impl History, hub: &Hub) {
     for topic in hub.subscribed_topics() {
-        let Some((epoch, last)) = hub.expected(&topic) else {
-            continue;
-        };
-        let (now_epoch, now_last) = match history.standing(&topic, &epoch, last).await {
-            Ok(Some(standing)) => standing,
-            // The store lost the topic: offsets start again with the next
-            // publish, whose new epoch tells every subscriber.
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(topic = &*topic, error = %e, "cannot catch up a topic after reconnecting");
-                continue;
-            }
-        };
-        if now_epoch != epoch {
-            tracing::warn!(
-                topic = &*topic,
-                "the store lost or reset the topic's offsets: telling subscribers"
-            );
-            // What the new epoch holds already (nodes published into it
-            // while this one was cut off) comes after the gap, which its
-            // first message reports; where there is none, or the history
-            // lacks its end, the gap is reported here.
-            if now_last > 0 {
-                fill(history, hub, &topic, &now_epoch, 1, now_last).await;
-            }
-            if hub
-                .expected(&topic)
-                .is_none_or(|(e, l)| e != now_epoch || l < now_last)
-            {
-                hub.lost(&topic, now_epoch, now_last);
-            }
-            continue;
+        catch_up_topic(history, hub, &topic).await;
+    }
+}
+
+/// [`catch_up`] for one topic: its shard's link was lost and made again.
+pub(crate) async fn catch_up_topic(history: &impl History, hub: &Hub, topic: &str) {
+    let Some((epoch, last)) = hub.expected(topic) else {
+        return;
+    };
+    let (now_epoch, now_last) = match history.standing(topic, &epoch, last).await {
+        Ok(Some(standing)) => standing,
+        // The store lost the topic: offsets start again with the next
+        // publish, whose new epoch tells every subscriber.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "cannot catch up a topic after reconnecting");
+            return;
         }
-        if now_last > last {
-            fill(history, hub, &topic, &epoch, last + 1, now_last).await;
-            if hub.expected(&topic).is_some_and(|(_, l)| l < now_last) {
-                // The history no longer holds the end of it.
-                hub.lost(&topic, epoch, now_last);
-            }
+    };
+    if now_epoch != epoch {
+        tracing::warn!(
+            topic,
+            "the store lost or reset the topic's offsets: telling subscribers"
+        );
+        // What the new epoch holds already (nodes published into it while
+        // this one was cut off) comes after the gap, which its first
+        // message reports; where there is none, or the history lacks its
+        // end, the gap is reported here.
+        if now_last > 0 {
+            fill(history, hub, topic, &now_epoch, 1, now_last).await;
+        }
+        if hub
+            .expected(topic)
+            .is_none_or(|(e, l)| e != now_epoch || l < now_last)
+        {
+            hub.lost(topic, now_epoch, now_last);
+        }
+        return;
+    }
+    if now_last > last {
+        fill(history, hub, topic, &epoch, last + 1, now_last).await;
+        if hub.expected(topic).is_some_and(|(_, l)| l < now_last) {
+            // The history no longer holds the end of it.
+            hub.lost(topic, epoch, now_last);
         }
     }
 }

@@ -253,6 +253,14 @@ impl Hub {
             requester,
         };
         let (membership, _) = self.join(topic, &inbox, joining)?;
+        if let Some(store) = self.inner.store.get() {
+            // A raw subscriber has no reply to wait for: its messages
+            // come once the backplane delivers the topic here.
+            let following = Arc::clone(store).follow(Arc::clone(&membership.topic));
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(following);
+            }
+        }
         // The topic keeps the only sender: removing the subscriber (its
         // queue overflowed) closes the queue, so that `recv` needs no
         // second thing to wait on.
@@ -293,6 +301,12 @@ impl Hub {
         // arrives twice (the session skips offsets it has sent), never not.
         let (membership, _) =
             self.join(topic, inbox, Joining::v1(None, since, watch, requester))?;
+        Arc::clone(store)
+            .follow(Arc::clone(&membership.topic))
+            .await
+            .inspect_err(|e| {
+                tracing::info!(topic, error = %e, "cannot receive a topic from the backplane");
+            })?;
         let opened = store.open(topic, since).await.inspect_err(|e| {
             tracing::info!(topic, error = %e, "cannot open a topic in Redis");
         })?;
@@ -900,6 +914,9 @@ impl Hub {
             left = entry.members.remove(&id);
         });
         self.inner.metrics.unsubscribed();
+        if let Some(store) = self.inner.store.get() {
+            Arc::clone(store).unfollow(topic);
+        }
         if let Some(member) = left {
             self.presence_event(topic, false, member.clone());
             if let Some(store) = self.inner.store.get() {

@@ -29,6 +29,17 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// what it delivers to every node (413 before it is sent).
     fn max_message_size(&self) -> usize;
 
+    /// Starts receiving `topic` on this node for one more local
+    /// subscriber (counted at once, before the future runs); done once
+    /// every message published from now on reaches this node. Each call
+    /// is matched by one [`unfollow`](Self::unfollow), whether or not it
+    /// succeeded.
+    fn follow(self: Arc<Self>, topic: Arc<str>) -> Pending<'static, Result<(), HubError>>;
+
+    /// One local subscriber of `topic` fewer: with none left, this node
+    /// stops receiving it (in the background).
+    fn unfollow(self: Arc<Self>, topic: &str);
+
     /// Gives `message` the next offset of `topic` and sends it to every
     /// node, this one included: the hub delivers it when it comes back,
     /// so that every node sees one order. The topic's epoch and the

@@ -1,5 +1,6 @@
-//! The Redis engine: one server (`redis://`, `rediss://`) or the master
-//! Sentinel names (`redis+sentinel://`).
+//! The Redis engine: one server (`redis://`, `rediss://`), the master
+//! Sentinel names (`redis+sentinel://`), or a Redis Cluster
+//! (`redis+cluster://`, with sharded pub/sub: see `cluster`).
 //!
 //! A topic's state lives in four keys, `duplex:{name}:epoch`, `:offset`,
 //! `:stream` and `:presence`, hash-tagged by the topic so that they share a
@@ -11,7 +12,9 @@
 //! after this publish (the epoch and offset of a topic that a node has
 //! subscribers for are kept alive by that node), and `PUBLISH`es the
 //! message with its epoch and offset on the channel `duplex:topic:{name}`,
-//! which every node receives with one `PSUBSCRIBE`. A subscription that
+//! which every node receives with one `PSUBSCRIBE` (on a cluster:
+//! `SPUBLISH` on `duplex:{name}:channel`, in the topic's slot, which the
+//! nodes with subscribers `SSUBSCRIBE` to). A subscription that
 //! begins or resumes reads where the topic stands and what it retains
 //! with a second script (`open.lua`); the age limit is applied on reading:
 //! an entry older than the TTL is not served.
@@ -43,8 +46,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use duplex_ws::Message;
 use futures_util::StreamExt;
-use redis::Value;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
 
 use super::follow::{self, History, PAGE};
 use super::payload::{
@@ -56,9 +61,13 @@ use crate::hub::{
     Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, new_epoch, validate_topic,
 };
 
+mod cluster;
+mod commands;
 mod limit;
 mod target;
 
+use cluster::{Confirmed, Shards};
+use commands::Commands;
 use target::{Target, TargetError};
 
 /// Channel names are this prefix and the topic.
@@ -71,6 +80,10 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long connecting to Redis, or one command, may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pushes from a cluster (messages, subscription confirmations) waiting to
+/// be handled; past it they are dropped, and a dropped message is filled
+/// from the stream when the next one comes.
+const PUSH_QUEUE: usize = 65_536;
 
 /// Every topic Redis holds, scored by when it expires: so that
 /// `max_topics` bounds the cluster, not each node (a topic is made by the
@@ -104,12 +117,23 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How channels and subscriptions are laid out.
+#[derive(Debug)]
+enum Mode {
+    /// One server: every node `PSUBSCRIBE`s to every topic's channel.
+    One,
+    /// A cluster: a sharded channel per topic, subscribed to by the nodes
+    /// that have its subscribers.
+    Cluster(Shards),
+}
+
 /// What a node keeps of Redis: where it is, the connection for commands,
 /// the scripts, the history limits.
 #[derive(Debug)]
 struct RedisStore {
     target: Target,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    mode: Mode,
+    connection: Mutex<Option<Commands>>,
     state: BackplaneState,
     publish: redis::Script,
     open: redis::Script,
@@ -123,7 +147,8 @@ struct RedisStore {
     /// a longer entry in a stream is not served.
     max_entry_size: usize,
     /// [`HubConfig::max_topics`](crate::HubConfig::max_topics), counted
-    /// over every node in [`TOPICS_KEY`].
+    /// over every node in [`TOPICS_KEY`] (on one server; a cluster has no
+    /// key every script may touch, and each node counts its own).
     max_topics: usize,
 }
 
@@ -158,13 +183,31 @@ pub(super) async fn start(
         url: masked(),
         reason,
     };
-    let mut connection = connect_commands(&target).await.map_err(unreachable)?;
-    let subscriber = connect_subscriber(&target).await.map_err(unreachable)?;
-    let limits: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("client-output-buffer-limit")
-        .query_async(&mut connection)
-        .await;
+    let (mut connection, receiving) = match &target {
+        Target::Cluster(nodes) => {
+            let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+            let client = ClusterClientBuilder::new(nodes.clone())
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(move |push: PushInfo| tx.try_send(push))
+                .connection_timeout(COMMAND_TIMEOUT)
+                .response_timeout(COMMAND_TIMEOUT)
+                .build()
+                .map_err(|e| BackplaneError::InvalidUrl {
+                    url: masked(),
+                    reason: e.to_string(),
+                })?;
+            let connection = within_timeout(client.get_async_connection())
+                .await
+                .map_err(unreachable)?;
+            (Commands::Cluster(connection), Receiving::Pushes(rx))
+        }
+        _ => {
+            let connection = connect_commands(&target).await.map_err(unreachable)?;
+            let subscriber = connect_subscriber(&target).await.map_err(unreachable)?;
+            (connection, Receiving::PubSub(subscriber))
+        }
+    };
+    let limits: redis::RedisResult<Vec<String>> = config_get(&mut connection).await;
     let max_message_size = match &limits {
         Ok(pair) => limit::pubsub_limit(pair.get(1).map(String::as_str)),
         Err(e) => {
@@ -183,8 +226,13 @@ pub(super) async fn start(
         );
     }
     let state = BackplaneState::connected(target.engine());
+    let mode = match &target {
+        Target::Cluster(_) => Mode::Cluster(Shards::default()),
+        _ => Mode::One,
+    };
     let store = Arc::new(RedisStore {
         target,
+        mode,
         connection: Mutex::new(Some(connection)),
         state: state.clone(),
         publish: redis::Script::new(include_str!("publish.lua")),
@@ -207,15 +255,68 @@ pub(super) async fn start(
         engine = state.engine(),
         "backplane connected"
     );
-    let tasks = vec![
-        tokio::spawn(keep(Arc::clone(&store), hub.clone())),
-        tokio::spawn(subscribe_loop(subscriber, hub.clone(), store)),
-    ];
+    let receiver = match receiving {
+        Receiving::PubSub(subscriber) => {
+            tokio::spawn(subscribe_loop(subscriber, hub.clone(), Arc::clone(&store)))
+        }
+        Receiving::Pushes(pushes) => {
+            tokio::spawn(receive_pushes(pushes, hub.clone(), Arc::clone(&store)))
+        }
+    };
+    let tasks = vec![tokio::spawn(keep(store, hub.clone())), receiver];
     Ok(Backplane { tasks, state })
 }
 
+/// How a node receives what is published.
+enum Receiving {
+    /// One `PSUBSCRIBE` on a connection of its own.
+    PubSub(redis::aio::PubSub),
+    /// The pushes of a cluster connection (RESP3), sharded subscriptions.
+    Pushes(mpsc::Receiver<PushInfo>),
+}
+
+/// `CONFIG GET client-output-buffer-limit`, from any one node.
+async fn config_get(connection: &mut Commands) -> redis::RedisResult<Vec<String>> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("client-output-buffer-limit");
+    match connection {
+        Commands::Server(c) => cmd.query_async(c).await,
+        Commands::Cluster(c) => {
+            use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+            let value = c
+                .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                .await?;
+            redis::from_redis_value(value).map_err(redis::RedisError::from)
+        }
+    }
+}
+
 impl RedisStore {
-    fn connection(&self) -> Result<MultiplexedConnection, HubError> {
+    /// The channel `topic`'s messages go out on.
+    fn channel(&self, topic: &str) -> String {
+        match self.mode {
+            Mode::One => format!("{CHANNEL_PREFIX}{topic}"),
+            Mode::Cluster(_) => cluster::channel(topic),
+        }
+    }
+
+    /// The command that sends on [`channel`](Self::channel).
+    fn publish_command(&self) -> &'static str {
+        match self.mode {
+            Mode::One => "PUBLISH",
+            Mode::Cluster(_) => "SPUBLISH",
+        }
+    }
+
+    /// The key that counts every topic, where scripts may touch it.
+    fn topics_key(&self) -> Option<&'static str> {
+        match self.mode {
+            Mode::One => Some(TOPICS_KEY),
+            Mode::Cluster(_) => None,
+        }
+    }
+
+    fn connection(&self) -> Result<Commands, HubError> {
         self.connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -247,8 +348,15 @@ impl RedisStore {
         }
     }
 
-    /// Forgets a connection that failed; the keeper makes a new one.
+    /// Forgets a connection that failed; the keeper makes a new one. A
+    /// cluster connection is kept: it repairs its links to each node
+    /// itself, and holds the subscriptions.
     fn failed(&self, error: &redis::RedisError) {
+        if let Mode::Cluster(_) = self.mode {
+            tracing::warn!(%error, "Redis Cluster command failed");
+            self.state.set_publisher(false);
+            return;
+        }
         tracing::warn!(%error, "Redis command failed; reconnecting");
         *self
             .connection
@@ -263,7 +371,7 @@ impl RedisStore {
     /// anew.
     async fn run<T>(
         &self,
-        work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        work: impl AsyncFnOnce(&mut Commands) -> redis::RedisResult<T>,
     ) -> Result<T, HubError> {
         let mut connection = self.connection()?;
         match tokio::time::timeout(COMMAND_TIMEOUT, work(&mut connection)).await {
@@ -296,6 +404,14 @@ impl RedisStore {
     /// Sentinel a `ROLE`, as a failover that makes the master a replica
     /// may not close its connections.
     async fn check(&self) {
+        if let Mode::Cluster(_) = self.mode {
+            if let Ok(Commands::Cluster(mut c)) = self.connection() {
+                let up = cluster::masters_answer(&mut c).await;
+                self.state.set_publisher(up);
+                self.state.set_subscriber(up);
+            }
+            return;
+        }
         if !matches!(self.target, Target::Sentinel(_)) {
             let _ = self
                 .run(async |c| redis::cmd("PING").query_async::<()>(c).await)
@@ -322,48 +438,50 @@ impl RedisStore {
         header.extend_from_slice(MAGIC);
         header.push(kind);
         header.extend_from_slice(&self.node);
+        let mut invocation = self.publish.prepare_invoke();
+        invocation
+            .key(key(topic, "epoch"))
+            .key(key(topic, "offset"))
+            .key(key(topic, "stream"));
+        if let Some(topics) = self.topics_key() {
+            invocation.key(topics);
+        }
+        invocation
+            .arg(&*new_epoch())
+            .arg(&[kind][..])
+            .arg(data)
+            .arg(self.history_size)
+            .arg(self.history_ttl_ms)
+            .arg(self.channel(topic))
+            .arg(&header[..])
+            .arg(self.max_topics)
+            .arg(topic)
+            .arg(self.publish_command());
         let (epoch, offset) = self
-            .run(async |c| {
-                self.publish
-                    .key(key(topic, "epoch"))
-                    .key(key(topic, "offset"))
-                    .key(key(topic, "stream"))
-                    .key(TOPICS_KEY)
-                    .arg(&*new_epoch())
-                    .arg(&[kind][..])
-                    .arg(data)
-                    .arg(self.history_size)
-                    .arg(self.history_ttl_ms)
-                    .arg(format!("{CHANNEL_PREFIX}{topic}"))
-                    .arg(&header[..])
-                    .arg(self.max_topics)
-                    .arg(topic)
-                    .arg("PUBLISH")
-                    .invoke_async::<(String, u64)>(c)
-                    .await
-            })
+            .run(async |c| invocation.invoke_async::<(String, u64)>(c).await)
             .await?;
         Ok((epoch.into(), offset))
     }
 
     async fn open(&self, topic: &str, since: Option<&Since>) -> Result<Opened, HubError> {
         let after = since.map_or(-1, |s| i64::try_from(s.offset).unwrap_or(i64::MAX));
+        let mut invocation = self.open.prepare_invoke();
+        invocation
+            .key(key(topic, "epoch"))
+            .key(key(topic, "offset"))
+            .key(key(topic, "stream"));
+        if let Some(topics) = self.topics_key() {
+            invocation.key(topics);
+        }
+        invocation
+            .arg(&*new_epoch())
+            .arg(self.history_ttl_ms)
+            .arg(after)
+            .arg(PAGE)
+            .arg(self.max_topics)
+            .arg(topic);
         let value: Value = self
-            .run(async |c| {
-                self.open
-                    .key(key(topic, "epoch"))
-                    .key(key(topic, "offset"))
-                    .key(key(topic, "stream"))
-                    .key(TOPICS_KEY)
-                    .arg(&*new_epoch())
-                    .arg(self.history_ttl_ms)
-                    .arg(after)
-                    .arg(PAGE)
-                    .arg(self.max_topics)
-                    .arg(topic)
-                    .invoke_async(c)
-                    .await
-            })
+            .run(async |c| invocation.invoke_async(c).await)
             .await?;
         let bad = || {
             tracing::warn!(topic, "unexpected answer from the open script");
@@ -420,8 +538,8 @@ impl RedisStore {
                     .arg(key(topic, "presence"))
                     .arg(PRESENCE_TTL.as_millis() as u64)
                     .ignore()
-                    .cmd("PUBLISH")
-                    .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                    .cmd(self.publish_command())
+                    .arg(self.channel(topic))
                     .arg(&event[..])
                     .ignore()
                     .query_async::<()>(c)
@@ -445,8 +563,8 @@ impl RedisStore {
                     .arg(key(topic, "presence"))
                     .arg(&json)
                     .ignore()
-                    .cmd("PUBLISH")
-                    .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                    .cmd(self.publish_command())
+                    .arg(self.channel(topic))
                     .arg(&event[..])
                     .ignore()
                     .query_async::<()>(c)
@@ -491,23 +609,44 @@ impl RedisStore {
         if topics.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
         let until = now_ms() + self.history_ttl_ms;
-        for topic in &topics {
+        let keep = |pipe: &mut redis::Pipeline, topic: &str| {
             for what in ["epoch", "offset"] {
                 pipe.cmd("PEXPIRE")
                     .arg(key(topic, what))
                     .arg(self.history_ttl_ms)
                     .ignore();
             }
-            pipe.cmd("ZADD")
-                .arg(TOPICS_KEY)
-                .arg("XX")
-                .arg(until)
-                .arg(&**topic)
-                .ignore();
+        };
+        match self.mode {
+            Mode::One => {
+                let mut pipe = redis::pipe();
+                for topic in &topics {
+                    keep(&mut pipe, topic);
+                    pipe.cmd("ZADD")
+                        .arg(TOPICS_KEY)
+                        .arg("XX")
+                        .arg(until)
+                        .arg(&**topic)
+                        .ignore();
+                }
+                let _ = self.run(async |c| pipe.query_async::<()>(c).await).await;
+            }
+            // A pipeline goes to one slot's owner: one per topic.
+            Mode::Cluster(_) => {
+                for topic in &topics {
+                    let mut pipe = redis::pipe();
+                    keep(&mut pipe, topic);
+                    if self
+                        .run(async |c| pipe.query_async::<()>(c).await)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
         }
-        let _ = self.run(async |c| pipe.query_async::<()>(c).await).await;
     }
 
     /// Renews this node's members in Redis.
@@ -542,6 +681,37 @@ impl RedisStore {
 impl Store for RedisStore {
     fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    fn follow(self: Arc<Self>, topic: Arc<str>) -> Pending<'static, Result<(), HubError>> {
+        let Mode::Cluster(shards) = &self.mode else {
+            return Box::pin(async { Ok(()) });
+        };
+        if !shards.add(&topic) {
+            return Box::pin(async { Ok(()) });
+        }
+        Box::pin(async move {
+            let (Mode::Cluster(shards), Commands::Cluster(mut c)) = (&self.mode, self.connection()?)
+            else {
+                return Ok(());
+            };
+            shards.subscribe(&mut c, &topic).await
+        })
+    }
+
+    fn unfollow(self: Arc<Self>, topic: &str) {
+        let (Mode::Cluster(_), Ok(runtime)) = (&self.mode, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let topic = topic.to_owned();
+        runtime.spawn(async move {
+            if let (Mode::Cluster(shards), Ok(Commands::Cluster(c))) =
+                (&self.mode, self.connection())
+            {
+                shards.remove(c, &topic).await;
+            }
+        });
     }
 
     fn publish<'a>(
@@ -691,12 +861,12 @@ fn entries_of(
     out
 }
 
-async fn connect_commands(target: &Target) -> Result<MultiplexedConnection, String> {
+async fn connect_commands(target: &Target) -> Result<Commands, String> {
     within_timeout(async {
         let client = target.client().await?;
-        let mut c = client.get_multiplexed_async_connection().await?;
+        let mut c: MultiplexedConnection = client.get_multiplexed_async_connection().await?;
         c.set_response_timeout(COMMAND_TIMEOUT);
-        Ok(c)
+        Ok(Commands::Server(c))
     })
     .await
 }
@@ -749,8 +919,6 @@ async fn keep(store: Arc<RedisStore>, hub: Hub) {
 /// filling gaps from the stream; resubscribes when the connection ends,
 /// and then catches up.
 async fn subscribe_loop(pubsub: redis::aio::PubSub, hub: Hub, store: Arc<RedisStore>) {
-    let node = hub.node();
-    let max_message_size = hub.config().max_message_size;
     let mut pubsub = Some(pubsub);
     let mut attempt = 0;
     loop {
@@ -785,55 +953,116 @@ async fn subscribe_loop(pubsub: redis::aio::PubSub, hub: Hub, store: Arc<RedisSt
             let Some(topic) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
                 continue;
             };
-            if validate_topic(topic).is_err() {
-                continue;
-            }
-            let payload = msg.get_payload_bytes();
-            if too_large(payload, max_message_size) {
-                // Not decoded (a copy), not queued for every subscriber.
-                hub.metrics().backplane_too_large();
-                tracing::warn!(
-                    topic,
-                    bytes = payload.len(),
-                    max = max_message_size,
-                    "dropped a message from the backplane over the message size limit"
-                );
-                continue;
-            }
-            match decode(payload) {
-                Some(Decoded::Message { message, .. })
-                    if message_len(&message) > max_message_size =>
-                {
-                    hub.metrics().backplane_too_large();
-                    tracing::warn!(
-                        topic,
-                        "dropped a message from the backplane over the message size limit"
-                    );
-                }
-                Some(Decoded::Message {
-                    epoch,
-                    offset,
-                    message,
-                }) => {
-                    hub.metrics().backplane_in();
-                    follow::receive(&*store, &hub, topic, epoch.into(), offset, message).await;
-                }
-                Some(Decoded::Presence {
-                    node: from,
-                    joined,
-                    member,
-                }) => {
-                    if from != node {
-                        hub.presence_event(topic, joined, member);
-                    }
-                }
-                None => tracing::debug!(channel = msg.get_channel_name(), "not a duplex payload"),
-            }
+            received(&store, &hub, topic, msg.get_payload_bytes()).await;
         }
         store.state.set_subscriber(false);
         tracing::warn!("backplane subscription ended; reconnecting");
         tokio::time::sleep(backoff(0)).await;
     }
+}
+
+/// A payload on `topic`'s channel: a message, delivered in offset order
+/// (what pub/sub skipped filled from the stream first), or a presence
+/// event of another node.
+async fn received(store: &RedisStore, hub: &Hub, topic: &str, payload: &[u8]) {
+    if validate_topic(topic).is_err() {
+        return;
+    }
+    let max_message_size = hub.config().max_message_size;
+    if too_large(payload, max_message_size) {
+        // Not decoded (a copy), not queued for every subscriber.
+        hub.metrics().backplane_too_large();
+        tracing::warn!(
+            topic,
+            bytes = payload.len(),
+            max = max_message_size,
+            "dropped a message from the backplane over the message size limit"
+        );
+        return;
+    }
+    match decode(payload) {
+        Some(Decoded::Message { message, .. }) if message_len(&message) > max_message_size => {
+            hub.metrics().backplane_too_large();
+            tracing::warn!(
+                topic,
+                "dropped a message from the backplane over the message size limit"
+            );
+        }
+        Some(Decoded::Message {
+            epoch,
+            offset,
+            message,
+        }) => {
+            hub.metrics().backplane_in();
+            follow::receive(store, hub, topic, epoch.into(), offset, message).await;
+        }
+        Some(Decoded::Presence {
+            node,
+            joined,
+            member,
+        }) => {
+            if node != hub.node() {
+                hub.presence_event(topic, joined, member);
+            }
+        }
+        None => tracing::debug!(topic, "not a duplex payload"),
+    }
+}
+
+/// On a cluster: the messages of the sharded channels this node follows,
+/// and what Redis says of the subscriptions. A resubscription (after a
+/// reconnection or a failover) catches its topic up; a subscription Redis
+/// ended itself (the slot moved) is made again.
+async fn receive_pushes(mut pushes: mpsc::Receiver<PushInfo>, hub: Hub, store: Arc<RedisStore>) {
+    let Mode::Cluster(shards) = &store.mode else {
+        return;
+    };
+    while let Some(push) = pushes.recv().await {
+        let channel = match push.data.first() {
+            Some(Value::BulkString(channel)) => channel.as_slice(),
+            _ => &[][..],
+        };
+        let topic = cluster::topic_of(channel);
+        match (push.kind, topic) {
+            (PushKind::SMessage, Some(topic)) => {
+                if let Some(Value::BulkString(payload)) = push.data.get(1) {
+                    received(&store, &hub, topic, payload).await;
+                }
+            }
+            (PushKind::SSubscribe, Some(topic)) if shards.confirmed(topic) == Confirmed::Again => {
+                tracing::info!(topic, "resubscribed to a shard channel: catching up");
+                let (store, hub, topic) = (Arc::clone(&store), hub.clone(), topic.to_owned());
+                tokio::spawn(async move {
+                    follow::catch_up_topic(&*store, &hub, &topic).await;
+                });
+            }
+            (PushKind::SUnsubscribe, Some(topic)) if shards.dropped(topic) => {
+                tracing::info!(topic, "Redis ended a shard subscription: subscribing again");
+                let (store, hub, topic) = (Arc::clone(&store), hub.clone(), topic.into());
+                tokio::spawn(resubscribe(store, hub, topic));
+            }
+            (PushKind::Disconnection, _) => store.state.set_subscriber(false),
+            _ => {}
+        }
+    }
+}
+
+/// Makes a shard subscription again, for as long as the topic is wanted,
+/// then catches it up.
+async fn resubscribe(store: Arc<RedisStore>, hub: Hub, topic: Arc<str>) {
+    let Mode::Cluster(shards) = &store.mode else {
+        return;
+    };
+    for attempt in 0.. {
+        tokio::time::sleep(backoff(attempt)).await;
+        let Ok(Commands::Cluster(mut c)) = store.connection() else {
+            continue;
+        };
+        if shards.subscribe(&mut c, &topic).await.is_ok() {
+            break;
+        }
+    }
+    follow::catch_up_topic(&*store, &hub, &topic).await;
 }
 
 /// How long to wait before the `attempt`th try to reach Redis again:

@@ -1,7 +1,7 @@
 //! Which Redis to talk to, from the URL: one server (`redis://`,
-//! `rediss://`), or the master that Sentinel names now
-//! (`redis+sentinel://`), asked again on every reconnection so that a
-//! failover is followed.
+//! `rediss://`), the master that Sentinel names now (`redis+sentinel://`),
+//! asked again on every reconnection so that a failover is followed, or
+//! the nodes to learn a Redis Cluster from (`redis+cluster://`).
 
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr};
@@ -14,6 +14,9 @@ pub(crate) enum Target {
     Server(Client),
     /// The master of a Sentinel-watched group.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// A Redis Cluster, learnt from these nodes (`redis://` URLs with the
+    /// credentials).
+    Cluster(Vec<String>),
 }
 
 impl std::fmt::Debug for Target {
@@ -21,6 +24,7 @@ impl std::fmt::Debug for Target {
         match self {
             Target::Server(_) => f.write_str("Target::Server"),
             Target::Sentinel(_) => f.write_str("Target::Sentinel"),
+            Target::Cluster(_) => f.write_str("Target::Cluster"),
         }
     }
 }
@@ -68,8 +72,18 @@ impl Target {
                 }
                 sentinel(rest).map(|c| Target::Sentinel(tokio::sync::Mutex::new(c)))
             }
+            "redis+cluster" => {
+                if options.root_ca.is_some() {
+                    return Err(TargetError::Ca(
+                        "TLS to a Redis Cluster is not supported: use rediss:// to one server"
+                            .into(),
+                    ));
+                }
+                cluster(rest).map(Target::Cluster)
+            }
             other => Err(TargetError::Url(format!(
-                "the scheme {other}:// is not one of redis://, rediss://, redis+sentinel://"
+                "the scheme {other}:// is not one of redis://, rediss://, redis+sentinel://, \
+                 redis+cluster://"
             ))),
         }
     }
@@ -79,6 +93,7 @@ impl Target {
         match self {
             Target::Server(_) => "redis",
             Target::Sentinel(_) => "redis+sentinel",
+            Target::Cluster(_) => "redis+cluster",
         }
     }
 
@@ -88,6 +103,10 @@ impl Target {
         match self {
             Target::Server(client) => Ok(client.clone()),
             Target::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Target::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a cluster has no one client",
+            ))),
         }
     }
 }
@@ -121,20 +140,10 @@ fn sentinel(rest: &str) -> Result<SentinelClient, TargetError> {
         Some((userinfo, hosts)) => (Some(userinfo), hosts),
         None => (None, authority),
     };
-    let mut addresses = Vec::new();
-    for host in hosts.split(',') {
-        let (name, port) = host
-            .rsplit_once(':')
-            .ok_or_else(|| bad("every sentinel needs a port: host:port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| bad("a sentinel's port is not a number"))?;
-        let name = name.trim_start_matches('[').trim_end_matches(']');
-        if name.is_empty() {
-            return Err(bad("a sentinel has no host"));
-        }
-        addresses.push(ConnectionAddr::Tcp(name.to_owned(), port));
-    }
+    let addresses = addresses(hosts)?
+        .into_iter()
+        .map(|(host, port)| ConnectionAddr::Tcp(host, port))
+        .collect::<Vec<_>>();
     let mut path = path.trim_end_matches('/').split('/');
     let master = path
         .next()
@@ -164,6 +173,57 @@ fn sentinel(rest: &str) -> Result<SentinelClient, TargetError> {
         }
     }
     builder.build().map_err(|e| TargetError::Url(e.to_string()))
+}
+
+/// `host:port[,host:port…]`, each host a name or an address (IPv6 in
+/// brackets).
+fn addresses(hosts: &str) -> Result<Vec<(String, u16)>, TargetError> {
+    let bad = |why: &str| TargetError::Url(why.to_owned());
+    let mut addresses = Vec::new();
+    for host in hosts.split(',') {
+        let (name, port) = host
+            .rsplit_once(':')
+            .ok_or_else(|| bad("every node needs a port: host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("a node's port is not a number"))?;
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty() {
+            return Err(bad("a node has no host"));
+        }
+        addresses.push((name.to_owned(), port));
+    }
+    Ok(addresses)
+}
+
+/// `[user:password@]host:port[,host:port…][/]`, after the scheme: nodes to
+/// learn the cluster from (any will do; several, so that one being down
+/// at start does not matter).
+fn cluster(rest: &str) -> Result<Vec<String>, TargetError> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(TargetError::Url(
+            "a Redis Cluster has one database: no path after the nodes".into(),
+        ));
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    Ok(addresses(hosts)?
+        .into_iter()
+        .map(|(host, port)| {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            match userinfo {
+                Some(userinfo) => format!("redis://{userinfo}@{host}:{port}/"),
+                None => format!("redis://{host}:{port}/"),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -196,6 +256,24 @@ mod tests {
         assert!(url_error("redis+sentinel://h:1/m/x").contains("database"));
         assert!(url_error("redis+sentinel://h:1/m/1/2").contains("path"));
         assert!(url_error("memcached://h:1").contains("scheme"));
+    }
+
+    #[test]
+    fn cluster_urls_name_nodes_and_nothing_else() {
+        let target = Target::parse(
+            "redis+cluster://:pw@127.0.0.1:7000,[::1]:7001/",
+            &RedisOptions::default(),
+        )
+        .unwrap();
+        let Target::Cluster(nodes) = target else {
+            panic!("{target:?}");
+        };
+        assert_eq!(
+            nodes,
+            ["redis://:pw@127.0.0.1:7000/", "redis://:pw@[::1]:7001/"]
+        );
+        assert!(url_error("redis+cluster://h:1/0").contains("one database"));
+        assert!(url_error("redis+cluster://h/").contains("port"));
     }
 
     #[test]
