@@ -328,3 +328,91 @@ async fn through_a_master_s_crash_offsets_run_on_or_the_gap_is_told() {
         "acknowledged, never delivered, no gap told: {missing:?}"
     );
 }
+
+/// A node's cluster id, by its port, from `CLUSTER NODES`.
+fn node_id(cluster: &RedisCluster, port: u16) -> String {
+    let nodes = cluster::cli(cluster.nodes[0].port, &["CLUSTER", "NODES"]);
+    nodes
+        .lines()
+        .find(|line| line.contains(&format!("127.0.0.1:{port}@")))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_whose_slot_moves_to_another_master_is_followed_there() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap();
+    let topics = topic_per_shard(&cluster);
+    let (topic, from) = topics[0].clone();
+    let to = topics[1].1;
+    let (a, _ha, _pa) = node(&cluster.url()).await;
+    let (b, _hb, _pb) = node(&cluster.url()).await;
+    let mut sub = connect(a).await;
+    let reply = ask(&mut sub, json!({"op":"subscribe","id":1,"topic":topic})).await;
+    let epoch = reply["epoch"].as_str().unwrap().to_owned();
+    let mut publisher = connect(b).await;
+    for offset in 1..=3u64 {
+        let ack = ask(
+            &mut publisher,
+            json!({"op":"publish","id":offset,"topic":topic,"data":"before"}),
+        )
+        .await;
+        assert_eq!(ack["offset"].as_u64(), Some(offset), "{ack}");
+        assert_eq!(frame(&mut sub).await["offset"].as_u64(), Some(offset));
+    }
+
+    // Move the topic's slot, keys and all, as `redis-cli --cluster
+    // reshard` does: IMPORTING, MIGRATING, MIGRATE, then NODE everywhere.
+    let slot = cluster::cli(from, &["CLUSTER", "KEYSLOT", &format!("duplex:{{{topic}}}:epoch")])
+        .trim()
+        .to_owned();
+    let (from_id, to_id) = (node_id(&cluster, from), node_id(&cluster, to));
+    cluster::cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    cluster::cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let keys = cluster::cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(!keys.is_empty(), "the topic's keys are in its slot");
+    let to_port = to.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    migrate.extend(&keys);
+    assert!(cluster::cli(from, &migrate).contains("OK"));
+    for node in &cluster.nodes {
+        cluster::cli(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    cluster.wait_until_ok(Duration::from_secs(30));
+    assert_eq!(
+        cluster.master_port_of(&format!("duplex:{{{topic}}}:epoch"), from),
+        to
+    );
+
+    // Publishes follow the slot (MOVED), and so does the subscription:
+    // offsets go on in the same epoch, none missed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = 4u64;
+    while next <= 6 {
+        let ack = ask(
+            &mut publisher,
+            json!({"op":"publish","id":next,"topic":topic,"data":"after"}),
+        )
+        .await;
+        assert_eq!(ack["type"], "published", "{ack}");
+        assert_eq!(
+            (ack["epoch"].as_str(), ack["offset"].as_u64()),
+            (Some(epoch.as_str()), Some(next)),
+            "{ack}"
+        );
+        next += 1;
+        assert!(Instant::now() < deadline);
+    }
+    for offset in 4..=6u64 {
+        let got = frame(&mut sub).await;
+        assert_eq!(
+            (got["type"].as_str(), got["offset"].as_u64()),
+            (Some("message"), Some(offset)),
+            "{got}"
+        );
+    }
+}
