@@ -28,8 +28,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve WebSocket echo on every path, topics on /topics/NAME (publish
-    /// and subscribe; shared over Redis with --redis), and a test page at
-    /// GET /. Open to anyone unless given a token key (--token-secret,
+    /// and subscribe; shared over Redis or NATS with --redis or --nats),
+    /// and a test page at GET /. Open to anyone unless given a token key (--token-secret,
     /// --token-public-key: every WebSocket needs a token, 401/403) and an
     /// --api-key (for POST /topics/NAME and GET /metrics).
     // Boxed: serve has many more flags than the other commands.

@@ -1,8 +1,9 @@
 //! `duplex serve`: flags, wiring and printing. The server is duplex's
 //! [`Server`] running [`Routes`]: the echo on every path but the push
 //! service's (`/topics/{name}`, `/topics` for duplex.v1, `/metrics`,
-//! `/healthz`; with `--redis`, topics, their offsets and their history are
-//! shared by every server on that Redis), the test page at `GET /`. `--max-connections` bounds the WebSockets (503 past it) and the
+//! `/healthz`; with `--redis` or `--nats`, topics, their offsets and their
+//! history are shared by every server on that Redis or NATS), the test page
+//! at `GET /`. `--max-connections` bounds the WebSockets (503 past it) and the
 //! other TCP connections. SIGTERM or Ctrl-C shuts the server down, which
 //! closes every WebSocket with 1001.
 //!
@@ -96,15 +97,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Redis URL: share topics with every `duplex serve` on the same
-    /// Redis. redis://host:port/db, rediss://… (TLS), or
+    /// Redis. redis://host:port/db, rediss://… (TLS),
     /// redis+sentinel://host:port[,host:port…]/master[/db] (follows
-    /// failovers). Checked at start.
+    /// failovers), or redis+cluster://host:port[,host:port…]/ (sharded
+    /// pub/sub). Checked at start.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// PEM CA certificates to verify a rediss:// server with, instead of
     /// the system's roots.
     #[arg(long, value_name = "FILE", requires = "redis")]
     redis_ca: Option<PathBuf>,
+    /// NATS URL (nats://host:port, JetStream on): share topics with every
+    /// `duplex serve` on the same NATS, each topic a stream. Checked at
+    /// start.
+    #[arg(long, value_name = "URL", conflicts_with = "redis")]
+    nats: Option<String>,
     /// Messages queued for one topic subscriber; one that falls further
     /// behind is closed with 1008 ("slow consumer").
     #[arg(long, default_value_t = HubConfig::default().queue, value_name = "N")]
@@ -254,21 +261,26 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .max_topics_per_client(args.max_topics_per_client),
     );
     // Held for the server's life: dropping it stops the relaying.
-    let backplane = match &args.redis {
-        Some(url) => {
-            let mut options = RedisOptions::default();
-            if let Some(ca) = &args.redis_ca {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("cannot read --redis-ca {}: {e}", ca.display()))?;
-                options = options.root_ca(pem);
-            }
-            Some(
-                Backplane::redis_with(&hub, url, &options)
-                    .await
-                    .map_err(|e| format!("cannot use --redis: {e}"))?,
-            )
+    let backplane = if let Some(url) = &args.nats {
+        Some(
+            Backplane::nats(&hub, url)
+                .await
+                .map_err(|e| format!("cannot use --nats: {e}"))?,
+        )
+    } else if let Some(url) = &args.redis {
+        let mut options = RedisOptions::default();
+        if let Some(ca) = &args.redis_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read --redis-ca {}: {e}", ca.display()))?;
+            options = options.root_ca(pem);
         }
-        None => None,
+        Some(
+            Backplane::redis_with(&hub, url, &options)
+                .await
+                .map_err(|e| format!("cannot use --redis: {e}"))?,
+        )
+    } else {
+        None
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {

@@ -1,11 +1,16 @@
 //! Topics through the built binary: `duplex serve` with `/topics/{name}`,
 //! `duplex publish`, `POST /topics/{name}`, `GET /metrics`, a subscriber
-//! that stops reading, and two servers sharing topics over a real Redis
-//! (a `redis-server` started here).
+//! that stops reading, and two servers sharing topics over a real Redis,
+//! a Redis Cluster and NATS JetStream (each started here on free loopback
+//! ports).
 
+#[path = "../../duplex-hub/tests/support/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "../../duplex-hub/tests/support/nats.rs"]
+mod nats;
 #[path = "../../duplex-hub/tests/support/redis.rs"]
-mod redis;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -13,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Server, UPGRADE_HEADERS, http_status, raw_upgrade, stderr_of};
-use redis::Redis;
+use support::Redis;
 
 /// A `duplex connect` subscribed to a topic; its printed lines arrive on a
 /// channel. Its stdin stays open (so it stays connected) until dropped.
@@ -240,9 +245,64 @@ fn two_servers_share_topics_over_redis() {
     assert!(metric(&b.addr, "duplex_backplane_received_total") >= 2);
 }
 
+/// Two servers on `args`, sharing `news`: each message reaches both
+/// subscribers once, and `/healthz` names the engine.
+fn two_servers_share_topics(args: &[&str], engine: &str) {
+    let a = Server::start(args);
+    let b = Server::start(args);
+    let on_a = Subscriber::start(&a.addr, "news");
+    let on_b = Subscriber::start(&b.addr, "news");
+    publish(&b.addr, "news", &["from b"]);
+    assert_eq!(on_a.next(), "from b");
+    assert_eq!(on_b.next(), "from b");
+    publish(&a.addr, "news", &["from a"]);
+    assert_eq!(on_a.next(), "from a");
+    assert_eq!(on_b.next(), "from a");
+    on_a.nothing_more();
+    on_b.nothing_more();
+    let (status, body) = http(&a.addr, "GET", "/healthz", "", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"engine\":\"{engine}\"")), "{body}");
+}
+
+#[test]
+fn two_servers_share_topics_over_a_redis_cluster() {
+    let cluster = cluster::RedisCluster::start(3, 0);
+    two_servers_share_topics(&["--redis", &cluster.url()], "redis+cluster");
+}
+
+#[test]
+fn two_servers_share_topics_over_nats() {
+    let store = tempfile::tempdir().unwrap();
+    let nats = nats::Nats::start(store.path());
+    two_servers_share_topics(&["--nats", &nats.url()], "nats");
+}
+
+#[test]
+fn serve_with_an_unreachable_nats_or_two_backplanes_fails_at_start() {
+    let url = format!("nats://127.0.0.1:{}", support::free_port());
+    for args in [
+        vec!["--nats", url.as_str()],
+        vec!["--nats", url.as_str(), "--redis", "redis://127.0.0.1:1/"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = stderr_of(&out);
+        assert!(
+            stderr.contains("cannot use --nats") || stderr.contains("cannot be used with"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn serve_with_an_unreachable_redis_fails_at_start() {
-    let url = format!("redis://127.0.0.1:{}/", redis::free_port());
+    let url = format!("redis://127.0.0.1:{}/", support::free_port());
     let out = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--redis", &url])
         .stdin(Stdio::null())

@@ -259,7 +259,7 @@ impl HubService {
             // Over HTTP/2 a WebSocket is a CONNECT; a plain GET is answered
             // by the handshake's own refusal (426).
             if method == Method::GET || is_upgrade_request(&request) {
-                return ready(self.subscribe(&mut request, &topic));
+                return self.subscribe(&mut request, &topic);
             }
             if method == Method::POST {
                 if let Some(refusal) = self.refused_post(&request, Some(&topic)) {
@@ -297,14 +297,14 @@ impl HubService {
     }
 
     /// A WebSocket on `/topics/{topic}`: the handshake, then the session.
-    fn subscribe<B>(&self, request: &mut Request<B>, topic: &str) -> Response<Full<Bytes>> {
+    fn subscribe<B>(&self, request: &mut Request<B>, topic: &str) -> ResponseFuture {
         if let Err(e) = validate_topic(topic) {
             tracing::info!(error = %e, "refusing a subscription");
-            return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+            return ready(text(StatusCode::BAD_REQUEST, &format!("{e}\n")));
         }
         let claims = match self.authenticate(request) {
             Ok(claims) => claims,
-            Err(e) => return e.to_response(),
+            Err(e) => return ready(e.to_response()),
         };
         if let Some(claims) = &claims
             && !claims.may_subscribe(topic)
@@ -314,22 +314,22 @@ impl HubService {
                 subject = claims.subject(),
                 "refusing a subscription outside the token's claims"
             );
-            return auth::forbidden_topic(topic);
+            return ready(auth::forbidden_topic(topic));
         }
         let upgrade = match Upgrade::new(request, &self.config) {
             Ok(upgrade) => upgrade,
             Err(e) => {
                 tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
-                return e.to_response();
+                return ready(e.to_response());
             }
         };
         // After the handshake is accepted, so that a refused one leaves no
         // trace in the hub; dropping `upgrade` frees its place.
-        let subscription = match self
+        let (subscription, following) = match self
             .hub
-            .subscribe_as(topic, requester(request, claims.as_ref()).as_ref())
+            .subscribe_unfollowed(topic, requester(request, claims.as_ref()).as_ref())
         {
-            Ok(subscription) => subscription,
+            Ok(subscribed) => subscribed,
             Err(e) => {
                 tracing::info!(error = %e, "refusing a subscription");
                 let status = match e {
@@ -338,7 +338,7 @@ impl HubService {
                     }
                     _ => StatusCode::BAD_REQUEST,
                 };
-                return text(status, &format!("{e}\n"));
+                return ready(text(status, &format!("{e}\n")));
             }
         };
         let hub = self.hub.clone();
@@ -346,7 +346,21 @@ impl HubService {
             publish: claims.may_publish(topic),
             expiry: Box::pin(claims.expiry()),
         });
-        upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights))
+        let Some(following) = following else {
+            return ready(
+                upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights)),
+            );
+        };
+        // With a backplane, the handshake is answered once this node
+        // receives the topic: what is published after the 101 reaches the
+        // subscriber.
+        Box::pin(async move {
+            if let Err(e) = following.await {
+                tracing::info!(error = %e, "refusing a subscription: the backplane cannot deliver it");
+                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")));
+            }
+            Ok(upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights)))
+        })
     }
 
     /// A WebSocket on `/topics` with duplex.v1: the handshake, then the

@@ -127,8 +127,16 @@ async fn on_a_cluster_offsets_agree_on_every_shard_and_a_subscriber_resumes_else
             assert_eq!(ack["epoch"].as_str(), Some(epochs[topic].as_str()), "{ack}");
             let got = frame(&mut sub).await;
             assert_eq!(
-                (got["topic"].as_str(), got["offset"].as_u64(), got["data"].as_str()),
-                (Some(topic.as_str()), Some(round), Some(format!("{topic}-{round}").as_str()))
+                (
+                    got["topic"].as_str(),
+                    got["offset"].as_u64(),
+                    got["data"].as_str()
+                ),
+                (
+                    Some(topic.as_str()),
+                    Some(round),
+                    Some(format!("{topic}-{round}").as_str())
+                )
             );
         }
     }
@@ -366,9 +374,12 @@ async fn a_topic_whose_slot_moves_to_another_master_is_followed_there() {
 
     // Move the topic's slot, keys and all, as `redis-cli --cluster
     // reshard` does: IMPORTING, MIGRATING, MIGRATE, then NODE everywhere.
-    let slot = cluster::cli(from, &["CLUSTER", "KEYSLOT", &format!("duplex:{{{topic}}}:epoch")])
-        .trim()
-        .to_owned();
+    let slot = cluster::cli(
+        from,
+        &["CLUSTER", "KEYSLOT", &format!("duplex:{{{topic}}}:epoch")],
+    )
+    .trim()
+    .to_owned();
     let (from_id, to_id) = (node_id(&cluster, from), node_id(&cluster, to));
     cluster::cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
     cluster::cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);

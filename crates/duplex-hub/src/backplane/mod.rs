@@ -8,7 +8,9 @@
 //! The engine:
 //!
 //! - [`redis`]: one Redis (`redis://`, or `rediss://` over TLS), a Redis
-//!   behind Sentinel (`redis+sentinel://`), which follows failovers.
+//!   behind Sentinel (`redis+sentinel://`), which follows failovers, or a
+//!   Redis Cluster (`redis+cluster://`) with sharded pub/sub;
+//! - `nats`: NATS JetStream ([`Backplane::nats`]), a stream per topic.
 //!
 //! What every engine shares: the payloads on the wire ([`payload`]), and
 //! what a node does with a gap in pub/sub and after a lost link
@@ -26,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::hub::Hub;
 
 mod follow;
+mod nats;
 mod payload;
 pub mod redis;
 
@@ -97,7 +100,7 @@ impl BackplaneState {
             && self.inner.subscriber.load(Ordering::Relaxed)
     }
 
-    /// The engine: `redis`, `redis+sentinel`.
+    /// The engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`.
     pub fn engine(&self) -> &'static str {
         self.inner.engine
     }
@@ -145,6 +148,15 @@ impl Backplane {
         options: &RedisOptions,
     ) -> Result<Backplane, BackplaneError> {
         redis::start(hub, url, options).await
+    }
+
+    /// Connects `hub` to the NATS server at `url` (`nats://host:port`,
+    /// with JetStream enabled): from now on each topic is a JetStream
+    /// stream, whose sequence is the topic's offset. Fails, with the URL
+    /// and the reason, if NATS cannot be reached now or has no JetStream;
+    /// once started, it reconnects by itself.
+    pub async fn nats(hub: &Hub, url: &str) -> Result<Backplane, BackplaneError> {
+        nats::start(hub, url).await
     }
 
     /// Whether the backplane reaches its store now, as a handle that

@@ -156,6 +156,24 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// A node starting to receive a topic from the backplane (see
+/// [`Store::follow`]).
+pub(crate) type Following = Pending<'static, Result<(), HubError>>;
+
+/// A [`Hub`] that does not keep it alive: for an engine's tasks, which the
+/// hub itself holds through its store.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakHub {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakHub {
+    /// The hub, while anything else holds it.
+    pub(crate) fn upgrade(&self) -> Option<Hub> {
+        self.inner.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 /// Locks are taken in one order only, so that none waits on another in a
 /// circle: a topic's, then `topics` or `expiry`, never the other way round
 /// and never two topics at once. `topics` only finds a topic (and adds or
@@ -243,6 +261,23 @@ impl Hub {
         topic: &str,
         requester: Option<&Requester>,
     ) -> Result<Subscription, HubError> {
+        let (subscription, following) = self.subscribe_unfollowed(topic, requester)?;
+        if let (Some(following), Ok(runtime)) = (following, tokio::runtime::Handle::try_current()) {
+            // No reply to wait for here: the messages come once the
+            // backplane delivers the topic to this node.
+            runtime.spawn(following);
+        }
+        Ok(subscription)
+    }
+
+    /// [`subscribe_as`](Self::subscribe_as), and, with a backplane, what
+    /// to await before the subscriber gets every message published from
+    /// then on (the service awaits it before it answers the handshake).
+    pub(crate) fn subscribe_unfollowed(
+        &self,
+        topic: &str,
+        requester: Option<&Requester>,
+    ) -> Result<(Subscription, Option<Following>), HubError> {
         validate_topic(topic)?;
         let (inbox, rx) = Inbox::new(self.inner.config.queue);
         let joining = Joining {
@@ -253,23 +288,21 @@ impl Hub {
             requester,
         };
         let (membership, _) = self.join(topic, &inbox, joining)?;
-        if let Some(store) = self.inner.store.get() {
-            // A raw subscriber has no reply to wait for: its messages
-            // come once the backplane delivers the topic here.
-            let following = Arc::clone(store).follow(Arc::clone(&membership.topic));
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(following);
-            }
-        }
+        let following = self
+            .inner
+            .store
+            .get()
+            .map(|store| Arc::clone(store).follow(Arc::clone(&membership.topic)));
         // The topic keeps the only sender: removing the subscriber (its
         // queue overflowed) closes the queue, so that `recv` needs no
         // second thing to wait on.
-        Ok(Subscription {
+        let subscription = Subscription {
             membership,
             rx,
             lagged: Arc::clone(&inbox.lagged),
             lost: Arc::clone(&inbox.lost),
-        })
+        };
+        Ok((subscription, following))
     }
 
     /// Subscribes `inbox` to `topic`: with `member`, as a duplex.v1
@@ -897,6 +930,12 @@ impl Hub {
             node[0], node[1], node[2], node[3], node[4], node[5]
         )
         .into()
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakHub {
+        WeakHub {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     pub(crate) fn node(&self) -> [u8; 16] {

@@ -85,7 +85,10 @@ impl RedisCluster {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "the cluster is not ok within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster is not ok within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -102,7 +105,10 @@ impl RedisCluster {
     /// The port of the master that owns `key`'s slot now, asked of a node
     /// that is up.
     pub(crate) fn master_port_of(&self, key: &str, ask: u16) -> u16 {
-        let slot: u16 = cli(ask, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap();
+        let slot: u16 = cli(ask, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
         for line in cli(ask, &["CLUSTER", "NODES"]).lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {

@@ -480,9 +480,7 @@ impl RedisStore {
             .arg(PAGE)
             .arg(self.max_topics)
             .arg(topic);
-        let value: Value = self
-            .run(async |c| invocation.invoke_async(c).await)
-            .await?;
+        let value: Value = self.run(async |c| invocation.invoke_async(c).await).await?;
         let bad = || {
             tracing::warn!(topic, "unexpected answer from the open script");
             HubError::Unavailable
@@ -691,7 +689,8 @@ impl Store for RedisStore {
             return Box::pin(async { Ok(()) });
         }
         Box::pin(async move {
-            let (Mode::Cluster(shards), Commands::Cluster(mut c)) = (&self.mode, self.connection()?)
+            let (Mode::Cluster(shards), Commands::Cluster(mut c)) =
+                (&self.mode, self.connection()?)
             else {
                 return Ok(());
             };
