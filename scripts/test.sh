@@ -5,7 +5,8 @@
 #
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
-#   test             cargo test --workspace --all-features (the hub's tests start their own redis-server)
+#   test             cargo test --workspace --all-features (the hub's tests start their own
+#                    redis-server, Redis Cluster, Sentinels and nats-server on free ports)
 #   build            cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins
 #   autobahn-server  kosoku -m fuzzingclient against `duplex serve`, judged strictly
 #   autobahn-client  kosoku -m fuzzingserver against the example `autobahn_client`, judged strictly
@@ -32,8 +33,9 @@
 # Installs what it needs, idempotently: a Python venv at target/venv with the pins of
 # e2e/requirements.txt (kosoku, websockets), reinstalled when the pins change; the
 # browser step installs Debian's chromium and redis-server, playwright-core and
-# typescript itself; the test step installs Debian's redis-server when it is missing
-# (tests start their own, on free loopback ports; none uses a running Redis).
+# typescript itself; the test step installs Debian's redis-server, redis-tools and
+# nats-server when they are missing (tests start their own, on free loopback ports; none
+# uses a running Redis or NATS).
 #
 # Environment:
 #   DUPLEX_AUTOBAHN_CASES        case selection for both roles, kosoku patterns separated
@@ -254,15 +256,26 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warnings; }
 ensure_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  log "redis: installing redis-server (apt), for the backplane tests"
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+  log "redis: installing redis-server and redis-tools (apt), for the backplane tests"
   if [ "$(id -u)" != 0 ]; then
-    log "error: redis-server not found; install Debian's redis-server" >&2
+    log "error: redis-server or redis-cli not found; install Debian's redis-server and redis-tools" >&2
     return 1
   fi
-  apt_install redis-server
+  apt_install redis-server redis-tools
 }
-step_test() { ensure_redis; cargo test --workspace --all-features; }
+ensure_nats() {
+  # Debian puts it in /usr/sbin, which a user's PATH may lack.
+  case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
+  command -v nats-server >/dev/null 2>&1 && return 0
+  log "nats: installing nats-server (apt), for the NATS JetStream backplane tests"
+  if [ "$(id -u)" != 0 ]; then
+    log "error: nats-server not found; install Debian's nats-server" >&2
+    return 1
+  fi
+  apt_install nats-server
+}
+step_test() { ensure_redis; ensure_nats; cargo test --workspace --all-features; }
 step_build() { cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins; }
 # Compiles, never times: the Criterion benches, and the comparison harness
 # (bench/, its own workspace) in the release mode bench/compare.sh runs it in.

@@ -199,7 +199,7 @@ async fn a_nats_without_jetstream_or_with_a_bad_url_is_refused_at_start() {
         .unwrap_err();
     assert!(matches!(err, BackplaneError::Unreachable { .. }), "{err}");
     // A server without -js.
-    let mut plain = std::process::Command::new("nats-server")
+    let mut plain = std::process::Command::new(support::program())
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `nats-server`: on the PATH, or where Debian puts it (/usr/sbin, which a
+/// user's PATH may lack).
+pub(crate) fn program() -> &'static str {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("nats-server").is_file())
+    });
+    if on_path {
+        "nats-server"
+    } else {
+        "/usr/sbin/nats-server"
+    }
+}
+
 pub(crate) struct Nats {
     child: Child,
     pub(crate) port: u16,
@@ -28,7 +41,7 @@ impl Nats {
 
     /// A server on `port`, storing in `store` (a restart keeps both).
     pub(crate) fn start_on(port: u16, store: &Path) -> Nats {
-        let child = Command::new("nats-server")
+        let child = Command::new(program())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
             .stdout(Stdio::null())
