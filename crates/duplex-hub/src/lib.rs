@@ -44,7 +44,7 @@ pub mod v1;
 mod v1_session;
 
 pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
-pub use backplane::{BackplaneError, BackplaneState};
+pub use backplane::{BackplaneError, BackplaneState, Master};
 pub use hub::{
     Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Requester, Since,
     Subscription, validate_topic,

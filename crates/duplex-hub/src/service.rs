@@ -14,7 +14,7 @@
 //! | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, the `v1_session` module); 400 without the subprotocol |
 //! | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
 //! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
-//! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis"}` (the engine: `redis`, `redis+sentinel`) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable or the server is shutting down |
+//! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis+cluster","masters":[{"address":"127.0.0.1:7000","up":true},…]}` (the engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`; the servers that take writes, each shard's master on a cluster) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable (on a cluster: any master), or the server is shutting down |
 //! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`clients/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
 //! | another method on these paths | 405 with `Allow` |
 //! | any other path | 404 |
@@ -412,10 +412,10 @@ impl HubService {
     /// `GET /healthz`: whether this node can serve its topics as one of
     /// many.
     fn health<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
-        let (engine, backplane) = match &self.backplane {
-            None => ("none", "none"),
-            Some(state) if state.is_connected() => (state.engine(), "connected"),
-            Some(state) => (state.engine(), "disconnected"),
+        let backplane = match &self.backplane {
+            None => "none",
+            Some(state) if state.is_connected() => "connected",
+            Some(_) => "disconnected",
         };
         let shutting_down = request
             .extensions()
@@ -428,11 +428,20 @@ impl HubService {
         } else {
             (StatusCode::OK, "ok")
         };
-        let body = match engine {
-            "none" => format!("{{\"status\":\"{word}\",\"backplane\":\"none\"}}\n"),
-            engine => format!(
-                "{{\"status\":\"{word}\",\"backplane\":\"{backplane}\",\"engine\":\"{engine}\"}}\n"
-            ),
+        let body = match &self.backplane {
+            None => format!("{{\"status\":\"{word}\",\"backplane\":\"none\"}}\n"),
+            Some(state) => {
+                let masters: Vec<serde_json::Value> = state
+                    .masters()
+                    .iter()
+                    .map(|m| serde_json::json!({"address": m.address, "up": m.up}))
+                    .collect();
+                format!(
+                    "{{\"status\":\"{word}\",\"backplane\":\"{backplane}\",\"engine\":\"{}\",\"masters\":{}}}\n",
+                    state.engine(),
+                    serde_json::Value::from(masters)
+                )
+            }
         };
         Response::builder()
             .status(status)

@@ -275,12 +275,14 @@ async fn through_a_master_s_crash_offsets_run_on_or_the_gap_is_told() {
         window.unwrap(),
         acked.len()
     );
-    // Both nodes healthy again.
+    // Both nodes healthy again, naming three masters that are up: the
+    // promoted replica in the crashed one's place.
     let deadline = Instant::now() + Duration::from_secs(30);
     for addr in [a, b] {
         loop {
             let (status, body) = health(addr).await;
-            if status == 200 {
+            let gone = format!("127.0.0.1:{victim_port}\"");
+            if status == 200 && body.matches("\"up\":true").count() == 3 && !body.contains(&gone) {
                 break;
             }
             assert!(Instant::now() < deadline, "/healthz still {status} {body}");

@@ -250,26 +250,43 @@ async fn healthz_follows_the_backplane() {
     let (addr, _server) = serve(HubService::new(hub).backplane(backplane.state())).await;
     let (status, body) = http(addr, "GET", "/healthz", "", b"").await;
     assert_eq!(
-        (status, body.as_str()),
+        (status, body),
         (
             200,
-            "{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\"}\n"
+            format!(
+                "{{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\",\
+                 \"masters\":[{{\"address\":\"127.0.0.1:{port}\",\"up\":true}}]}}\n"
+            )
         )
     );
 
     drop(redis);
-    let body = wait_for_health(addr, 503).await;
-    assert_eq!(
-        body,
-        "{\"status\":\"unavailable\",\"backplane\":\"disconnected\",\"engine\":\"redis\"}\n"
+    wait_for_health(addr, 503).await;
+    // The master shows as down once the next look at it fails.
+    let down = format!(
+        "{{\"status\":\"unavailable\",\"backplane\":\"disconnected\",\"engine\":\"redis\",\
+         \"masters\":[{{\"address\":\"127.0.0.1:{port}\",\"up\":false}}]}}\n"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http(addr, "GET", "/healthz", "", b"").await;
+        if body == down {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The backplane reconnects by itself once Redis is back.
     let _redis = Redis::start_on(port);
     let body = wait_for_health(addr, 200).await;
     assert_eq!(
         body,
-        "{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\"}\n"
+        format!(
+            "{{\"status\":\"ok\",\"backplane\":\"connected\",\"engine\":\"redis\",\
+             \"masters\":[{{\"address\":\"127.0.0.1:{port}\",\"up\":true}}]}}\n"
+        )
     );
 }
 

@@ -20,8 +20,8 @@
 //! [`BackplaneState`] says whether the engine is connected now, for a
 //! health check (`GET /healthz` of [`HubService`](crate::HubService)).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::task::JoinHandle;
 
@@ -80,6 +80,18 @@ struct Connections {
     engine: &'static str,
     publisher: AtomicBool,
     subscriber: AtomicBool,
+    masters: Mutex<Vec<Master>>,
+}
+
+/// One server that takes writes: a Redis master (one per shard of a
+/// cluster), or the NATS server a node is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    /// `host:port`.
+    pub address: String,
+    /// Whether it answers now (for a cluster: whether the cluster holds it
+    /// up, not failed).
+    pub up: bool,
 }
 
 impl BackplaneState {
@@ -89,6 +101,7 @@ impl BackplaneState {
                 engine,
                 publisher: AtomicBool::new(true),
                 subscriber: AtomicBool::new(true),
+                masters: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -103,6 +116,24 @@ impl BackplaneState {
     /// The engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`.
     pub fn engine(&self) -> &'static str {
         self.inner.engine
+    }
+
+    /// The servers that take writes, as last seen (every second): the
+    /// master of each shard, the master Sentinel names, the one server.
+    pub fn masters(&self) -> Vec<Master> {
+        self.inner
+            .masters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_masters(&self, masters: Vec<Master>) {
+        *self
+            .inner
+            .masters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = masters;
     }
 
     fn set_publisher(&self, up: bool) {

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use super::follow::{self, History, PAGE};
 use super::payload::{Decoded, decode, kind_and_bytes, message_of, presence_payload};
 use super::redis::{PRESENCE_REFRESH, PRESENCE_TTL};
-use super::{Backplane, BackplaneError, BackplaneState};
+use super::{Backplane, BackplaneError, BackplaneState, Master};
 use crate::auth::mask_url_password;
 use crate::hub::{Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, WeakHub};
 
@@ -152,6 +152,11 @@ pub(super) async fn start(hub: &Hub, url: &str) -> Result<Backplane, BackplaneEr
         .connect(url)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    let info = client.server_info();
+    state.set_masters(vec![Master {
+        address: format!("{}:{}", info.host, info.port),
+        up: true,
+    }]);
     let js = jetstream::new(client.clone());
     // JetStream must be on: without it, nothing answers this.
     js.get_or_create_stream(stream::Config {
@@ -197,7 +202,7 @@ pub(super) async fn start(hub: &Hub, url: &str) -> Result<Backplane, BackplaneEr
     }
     tracing::info!(url = masked(), engine = "nats", "backplane connected");
     let tasks = vec![
-        tokio::spawn(keep(Arc::clone(&store), hub.clone())),
+        tokio::spawn(keep(Arc::clone(&store), hub.clone(), state.clone())),
         tokio::spawn(presence_events(presence, Arc::clone(&store), hub.clone())),
     ];
     Ok(Backplane { tasks, state })
@@ -679,12 +684,22 @@ impl Store for NatsStore {
     }
 }
 
-/// Renews this node's presence members, and sweeps streams nobody uses.
-async fn keep(store: Arc<NatsStore>, hub: Hub) {
+/// Says which server this node reaches, every second; renews its
+/// presence members, and sweeps streams nobody uses.
+async fn keep(store: Arc<NatsStore>, hub: Hub, state: BackplaneState) {
+    let mut look = tokio::time::interval(Duration::from_secs(1));
     let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
+            _ = look.tick() => {
+                let info = store.client.server_info();
+                let up = store.client.connection_state() == async_nats::connection::State::Connected;
+                state.set_masters(vec![Master {
+                    address: format!("{}:{}", info.host, info.port),
+                    up,
+                }]);
+            }
             _ = refresh.tick() => store.refresh_presence(&hub).await,
             _ = sweep.tick() => store.sweep().await,
         }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
 
+use crate::backplane::Master;
 use crate::hub::HubError;
 
 /// The channel of `topic` on a cluster: hash-tagged as its keys are, so
@@ -184,6 +185,44 @@ pub(crate) async fn masters_answer(connection: &mut ClusterConnection) -> bool {
     matches!(ping, Ok(Ok(_)))
 }
 
+/// The masters the cluster has now, from `CLUSTER NODES` asked of any
+/// node: each one's address, and whether the cluster holds it up.
+pub(crate) async fn masters(connection: &mut ClusterConnection) -> Option<Vec<Master>> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("NODES");
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(5),
+        connection.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let text: String = redis::from_redis_value(nodes).ok()?;
+    Some(masters_of(&text))
+}
+
+/// The masters in a `CLUSTER NODES` answer: `id host:port@bus flags
+/// master ping pong epoch link slots…`, one line a node.
+fn masters_of(nodes: &str) -> Vec<Master> {
+    let mut masters: Vec<Master> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.split(',').any(|f| f == "master") || fields.len() < 9 {
+                // A replica, or a master with no slots (not a shard).
+                return None;
+            }
+            let address = fields[1].split('@').next()?.to_owned();
+            let up = !flags.contains("fail") && fields[7] == "connected";
+            Some(Master { address, up })
+        })
+        .collect();
+    masters.sort_by(|a, b| a.address.cmp(&b.address));
+    masters
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +240,29 @@ mod tests {
         }
         assert_eq!(topic_of(b"duplex:topic:news"), None);
         assert_eq!(topic_of(b"\xff"), None);
+    }
+
+    #[test]
+    fn cluster_nodes_give_each_shard_s_master_and_whether_it_is_up() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master,fail - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master - 0 0 3 disconnected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 0 connected
+";
+        let up = |address: &str, up: bool| Master {
+            address: address.into(),
+            up,
+        };
+        assert_eq!(
+            masters_of(nodes),
+            [
+                up("127.0.0.1:7001", true),
+                up("127.0.0.1:7002", false),
+                up("127.0.0.1:7003", false),
+            ]
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ use super::follow::{self, History, PAGE};
 use super::payload::{
     Decoded, MAGIC, decode, kind_and_bytes, message_len, message_of, presence_payload, too_large,
 };
-use super::{Backplane, BackplaneError, BackplaneState};
+use super::{Backplane, BackplaneError, BackplaneState, Master};
 use crate::auth::mask_url_password;
 use crate::hub::{
     Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, new_epoch, validate_topic,
@@ -134,6 +134,8 @@ struct RedisStore {
     target: Target,
     mode: Mode,
     connection: Mutex<Option<Commands>>,
+    /// The server the command connection reaches (`host:port`).
+    address: Mutex<String>,
     state: BackplaneState,
     publish: redis::Script,
     open: redis::Script,
@@ -183,7 +185,7 @@ pub(super) async fn start(
         url: masked(),
         reason,
     };
-    let (mut connection, receiving) = match &target {
+    let (mut connection, address, receiving) = match &target {
         Target::Cluster(nodes) => {
             let (tx, rx) = mpsc::channel(PUSH_QUEUE);
             let client = ClusterClientBuilder::new(nodes.clone())
@@ -199,12 +201,16 @@ pub(super) async fn start(
             let connection = within_timeout(client.get_async_connection())
                 .await
                 .map_err(unreachable)?;
-            (Commands::Cluster(connection), Receiving::Pushes(rx))
+            (
+                Commands::Cluster(connection),
+                String::new(),
+                Receiving::Pushes(rx),
+            )
         }
         _ => {
-            let connection = connect_commands(&target).await.map_err(unreachable)?;
+            let (connection, address) = connect_commands(&target).await.map_err(unreachable)?;
             let subscriber = connect_subscriber(&target).await.map_err(unreachable)?;
-            (connection, Receiving::PubSub(subscriber))
+            (connection, address, Receiving::PubSub(subscriber))
         }
     };
     let limits: redis::RedisResult<Vec<String>> = config_get(&mut connection).await;
@@ -226,6 +232,13 @@ pub(super) async fn start(
         );
     }
     let state = BackplaneState::connected(target.engine());
+    state.set_masters(match &mut connection {
+        Commands::Cluster(c) => cluster::masters(c).await.unwrap_or_default(),
+        Commands::Server(_) => vec![Master {
+            address: address.clone(),
+            up: true,
+        }],
+    });
     let mode = match &target {
         Target::Cluster(_) => Mode::Cluster(Shards::default()),
         _ => Mode::One,
@@ -234,6 +247,7 @@ pub(super) async fn start(
         target,
         mode,
         connection: Mutex::new(Some(connection)),
+        address: Mutex::new(address),
         state: state.clone(),
         publish: redis::Script::new(include_str!("publish.lua")),
         open: redis::Script::new(include_str!("open.lua")),
@@ -331,8 +345,13 @@ impl RedisStore {
             return true;
         }
         match connect_commands(&self.target).await {
-            Ok(c) => {
-                tracing::info!("backplane reconnected");
+            Ok((c, address)) => {
+                tracing::info!(address, "backplane reconnected");
+                self.state.set_masters(vec![Master {
+                    address: address.clone(),
+                    up: true,
+                }]);
+                *self.address.lock().unwrap_or_else(PoisonError::into_inner) = address;
                 *self
                     .connection
                     .lock()
@@ -409,18 +428,33 @@ impl RedisStore {
                 let up = cluster::masters_answer(&mut c).await;
                 self.state.set_publisher(up);
                 self.state.set_subscriber(up);
+                if let Some(masters) = cluster::masters(&mut c).await {
+                    self.state.set_masters(masters);
+                }
             }
             return;
         }
+        let address = self
+            .address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if !matches!(self.target, Target::Sentinel(_)) {
-            let _ = self
+            let up = self
                 .run(async |c| redis::cmd("PING").query_async::<()>(c).await)
-                .await;
+                .await
+                .is_ok();
+            self.state.set_masters(vec![Master { address, up }]);
             return;
         }
         let role = self
             .run(async |c| redis::cmd("ROLE").query_async::<Value>(c).await)
             .await;
+        let master = matches!(&role, Ok(Value::Array(parts)) if parts.first().and_then(text).as_deref() == Some("master"));
+        self.state.set_masters(vec![Master {
+            address,
+            up: master,
+        }]);
         if let Ok(Value::Array(parts)) = role
             && parts.first().and_then(text).as_deref() != Some("master")
         {
@@ -860,12 +894,15 @@ fn entries_of(
     out
 }
 
-async fn connect_commands(target: &Target) -> Result<Commands, String> {
+/// A command connection to the server `target` names now, and its
+/// `host:port`.
+async fn connect_commands(target: &Target) -> Result<(Commands, String), String> {
     within_timeout(async {
         let client = target.client().await?;
+        let address = client.get_connection_info().addr().to_string();
         let mut c: MultiplexedConnection = client.get_multiplexed_async_connection().await?;
         c.set_response_timeout(COMMAND_TIMEOUT);
-        Ok(Commands::Server(c))
+        Ok((Commands::Server(c), address))
     })
     .await
 }
@@ -902,7 +939,11 @@ async fn keep(store: Arc<RedisStore>, hub: Hub) {
     loop {
         tokio::time::sleep(RECONNECT_DELAY).await;
         if store.connection().is_err() {
-            store.reconnect(&hub).await;
+            if !store.reconnect(&hub).await {
+                let mut masters = store.state.masters();
+                masters.iter_mut().for_each(|m| m.up = false);
+                store.state.set_masters(masters);
+            }
             continue;
         }
         store.check().await;
