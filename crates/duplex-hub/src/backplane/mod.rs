@@ -12,9 +12,9 @@
 //!   Redis Cluster (`redis+cluster://`) with sharded pub/sub;
 //! - `nats`: NATS JetStream ([`Backplane::nats`]), a stream per topic.
 //!
-//! What every engine shares: the payloads on the wire ([`payload`]), and
+//! What every engine shares: the payloads on the wire (`payload`), and
 //! what a node does with a gap in pub/sub and after a lost link
-//! ([`follow`]): a publish acknowledged to its client is delivered to
+//! (`follow`): a publish acknowledged to its client is delivered to
 //! every live subscriber or falls inside a gap they are told of.
 //!
 //! [`BackplaneState`] says whether the engine is connected now, for a

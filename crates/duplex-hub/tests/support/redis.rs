@@ -63,6 +63,10 @@ impl Redis {
         redis
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it at once (SIGKILL), as a crash.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

@@ -154,6 +154,44 @@ impl Shards {
         }
     }
 
+    /// The topics with local subscribers.
+    pub(crate) fn topics(&self) -> Vec<Arc<str>> {
+        self.map()
+            .iter()
+            .filter(|(_, f)| f.count > 0)
+            .map(|(t, _)| Arc::clone(t))
+            .collect()
+    }
+
+    /// Subscribes to `topic` again, wherever its slot is now: after a
+    /// failover or a move, redis-rs may keep a subscription on a node that
+    /// no longer owns the slot (or is gone). A second `SSUBSCRIBE` where
+    /// one holds is harmless.
+    pub(crate) async fn renew(
+        &self,
+        connection: &mut ClusterConnection,
+        topic: &str,
+    ) -> Result<(), HubError> {
+        let _changing = self.changes.lock().await;
+        if self.map().get(topic).is_none_or(|f| f.count == 0) {
+            return Ok(());
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.ssubscribe(channel(topic)),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                if let Some(f) = self.map().get_mut(topic) {
+                    f.confirmed = true;
+                }
+                Ok(())
+            }
+            _ => Err(HubError::Unavailable),
+        }
+    }
+
     /// Redis ended the subscription to `topic` itself (its slot moved):
     /// whether it is still wanted, and must be made again.
     pub(crate) fn dropped(&self, topic: &str) -> bool {

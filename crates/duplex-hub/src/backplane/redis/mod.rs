@@ -421,18 +421,25 @@ impl RedisStore {
 
     /// Whether the connection is still good: a `PING`, and behind
     /// Sentinel a `ROLE`, as a failover that makes the master a replica
-    /// may not close its connections.
-    async fn check(&self) {
+    /// may not close its connections; on a cluster, the masters, and
+    /// whether one is new or up again (a failover): then the topics are
+    /// subscribed to again where they are now, and caught up.
+    async fn check(&self) -> bool {
         if let Mode::Cluster(_) = self.mode {
             if let Ok(Commands::Cluster(mut c)) = self.connection() {
                 let up = cluster::masters_answer(&mut c).await;
                 self.state.set_publisher(up);
                 self.state.set_subscriber(up);
                 if let Some(masters) = cluster::masters(&mut c).await {
+                    let before = self.state.masters();
+                    let changed = masters.iter().any(|m| m.up && !before.contains(m));
                     self.state.set_masters(masters);
+                    if changed && !before.is_empty() {
+                        return true;
+                    }
                 }
             }
-            return;
+            return false;
         }
         let address = self
             .address
@@ -445,7 +452,7 @@ impl RedisStore {
                 .await
                 .is_ok();
             self.state.set_masters(vec![Master { address, up }]);
-            return;
+            return false;
         }
         let role = self
             .run(async |c| redis::cmd("ROLE").query_async::<Value>(c).await)
@@ -464,6 +471,7 @@ impl RedisStore {
             ));
             self.failed(&demoted);
         }
+        false
     }
 
     async fn publish(&self, topic: &str, message: &Message) -> Result<(Arc<str>, u64), HubError> {
@@ -946,7 +954,12 @@ async fn keep(store: Arc<RedisStore>, hub: Hub) {
             }
             continue;
         }
-        store.check().await;
+        if store.check().await {
+            tracing::info!(
+                "the cluster's masters changed: subscribing to every topic where it is now"
+            );
+            tokio::spawn(resubscribe_all(Arc::clone(&store), hub.clone()));
+        }
         if last_refresh.elapsed() >= refresh {
             last_refresh = tokio::time::Instant::now();
             store.refresh_presence(&hub).await;
@@ -1087,6 +1100,33 @@ async fn receive_pushes(mut pushes: mpsc::Receiver<PushInfo>, hub: Hub, store: A
     }
 }
 
+/// After a failover: every followed topic subscribed to again where its
+/// slot is now, then caught up (what was published while its shard was
+/// away is read from the stream, or told as a gap).
+async fn resubscribe_all(store: Arc<RedisStore>, hub: Hub) {
+    let Mode::Cluster(shards) = &store.mode else {
+        return;
+    };
+    for topic in shards.topics() {
+        let Ok(Commands::Cluster(mut c)) = store.connection() else {
+            return;
+        };
+        if shards.renew(&mut c, &topic).await.is_err() {
+            tracing::warn!(
+                topic = &*topic,
+                "cannot subscribe again after a failover; retrying"
+            );
+            tokio::spawn(resubscribe(
+                Arc::clone(&store),
+                hub.clone(),
+                Arc::clone(&topic),
+            ));
+            continue;
+        }
+        follow::catch_up_topic(&*store, &hub, &topic).await;
+    }
+}
+
 /// Makes a shard subscription again, for as long as the topic is wanted,
 /// then catches it up.
 async fn resubscribe(store: Arc<RedisStore>, hub: Hub, topic: Arc<str>) {
@@ -1098,7 +1138,7 @@ async fn resubscribe(store: Arc<RedisStore>, hub: Hub, topic: Arc<str>) {
         let Ok(Commands::Cluster(mut c)) = store.connection() else {
             continue;
         };
-        if shards.subscribe(&mut c, &topic).await.is_ok() {
+        if shards.renew(&mut c, &topic).await.is_ok() {
             break;
         }
     }
