@@ -6,58 +6,24 @@
 
 #[path = "support/nats.rs"]
 mod support;
+#[path = "support/v1.rs"]
+mod v1;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::{Backplane, BackplaneError, BackplaneState};
-use duplex_hub::{Hub, HubConfig, HubService};
-use duplex_ws::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
+use duplex_hub::{Hub, HubConfig};
+use duplex_ws::ServerHandle;
 use serde_json::{Value, json};
 use support::Nats;
-use tokio::net::TcpStream;
-
-type Client = WebSocket<MaybeTlsStream<TcpStream>>;
+use v1::{Client, ask, connect, frame};
 
 async fn node(url: &str) -> (SocketAddr, ServerHandle, Backplane) {
-    let hub = Hub::new(HubConfig::default().history_size(100));
-    let backplane = Backplane::nats(&hub, url).await.unwrap();
+    let (addr, handle, backplane) =
+        v1::node_on(async |hub| Backplane::nats(hub, url).await.unwrap()).await;
     assert_eq!(backplane.state().engine(), "nats");
-    let server = duplex_ws::Server::bind("127.0.0.1:0").await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.handle();
-    tokio::spawn(server.serve_service(HubService::new(hub).backplane(backplane.state())));
     (addr, handle, backplane)
-}
-
-async fn connect(addr: SocketAddr) -> Client {
-    let mut ws = ClientBuilder::new(format!("ws://{addr}/topics"))
-        .protocols(["duplex.v1"])
-        .connect()
-        .await
-        .unwrap();
-    assert_eq!(frame(&mut ws).await["type"], "welcome");
-    ws
-}
-
-async fn frame(ws: &mut Client) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Event::Message(Message::Text(text)))) => {
-                let value: Value = serde_json::from_str(text.as_str()).unwrap();
-                if value["type"] != "ping" {
-                    return value;
-                }
-            }
-            Ok(Some(Event::Open)) => {}
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-}
-
-async fn ask(ws: &mut Client, request: Value) -> Value {
-    ws.send(Message::text(request.to_string())).await.unwrap();
-    frame(ws).await
 }
 
 async fn publish(ws: &mut Client, id: u64, data: &str) -> Value {

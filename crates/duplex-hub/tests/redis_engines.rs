@@ -1,20 +1,22 @@
 //! The Redis engine beyond one plain server: `rediss://` with a CA made at
 //! run time, and Sentinel through a failover (1 master, 1 replica, 3
-//! sentinels). Each test starts its own `redis-server`s on free loopback
-//! ports.
+//! sentinels; two nodes over duplex.v1: nothing acknowledged lost, offsets
+//! that run on, `/healthz` naming the new master, resume on the other
+//! node). Each test starts its own `redis-server`s on free loopback ports.
 
 #[path = "support/redis.rs"]
 mod support;
+#[path = "support/v1.rs"]
+mod v1;
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::{Backplane, BackplaneError, RedisOptions};
-use duplex_hub::{Hub, HubConfig, RecvError, Subscription};
+use duplex_hub::{Hub, HubConfig, Subscription};
 use duplex_ws::Message;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use serde_json::json;
 use support::{Redis, free_port};
 
 /// Publishes on `from` until `to` has received one (the subscription has
@@ -184,17 +186,8 @@ async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool
     }
 }
 
-/// What a subscriber saw: each message's epoch, offset and text, and how
-/// often it was told that messages were lost (and subscribed again).
-#[derive(Default)]
-struct Seen {
-    messages: Vec<(Arc<str>, u64, String)>,
-    told: usize,
-    segments: Vec<usize>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_follows_a_failover_and_reports_what_it_lost() {
+async fn sentinel_follows_a_failover_and_a_subscriber_resumes_on_the_other_node() {
     let dir = tempfile::tempdir().unwrap();
     let master_port = free_port();
     let mut master = Redis::start_on(master_port);
@@ -221,7 +214,6 @@ async fn sentinel_follows_a_failover_and_reports_what_it_lost() {
         true
     })
     .await;
-
     until(Duration::from_secs(30), "the replica in sync", async || {
         let Ok(redis::Value::BulkString(info)) =
             query(replica_port, &["INFO", "replication"]).await
@@ -240,95 +232,35 @@ async fn sentinel_follows_a_failover_and_reports_what_it_lost() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let (a, b) = (
-        Hub::new(HubConfig::default()),
-        Hub::new(HubConfig::default()),
-    );
-    let pa = Backplane::redis(&a, &url).await.unwrap();
-    let pb = Backplane::redis(&b, &url).await.unwrap();
+    let (a, _ha, pa) = v1::node(&url).await;
+    let (b, _hb, pb) = v1::node(&url).await;
     assert_eq!(pa.state().engine(), "redis+sentinel");
-    let mut on_b = b.subscribe("t").unwrap();
-    warm_up(&a, &mut on_b).await;
-
-    // B follows the topic, subscribing again whenever it is told of a gap.
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let follower = {
-        let (b, seen) = (b.clone(), Arc::clone(&seen));
-        tokio::spawn(async move {
-            let mut sub = on_b;
-            loop {
-                match sub.recv().await {
-                    Ok(d) => {
-                        let Message::Text(t) = d.message() else {
-                            continue;
-                        };
-                        seen.lock().unwrap().messages.push((
-                            d.epoch().into(),
-                            d.offset(),
-                            t.as_str().to_owned(),
-                        ));
-                    }
-                    Err(RecvError::Lost) => {
-                        let mut seen = seen.lock().unwrap();
-                        seen.told += 1;
-                        let at = seen.messages.len();
-                        seen.segments.push(at);
-                        drop(seen);
-                        sub = b.subscribe("t").unwrap();
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        })
-    };
-
-    // A publishes every 20 ms throughout; the master dies after 1 s.
-    let mut acked: Vec<(Arc<str>, u64, String)> = Vec::new();
-    let started = Instant::now();
-    let mut killed_at = None;
-    let mut window = None;
-    let mut recovered_at = None;
-    for i in 0.. {
-        if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
-            // Written to the replica too before the crash: what the
-            // failover may lose is only what follows.
-            let waited = query(master_port, &["WAIT", "1", "5000"]).await;
-            assert_eq!(waited, Ok(redis::Value::Int(1)), "the replica has it all");
-            master.kill();
-            killed_at = Some(Instant::now());
-        }
-        let text = format!("m{i}");
-        let result = tokio::time::timeout(
-            Duration::from_secs(6),
-            a.publish("t", Message::text(text.clone())),
-        )
-        .await;
-        if let Ok(Ok(published)) = result {
-            acked.push((published.epoch, published.offset, text));
-            if let Some(at) = killed_at
-                && window.is_none()
-            {
-                window = Some(at.elapsed());
-            }
-        }
-        if window.is_some() && recovered_at.is_none() && pb.state().is_connected() {
-            recovered_at = Some(Instant::now());
-        }
-        if recovered_at.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no failover within a minute"
+    let topics = vec!["s.one".to_owned(), "s.two".to_owned()];
+    let run = v1::failover(a, b, [&pa.state(), &pb.state()], &topics, || {
+        // Written to the replica too before the crash: a failover that
+        // loses nothing acknowledged.
+        assert_eq!(
+            support::cli(master_port, &["WAIT", "1", "5000"]).trim(),
+            "1"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let window = window.unwrap();
+        master.kill();
+    })
+    .await;
     println!(
-        "sentinel failover: publishes refused for {window:?}, {} acknowledged",
-        acked.len()
+        "sentinel failover: publishes refused for {:?}; {} acknowledged, {} received, told of a \
+         gap {} times",
+        run.window,
+        run.acked.len(),
+        run.received.len(),
+        run.told
     );
-    // The sentinels name the replica now, and both nodes are connected.
+    assert!(
+        run.missing().is_empty() && run.told == 0,
+        "acknowledged, never delivered: {:?}; gaps told: {}",
+        run.missing(),
+        run.told
+    );
+    // The sentinels name the replica now, and so do both nodes' /healthz.
     let now_master = query(
         sentinel_ports[0],
         &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "group"],
@@ -339,59 +271,28 @@ async fn sentinel_follows_a_failover_and_reports_what_it_lost() {
         format!("{now_master:?}").contains(&replica_port.to_string()),
         "{now_master:?}"
     );
-    until(
-        Duration::from_secs(20),
-        "both nodes connected",
-        async || pa.state().is_connected() && pb.state().is_connected(),
-    )
-    .await;
-
-    // Every acknowledged publish reached B, or B was told of a gap; what B
-    // received runs without a hole between the gaps it was told of.
-    let last = acked.last().unwrap().2.clone();
-    until(
-        Duration::from_secs(20),
-        "the last publish delivered",
-        async || seen.lock().unwrap().messages.iter().any(|m| m.2 == last),
-    )
-    .await;
-    follower.abort();
-    let seen = seen.lock().unwrap();
-    let received: BTreeSet<&str> = seen.messages.iter().map(|m| m.2.as_str()).collect();
-    let missing: Vec<&str> = acked
-        .iter()
-        .map(|m| m.2.as_str())
-        .filter(|t| !received.contains(t))
-        .collect();
-    println!(
-        "sentinel failover: {} received, {} acknowledged but not received, told of a gap {} times",
-        seen.messages.len(),
-        missing.len(),
-        seen.told
-    );
-    // The replica had every write (WAIT), and nothing was acknowledged
-    // while there was no master: nothing is lost, no gap is reported.
-    assert!(
-        missing.is_empty() && seen.told == 0,
-        "acknowledged, never delivered: {missing:?}; gaps reported: {}",
-        seen.told
-    );
-    let mut bounds = vec![0];
-    bounds.extend(&seen.segments);
-    bounds.push(seen.messages.len());
-    for run in bounds.windows(2) {
-        for pair in seen.messages[run[0]..run[1]].windows(2) {
-            let ((e0, o0, _), (e1, o1, _)) = (&pair[0], &pair[1]);
-            assert!(
-                e0 == e1 && *o1 == o0 + 1,
-                "a hole without a report: {e0}/{o0} then {e1}/{o1}"
-            );
-        }
+    let promoted = format!("\"address\":\"127.0.0.1:{replica_port}\",\"up\":true");
+    for addr in [a, b] {
+        v1::healthy(addr, Duration::from_secs(20), |body| {
+            body.contains(&promoted)
+        })
+        .await;
     }
-    // And acknowledged offsets agree with what B received.
-    for (epoch, offset, text) in &acked {
-        if let Some(m) = seen.messages.iter().find(|m| &m.2 == text) {
-            assert_eq!((&m.0, m.1), (epoch, *offset), "{text}");
-        }
+    // A subscriber of A resumes on B from five before the end: the
+    // history crossed the failover.
+    let (epoch, last) = run.last["s.one"].clone();
+    let mut back = v1::connect(b).await;
+    let reply = v1::ask(
+        &mut back,
+        json!({"op":"subscribe","id":1,"topic":"s.one","since":{"epoch":epoch,"offset":last - 5}}),
+    )
+    .await;
+    assert_eq!(
+        (reply["offset"].as_u64(), reply["recovered"].as_bool()),
+        (Some(last), Some(true)),
+        "{reply}"
+    );
+    for offset in last - 4..=last {
+        assert_eq!(v1::frame(&mut back).await["offset"].as_u64(), Some(offset));
     }
 }

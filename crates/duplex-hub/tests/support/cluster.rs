@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Redis;
+use crate::support::{Redis, cli};
 
 /// A port free with its cluster bus port (+10000).
 fn free_cluster_port() -> u16 {
@@ -126,14 +126,4 @@ impl RedisCluster {
         }
         panic!("no master owns slot {slot}");
     }
-}
-
-/// `redis-cli -p port args…`, its output.
-pub(crate) fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -88,3 +88,13 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// `redis-cli -p port args…`, its output.
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
