@@ -5,6 +5,8 @@
 #
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
+#   doc              cargo doc --no-deps, warnings denied: the workspace with all features, and
+#                    duplex-ws with each feature set (no default, tls, hyper, axum)
 #   test             cargo test --workspace --all-features (the hub's tests start their own
 #                    redis-server, Redis Cluster, Sentinels and nats-server on free ports)
 #   build            cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins
@@ -66,7 +68,7 @@ AUTOBAHN_PARALLELISM="${DUPLEX_AUTOBAHN_PARALLELISM:-4}"
 AUTOBAHN_TIMEOUT="${DUPLEX_AUTOBAHN_TIMEOUT:-1800}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-ALL_STEPS=(fmt clippy test build autobahn-server autobahn-client interop-client interop-server interop-axum tls browser soak bench fuzz)
+ALL_STEPS=(fmt clippy doc test build autobahn-server autobahn-client interop-client interop-server interop-axum tls browser soak bench fuzz)
 NEEDS_BUILD=" autobahn-server autobahn-client interop-client interop-server interop-axum tls browser soak "
 
 mkdir -p "$LOGS"
@@ -255,6 +257,15 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 # ---------------------------------------------------------------- the steps
 step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warnings; }
+step_doc() {
+  local features
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+  for features in "--no-default-features" "--no-default-features --features tls" \
+    "--no-default-features --features hyper" "--features axum"; do
+    # shellcheck disable=SC2086 # the features are words
+    RUSTDOCFLAGS="-D warnings" cargo doc -p duplex-ws --no-deps $features
+  done
+}
 ensure_redis() {
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
   log "redis: installing redis-server and redis-tools (apt), for the backplane tests"
