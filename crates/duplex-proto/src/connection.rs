@@ -861,7 +861,7 @@ fn inflate_error(e: DeflateError, max: usize, allowance: usize) -> ProtocolError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::close::CloseCode;
+    use crate::close_code::CloseCode;
     use crate::extensions::DeflateConfig;
     use crate::testing::{Pair, drain_events};
     use proptest::prelude::*;

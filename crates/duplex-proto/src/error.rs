@@ -2,7 +2,7 @@
 //! fault earns (RFC 6455 §7.4.1). Keeping "which code for which fault" in one
 //! `match` makes it one place to read and to test.
 
-use crate::close::CloseCode;
+use crate::close_code::CloseCode;
 
 /// The peer broke a rule of RFC 6455 or RFC 7692, or a configured limit.
 ///

@@ -35,6 +35,7 @@
 
 mod broadcast;
 mod close;
+mod close_code;
 mod connection;
 mod error;
 pub mod extensions;
@@ -49,7 +50,8 @@ pub mod testing;
 mod utf8;
 
 pub use broadcast::Broadcast;
-pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
+pub use close::{CloseFrame, MAX_REASON_LEN};
+pub use close_code::CloseCode;
 pub use connection::{Connection, Event, Limits, State};
 pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
