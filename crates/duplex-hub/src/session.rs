@@ -13,7 +13,7 @@ use futures_util::{Sink, Stream};
 use tokio::time::Sleep;
 
 use crate::auth::{PUBLISH_NOT_ALLOWED, TOKEN_EXPIRED};
-use crate::hub::{Delivery, Hub, RecvError, Subscription};
+use crate::hub::{Delivery, Hub, RecvError, Subscription, WriteThrough};
 
 /// The close code of a raw subscriber whose topic lost messages for good
 /// (Redis lost them, or trimmed them before this node could fetch them):
@@ -59,7 +59,7 @@ pub(crate) async fn run(
     let plain = matches!(ws.get_ref(), ServerStream::Tcp(_));
     let direct = Arc::new(Direct::new(ws));
     if plain {
-        subscription.attach(&direct);
+        subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
     }
     let queue = hub.config().queue;
     let mut closing = false;
@@ -162,23 +162,6 @@ impl Direct {
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// From a publisher: sends `delivery` if the subscriber is idle.
-    /// `false`: it was not, nothing was done, queue it.
-    pub(crate) fn try_send(&self, delivery: &Delivery) -> bool {
-        let Ok(mut ws) = self.ws.try_lock() else {
-            return false;
-        };
-        match ws.try_send_broadcast(delivery.broadcast()) {
-            TrySend::Sent => true,
-            TrySend::Partly => {
-                drop(ws);
-                self.task.wake();
-                true
-            }
-            TrySend::Busy => false,
-        }
-    }
-
     /// The connection's next event; writes what is queued on the way.
     async fn next(&self) -> Option<Event> {
         std::future::poll_fn(|cx| {
@@ -225,6 +208,25 @@ impl Direct {
             std::pin::pin!(ws.close_with(code, reason)).poll(cx)
         })
         .await;
+    }
+}
+
+impl WriteThrough for Direct {
+    /// From a publisher: sends `delivery` if the subscriber is idle.
+    /// `false`: it was not, nothing was done, queue it.
+    fn try_send(&self, delivery: &Delivery) -> bool {
+        let Ok(mut ws) = self.ws.try_lock() else {
+            return false;
+        };
+        match ws.try_send_broadcast(delivery.broadcast()) {
+            TrySend::Sent => true,
+            TrySend::Partly => {
+                drop(ws);
+                self.task.wake();
+                true
+            }
+            TrySend::Busy => false,
+        }
     }
 }
 
@@ -315,7 +317,7 @@ mod tests {
         let (server, mut client) = pair().await;
         let subscription = hub.subscribe("t").unwrap();
         let direct = Arc::new(Direct::new(server));
-        subscription.attach(&direct);
+        subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
         // No session task runs: only the publisher can have written it.
         hub.publish("t", Message::from("first")).await.unwrap();
         assert_eq!(message(&mut client).await, Message::from("first"));
@@ -328,7 +330,7 @@ mod tests {
         let (server, mut client) = pair().await;
         let mut subscription = hub.subscribe("t").unwrap();
         let direct = Arc::new(Direct::new(server));
-        subscription.attach(&direct);
+        subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
         // Something of its own waits in its output: publishers must queue.
         direct
             .lock()

@@ -50,6 +50,7 @@ mod requester;
 mod store;
 mod subscription;
 mod topic;
+mod write_through;
 
 pub use config::HubConfig;
 use delivery::Retained;
@@ -63,6 +64,7 @@ pub(crate) use store::{Pending, Store};
 pub(crate) use subscription::Membership;
 pub use subscription::Subscription;
 use topic::{Due, Joining, Slot, Subscriber, Topic, Topics, lock};
+pub(crate) use write_through::WriteThrough;
 
 /// A new epoch name: 64 random bits in hex.
 pub(crate) fn new_epoch() -> Arc<str> {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Hub;
 use super::delivery::{Delivery, Queued};
 use super::error::RecvError;
-use crate::session::Direct;
+use super::write_through::WriteThrough;
 
 /// A place in a topic; leaving is dropping it.
 #[derive(Debug)]
@@ -74,8 +74,8 @@ impl Subscription {
     }
 
     /// Lets the topic's publishers write to `direct` themselves while it
-    /// is idle (see [`Direct`]).
-    pub(crate) fn attach(&self, direct: &Arc<Direct>) {
+    /// is idle (see [`WriteThrough`]).
+    pub(crate) fn attach(&self, direct: &Arc<dyn WriteThrough>) {
         let id = self.membership.id;
         self.membership
             .hub

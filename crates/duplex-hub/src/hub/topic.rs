@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use super::delivery::{Delivery, Gap, Member, Queued, Retained};
 use super::inbox::{Inbox, Offer};
 use super::requester::Requester;
+use super::write_through::WriteThrough;
 use super::{Since, new_epoch, single_threaded};
-use crate::session::Direct;
 
 /// One topic behind its own lock.
 pub(super) type Slot = Mutex<Topic>;
@@ -96,7 +96,7 @@ pub(super) struct Subscriber {
     /// removed over one.
     pub(super) v1: bool,
     /// A raw subscriber's WebSocket, written to directly while it is idle.
-    pub(super) direct: Option<Arc<Direct>>,
+    pub(super) direct: Option<Arc<dyn WriteThrough>>,
 }
 
 impl Topic {
@@ -141,7 +141,7 @@ impl Topic {
     /// that asked); returns how many got it and how many were dropped.
     ///
     /// A message is written at once to each idle raw subscriber (see
-    /// [`Direct`]) while the topic is calm: it then reaches every
+    /// [`WriteThrough`]) while the topic is calm: it then reaches every
     /// subscriber soonest and costs the least. Once messages come about as
     /// fast as writing them that way takes (this one came less than a
     /// quarter of the last write-through's time after the previous one was
