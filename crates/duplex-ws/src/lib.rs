@@ -73,6 +73,8 @@ mod client;
 mod config;
 mod error;
 pub mod server;
+#[cfg(feature = "hyper")]
+mod signal;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
-use super::shutdown::{Fired, Shutdown};
 use crate::MessageBudget;
+use crate::signal::{Fired, Signal};
 
 /// A handle on a running [`Server`](crate::Server): shut it down, read its
 /// counters. Cheap to clone; every clone is the same server.
@@ -32,7 +32,7 @@ pub struct ServerHandle {
 struct Inner {
     /// Fired by [`ServerHandle::shutdown`]: stop accepting, close every
     /// WebSocket with 1001, let HTTP connections finish.
-    graceful: Shutdown,
+    graceful: Signal,
     tracker: TaskTracker,
     /// How to drop every task still running once the shutdown timeout has
     /// passed. Aborting through these costs nothing while a task runs;
@@ -90,7 +90,7 @@ impl ServerHandle {
     pub(crate) fn new(max_websockets: usize) -> ServerHandle {
         ServerHandle {
             inner: Arc::new(Inner {
-                graceful: Shutdown::new(),
+                graceful: Signal::new(),
                 tracker: TaskTracker::new(),
                 tasks: Mutex::default(),
                 next_task: AtomicU64::new(0),

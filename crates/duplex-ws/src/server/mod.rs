@@ -31,8 +31,6 @@ mod proxy;
 #[cfg(feature = "hyper")]
 mod ratelog;
 #[cfg(feature = "hyper")]
-pub(crate) mod shutdown;
-#[cfg(feature = "hyper")]
 mod stream;
 #[cfg(feature = "hyper")]
 mod upgrade;

@@ -21,7 +21,7 @@ use crate::budget::BudgetShare;
 #[cfg(feature = "hyper")]
 use crate::budget::MessageBudget;
 #[cfg(feature = "hyper")]
-use crate::server::shutdown::Fired;
+use crate::signal::Fired;
 
 mod broadcast;
 mod read;

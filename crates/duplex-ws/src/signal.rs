@@ -1,5 +1,6 @@
-//! A shutdown signal: fired once (the server shutting down), awaited by
-//! every connection.
+//! A one-shot signal: fired once, awaited by many. The server fires one
+//! when it shuts down, and every WebSocket it serves closes on it
+//! (`WebSocket::close_on`), without the WebSocket knowing the server.
 //!
 //! A connection waits for it beside its socket for its whole life, and polls
 //! it each time the socket has nothing more (once per message under load).
@@ -16,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-/// A cloneable handle on one shutdown signal.
+/// A cloneable handle on one signal.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Shutdown {
+pub(crate) struct Signal {
     inner: Arc<Inner>,
 }
 
@@ -34,7 +35,7 @@ struct Waiters {
     wakers: HashMap<u64, Waker>,
 }
 
-impl Shutdown {
+impl Signal {
     pub(crate) fn new() -> Self {
         Self::default()
     }
@@ -74,10 +75,10 @@ impl Shutdown {
     }
 }
 
-/// Waits for [`Shutdown::fire`]; see [`Shutdown::fired`].
+/// Waits for [`Signal::fire`]; see [`Signal::fired`].
 #[derive(Debug)]
 pub(crate) struct Fired {
-    shutdown: Shutdown,
+    shutdown: Signal,
     /// The key under which a waker is registered, and a clone of it.
     registered: Option<(u64, Waker)>,
 }
@@ -130,7 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_wakes_and_later_ones_are_ready_at_once() {
-        let shutdown = Shutdown::new();
+        let shutdown = Signal::new();
         let waiters: Vec<_> = (0..10).map(|_| tokio::spawn(shutdown.fired())).collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(shutdown.lock().wakers.len(), 10);
@@ -148,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_waiter_leaves_no_waker_behind() {
-        let shutdown = Shutdown::new();
+        let shutdown = Signal::new();
         let waiter = tokio::spawn(shutdown.fired());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(shutdown.lock().wakers.len(), 1);
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_new_waker_replaces_the_old_one() {
-        let shutdown = Shutdown::new();
+        let shutdown = Signal::new();
         let mut fired = Box::pin(shutdown.fired());
         for _ in 0..3 {
             // A fresh no-op-like waker each time: never `will_wake` the last.
