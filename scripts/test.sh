@@ -17,7 +17,7 @@
 #   interop-axum     Python websockets clients -> the axum_chat example (duplex's axum extractor)
 #   tls              Python websockets <-> duplex over TLS, CA made at run time (e2e/tls/run.sh)
 #   browser          headless Chromium against duplex serve, after the browser client's tsc
-#                    check and unit tests (e2e/browser/run.sh, clients/js)
+#                    check and unit tests (e2e/browser/run.sh, crates/duplex-hub/js)
 #   soak             the hub's soak for 60 s (scripts/soak.sh runs it for 10 min): two `duplex serve`
 #                    nodes on a redis-server of its own, 5,000 duplex.v1 subscribers resuming and
 #                    dropping at random, one node killed and restarted halfway; every offset once

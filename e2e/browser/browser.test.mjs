@@ -17,7 +17,7 @@
 // of the page's own connection: checked from the page (nextHopProtocol) and from
 // the server's side (its per-HTTP-version WebSocket count in /metrics).
 //
-// The browser client /duplex.js (clients/js), through the page's topic panel:
+// The browser client /duplex.js (crates/duplex-hub/js), through the page's topic panel:
 // subscribe, publish and receive with offsets, presence with a second page; then
 // against `duplex serve --redis` on a redis-server started here, two nodes A and
 // B: A is killed, messages are published on B while the page cannot receive
@@ -50,7 +50,7 @@ const READY_LINE = `listening on ws://${HOST}:${PORT}`;
 const OUT_DIR = join(ROOT, 'target', 'browser');
 const SEED_DOC = resolve(ROOT, '..', 'shared', 'seed', 'websocket-seed.md');
 const CERTS_BIN = join(TARGET, 'release', 'examples', 'test_certs');
-const CLIENT_JS = join(ROOT, 'clients', 'js', 'duplex.js');
+const CLIENT_JS = join(ROOT, 'crates', 'duplex-hub', 'js', 'duplex.js');
 const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
 const LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -334,7 +334,7 @@ test('drive the UI', async (t) => {
   });
 });
 
-test('GET /duplex.js serves the browser client, as in clients/js', async () => {
+test('GET /duplex.js serves the browser client, as in crates/duplex-hub/js', async () => {
   const resp = await page.request.get(`${ORIGIN}/duplex.js`);
   assert.equal(resp.status(), 200);
   assert.equal(resp.headers()['content-type'], 'text/javascript; charset=utf-8');

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Browser end-to-end test of `duplex serve` in headless Chromium, after the
-# browser client's own checks (clients/js: a tsc type check of duplex.d.ts and
+# browser client's own checks (crates/duplex-hub/js: a tsc type check of duplex.d.ts and
 # unit tests against a fake server).
 # Idempotent and self-installing: Debian's chromium and redis-server (apt),
 # playwright-core and typescript (npm ci, pinned by the package-lock.json files).
@@ -36,12 +36,12 @@ npm_ci() {
   fi
 }
 npm_ci "$here" playwright-core
-client="$root/clients/js"
+client="$root/crates/duplex-hub/js"
 npm_ci "$client" typescript
 
-echo "run.sh: clients/js: tsc type check of duplex.d.ts" >&2
+echo "run.sh: crates/duplex-hub/js: tsc type check of duplex.d.ts" >&2
 (cd "$client" && node node_modules/typescript/bin/tsc -p test/tsconfig.json)
-echo "run.sh: clients/js: unit tests" >&2
+echo "run.sh: crates/duplex-hub/js: unit tests" >&2
 (cd "$client" && node --test test/)
 
 if [ -z "${DUPLEX_BIN:-}" ] && [ ! -x "$target/release/duplex" ]; then

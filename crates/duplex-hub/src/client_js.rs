@@ -1,5 +1,5 @@
-//! `GET /duplex.js`: the browser client of duplex.v1 (`clients/js/duplex.js`,
-//! the npm package `@duplex/client`), embedded in the binary so that every
+//! `GET /duplex.js`: the browser client of duplex.v1 (`js/duplex.js` in this
+//! crate, the npm package `@duplex/client`), embedded in the binary so that every
 //! server of a [`HubService`](crate::HubService), `duplex serve` or an axum app
 //! mounting it, serves the client that speaks its protocol.
 
@@ -12,8 +12,8 @@ use http_body_util::Full;
 /// The path the client is served at, relative to where the service is mounted.
 pub(crate) const PATH: &str = "/duplex.js";
 
-/// The module's source, as in `clients/js/duplex.js`.
-pub(crate) const SOURCE: &str = include_str!("../../../clients/js/duplex.js");
+/// The module's source, `js/duplex.js`.
+pub(crate) const SOURCE: &str = include_str!("../js/duplex.js");
 
 /// A weak validator of the source: the crate's version and an FNV-1a hash (a
 /// fingerprint, not a security measure).

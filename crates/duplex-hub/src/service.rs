@@ -15,7 +15,7 @@
 //! | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
 //! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
 //! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis+cluster","masters":[{"address":"127.0.0.1:7000","up":true},…]}` (the engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`; the servers that take writes, each shard's master on a cluster) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable (on a cluster: any master), or the server is shutting down |
-//! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`clients/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
+//! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`crates/duplex-hub/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
 //! | another method on these paths | 405 with `Allow` |
 //! | any other path | 404 |
 //!
@@ -596,7 +596,7 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let file = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../clients/js/duplex.js"
+            "/js/duplex.js"
         ))
         .unwrap();
         assert_eq!(&body[..], &file[..]);

@@ -3,7 +3,7 @@
 // requests across a drop, the dead-connection timer, backoff and the offline
 // pause. The real server is exercised by e2e/browser/browser.test.mjs.
 //
-//   node --test clients/js/test/
+//   node --test crates/duplex-hub/js/test/
 
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
