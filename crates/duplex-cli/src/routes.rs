@@ -1,97 +1,69 @@
-//! What each request to `duplex serve` gets: the test page at `GET /`, the
-//! push service for `/topics` (duplex.v1), `/topics/…`, `/metrics`,
-//! `/healthz` and `/duplex.js`
-//! ([`HubService`]), the echo for a WebSocket on any other path, 404 for
-//! other paths and 405 for other methods. When the hub checks tokens, so
+//! What each request to `duplex serve` gets: the push service
+//! ([`HubService`], which owns its routes: `/topics` for duplex.v1,
+//! `/topics/…`, `/metrics`, `/healthz`, `/duplex.js`), and as its fallback
+//! the test page at `GET /`, the echo for a WebSocket on any other path,
+//! 404 for other paths and 405 for other methods. When the hub checks tokens, so
 //! does the echo ([`HubService::authenticate`]): 401 without a valid one,
 //! and 1008 "token expired" when it expires while connected.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use duplex_hub::HubService;
 use duplex_hub::auth::TOKEN_EXPIRED;
-use duplex_hub::service::ResponseFuture;
 use duplex_ws::{CloseCode, Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::Service;
 
 /// The page, embedded in the binary.
 const INDEX_HTML: &str = include_str!("page/index.html");
 
-/// The service `duplex serve` runs.
-#[derive(Debug, Clone)]
-pub(crate) struct Routes {
-    hub: HubService,
-    echo: Arc<Config>,
+/// The service `duplex serve` runs: `hub`, with the page and the echo
+/// (with `echo`) as its fallback for every path that is not the hub's.
+pub(crate) fn routes(hub: HubService, echo: Config) -> HubService {
+    let echo = Arc::new(echo);
+    let tokens = hub.clone();
+    hub.fallback(move |request| std::future::ready(other(&tokens, &echo, request)))
 }
 
-impl Routes {
-    /// `hub` for its paths, the echo with `echo` everywhere else.
-    pub(crate) fn new(hub: HubService, echo: Config) -> Routes {
-        Routes {
-            hub,
-            echo: Arc::new(echo),
-        }
-    }
-}
-
-impl Service<Request<Incoming>> for Routes {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn call(&self, mut request: Request<Incoming>) -> ResponseFuture {
-        let path = request.uri().path();
-        if path.starts_with("/topics/")
-            || path == "/topics"
-            || path == "/metrics"
-            || path == "/healthz"
-            || path == "/duplex.js"
-        {
-            return self.hub.call(request);
-        }
-        let response = if is_upgrade_request(&request) {
-            let claims = match self.hub.authenticate(&request) {
-                Ok(claims) => claims,
-                Err(e) => return Box::pin(std::future::ready(Ok(e.to_response()))),
-            };
-            match Upgrade::new(&mut request, &self.echo) {
-                // Without tokens, the echo pays for no timer.
-                Ok(upgrade) => match claims {
-                    None => upgrade.on_upgrade(echo),
-                    Some(claims) => {
-                        let expiry = claims.expiry();
-                        upgrade.on_upgrade(move |ws| echo_until(ws, expiry))
-                    }
-                },
-                Err(e) => {
-                    tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
-                    e.to_response()
+/// A request that is not the hub's: a WebSocket echoes, `GET /` is the
+/// page, other paths 404 and other methods 405.
+fn other(hub: &HubService, echo: &Config, mut request: Request<()>) -> Response<Full<Bytes>> {
+    if is_upgrade_request(&request) {
+        let claims = match hub.authenticate(&request) {
+            Ok(claims) => claims,
+            Err(e) => return e.to_response(),
+        };
+        return match Upgrade::new(&mut request, echo) {
+            // Without tokens, the echo pays for no timer.
+            Ok(upgrade) => match claims {
+                None => upgrade.on_upgrade(echo_all),
+                Some(claims) => {
+                    let expiry = claims.expiry();
+                    upgrade.on_upgrade(move |ws| echo_until(ws, expiry))
                 }
-            }
-        } else {
-            match (request.method(), path) {
-                (&Method::GET | &Method::HEAD, "/") => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                    .header(header::CACHE_CONTROL, "no-cache")
-                    .body(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())))
-                    .expect("static response"),
-                (&Method::GET | &Method::HEAD, _) => text(StatusCode::NOT_FOUND, "not found\n"),
-                _ => {
-                    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                    response
-                }
+            },
+            Err(e) => {
+                tracing::info!(error = %e, status = %e.status(), "refusing a handshake");
+                e.to_response()
             }
         };
-        Box::pin(std::future::ready(Ok(response)))
+    }
+    match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())))
+            .expect("static response"),
+        (&Method::GET | &Method::HEAD, _) => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
     }
 }
 
@@ -102,7 +74,7 @@ impl Service<Request<Incoming>> for Routes {
 /// an argument, then as a local), and this future lives as long as the
 /// connection, so its size is memory per idle connection.
 #[allow(clippy::manual_async_fn)]
-fn echo(mut ws: WebSocket<ServerStream>) -> impl Future<Output = ()> + Send {
+fn echo_all(mut ws: WebSocket<ServerStream>) -> impl Future<Output = ()> + Send {
     async move {
         while let Some(event) = ws.next().await {
             match event {

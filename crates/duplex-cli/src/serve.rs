@@ -1,5 +1,6 @@
 //! `duplex serve`: flags, wiring and printing. The server is duplex's
-//! [`Server`] running [`Routes`]: the echo on every path but the push
+//! [`Server`] running the push service with the page and the echo as its
+//! fallback ([`routes`]): the echo on every path but the push
 //! service's (`/topics/{name}`, `/topics` for duplex.v1, `/metrics`,
 //! `/healthz`; with `--redis` or `--nats`, topics, their offsets and their
 //! history are shared by every server on that Redis or NATS), the test page
@@ -31,7 +32,7 @@ use duplex_ws::{Config, OriginPolicy, Server, TlsAcceptor};
 
 use crate::auth::AuthArgs;
 use crate::limits::LimitArgs;
-use crate::routes::Routes;
+use crate::routes::routes;
 
 /// Arguments of `duplex serve`.
 #[derive(Debug, Args)]
@@ -367,7 +368,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         hub = hub.backplane(backplane.state());
     }
     let handle = server.handle();
-    let serving = server.serve_service(Routes::new(hub, config));
+    let serving = server.serve_service(routes(hub, config));
     tokio::pin!(serving);
     let signal = shutdown_signal();
     tokio::pin!(signal);

@@ -75,6 +75,8 @@ pub type ResponseFuture =
 #[derive(Debug, Clone)]
 pub struct HubService {
     hub: Hub,
+    /// What answers the paths that are not the hub's (404 without one).
+    fallback: Option<Fallback>,
     config: Arc<Config>,
     /// `config` with the duplex.v1 subprotocol.
     v1_config: Arc<Config>,
@@ -86,11 +88,22 @@ pub struct HubService {
     open_post: bool,
 }
 
+/// A handler for the requests that are not the hub's.
+#[derive(Clone)]
+struct Fallback(Arc<dyn Fn(Request<()>) -> ResponseFuture + Send + Sync>);
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fallback")
+    }
+}
+
 impl HubService {
     /// The service of `hub`, accepting topic WebSockets with
     /// [`Config::server`].
     pub fn new(hub: Hub) -> HubService {
         HubService {
+            fallback: None,
             config: Arc::new(Config::server()),
             v1_config: Arc::new(v1_config(Config::server(), hub.config())),
             max_body_size: None,
@@ -100,6 +113,49 @@ impl HubService {
             open_post: false,
             hub,
         }
+    }
+
+    /// Answers every request that is not the hub's (`/topics`,
+    /// `/topics/{name}`, `/metrics`, `/healthz`, `/duplex.js`) with
+    /// `handler`, as axum's `Router::fallback` does, instead of 404: so an
+    /// application serves its own pages and WebSockets beside the hub with
+    /// one service and no route table of its own. The handler gets the
+    /// request's head (method, URI, headers and extensions, so
+    /// [`duplex_ws::Upgrade::new`] takes a WebSocket from it), not its body.
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use duplex_hub::{Hub, HubConfig, HubService};
+    /// use duplex_ws::{Config, Upgrade};
+    ///
+    /// let service = HubService::new(Hub::new(HubConfig::default())).fallback(
+    ///     |mut request: http::Request<()>| async move {
+    ///         match Upgrade::new(&mut request, &Config::server()) {
+    ///             Ok(upgrade) => upgrade.on_upgrade(|mut ws| async move {
+    ///                 while let Some(duplex_ws::Event::Message(m)) = ws.next().await {
+    ///                     let _ = ws.send(m).await;
+    ///                 }
+    ///             }),
+    ///             Err(e) => e.to_response(),
+    ///         }
+    ///     },
+    /// );
+    /// duplex_ws::Server::bind("127.0.0.1:8080")
+    ///     .await?
+    ///     .serve_service(service)
+    ///     .await
+    /// # }
+    /// ```
+    pub fn fallback<F, Fut>(mut self, handler: F) -> HubService
+    where
+        F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        self.fallback = Some(Fallback(Arc::new(move |request| {
+            let answer = handler(request);
+            Box::pin(async move { Ok(answer.await) })
+        })));
+        self
     }
 
     /// The limits, timeouts and extensions of topic WebSockets. With
@@ -279,6 +335,10 @@ impl HubService {
             return ready(method_not_allowed("GET, POST"));
         }
         let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+        let ours = matches!(path, "/metrics" | "/healthz" | client_js::PATH);
+        if let (false, Some(fallback)) = (ours, &self.fallback) {
+            return (fallback.0)(request.map(|_| ()));
+        }
         let response = match path {
             "/metrics" if readable => match self.refused_post(&request, None) {
                 Some(refusal) => refusal,
@@ -583,6 +643,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_fallback_answers_every_path_that_is_not_the_hub_s() {
+        let mut service = HubService::new(Hub::new(HubConfig::default())).fallback(
+            |request: Request<()>| async move {
+                let body = format!("{} {}", request.method(), request.uri().path());
+                Response::new(Full::new(Bytes::from(body)))
+            },
+        );
+        for (method, path) in [
+            (Method::GET, "/"),
+            (Method::DELETE, "/nope"),
+            (Method::GET, "/topic"),
+            (Method::POST, "/metrics/x"),
+        ] {
+            let (status, response) = call(&mut service, request(method.clone(), path)).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], format!("{method} {path}").as_bytes());
+        }
+        // The hub's own paths stay the hub's, its refusals too.
+        let (status, _) = call(&mut service, request(Method::GET, "/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&mut service, request(Method::DELETE, "/metrics")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = call(&mut service, request(Method::GET, "/topics/t")).await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        let (status, _) = call(&mut service, request(Method::GET, "/duplex.js")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn serves_the_browser_client() {
         let mut service = HubService::new(Hub::new(HubConfig::default()));
         let (status, response) = call(&mut service, request(Method::GET, "/duplex.js")).await;
@@ -594,11 +684,7 @@ mod tests {
         );
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let file = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/js/duplex.js"
-        ))
-        .unwrap();
+        let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/js/duplex.js")).unwrap();
         assert_eq!(&body[..], &file[..]);
         assert!(body.starts_with(b"// duplex.js"));
 
