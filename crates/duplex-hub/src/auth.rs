@@ -70,16 +70,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, Request, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::hub::validate_topic;
+use crate::name::validate_topic;
 
 /// How far past its `exp` a token is still taken: clock skew between the
 /// issuer and this server.
@@ -171,22 +169,6 @@ pub enum TokenError {
     /// and this server has several).
     #[error("the token's key is not one this server knows (`kid` {0:?})")]
     UnknownKey(Option<String>),
-}
-
-impl TokenError {
-    /// The 401 answer, with `WWW-Authenticate: Bearer` (RFC 6750 §3) and
-    /// this error as the body.
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let challenge = match self {
-            // RFC 6750 §3.1: a request without credentials gets no error code.
-            TokenError::Missing => "Bearer realm=\"duplex\"".to_owned(),
-            other => format!(
-                "Bearer realm=\"duplex\", error=\"invalid_token\", error_description=\"{}\"",
-                quotable(&other.to_string())
-            ),
-        };
-        refusal(StatusCode::UNAUTHORIZED, &challenge, &format!("{self}\n"))
-    }
 }
 
 /// Why a token could not be signed ([`sign_hs256`]).
@@ -645,29 +627,6 @@ pub fn sign_hs256(secret: &[u8], claims: &Claims) -> Result<String, SignError> {
         .map_err(|e| SignError::Jwt(e.to_string()))
 }
 
-/// The 403 answer to a subscription outside the token's `subscribe` claim.
-pub fn forbidden_topic(topic: &str) -> Response<Full<Bytes>> {
-    refusal(
-        StatusCode::FORBIDDEN,
-        "Bearer realm=\"duplex\", error=\"insufficient_scope\"",
-        &format!("the token does not allow subscribing to {topic:?}\n"),
-    )
-}
-
-/// The 403 answer to a `POST` to `topic` outside the token's `publish`
-/// claim (`None`: `/metrics`, which needs `publish: ["*"]`).
-pub fn forbidden_publish(topic: Option<&str>) -> Response<Full<Bytes>> {
-    let body = match topic {
-        Some(topic) => format!("the token does not allow publishing to {topic:?}\n"),
-        None => "reading /metrics needs the API key or a token with publish [\"*\"]\n".to_owned(),
-    };
-    refusal(
-        StatusCode::FORBIDDEN,
-        "Bearer realm=\"duplex\", error=\"insufficient_scope\"",
-        &body,
-    )
-}
-
 /// A key that `POST /topics/{name}` and `GET /metrics` need as
 /// `Authorization: Bearer KEY`. Only its SHA-256 digest is kept; its
 /// `Debug` shows nothing of it.
@@ -692,18 +651,6 @@ pub enum ApiKeyError {
     /// A key that is not this one.
     #[error("wrong API key")]
     Wrong,
-}
-
-impl ApiKeyError {
-    /// The 401 answer, with `WWW-Authenticate: Bearer` and this error as
-    /// the body.
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let challenge = match self {
-            ApiKeyError::Missing => "Bearer realm=\"duplex\"",
-            ApiKeyError::Wrong => "Bearer realm=\"duplex\", error=\"invalid_token\"",
-        };
-        refusal(StatusCode::UNAUTHORIZED, challenge, &format!("{self}\n"))
-    }
 }
 
 impl ApiKey {
@@ -756,27 +703,6 @@ pub fn mask_url_password(url: &str) -> String {
         None => "***".to_owned(),
     };
     format!("{scheme}://{masked}@{host}{path}")
-}
-
-/// A refusal with a `WWW-Authenticate` challenge and a text body.
-fn refusal(status: StatusCode, challenge: &str, body: &str) -> Response<Full<Bytes>> {
-    let mut response = crate::service::text(status, body);
-    if let Ok(value) = HeaderValue::from_str(challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// `text` fit for a quoted-string: no quotes or backslashes.
-fn quotable(text: &str) -> String {
-    text.chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect()
 }
 
 #[cfg(test)]
@@ -1118,19 +1044,6 @@ mod tests {
         let token = sign_hs256(SECRET, &alice(60)).unwrap();
         let r = request(&format!("/topics/news?token={token}"), None);
         assert_eq!(verifier.verify_request(&r).unwrap().subject(), "alice");
-        let response = TokenError::Missing.to_response();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer realm=\"duplex\""
-        );
-        let response = TokenError::Expired.to_response();
-        assert_eq!(
-            response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer realm=\"duplex\", error=\"invalid_token\", error_description=\"the token has expired\""
-        );
-        let response = forbidden_topic("sport");
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::hub::{Hub, HubError, Requester, validate_topic};
-use crate::service::text;
+use crate::refusal::text;
 
 /// Publishes the body of `request` to `topic`: text if the request says
 /// `text/*` or `application/json` (and it is UTF-8), binary otherwise.

@@ -44,7 +44,8 @@ use http_body_util::Full;
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
 use crate::hub::{Hub, HubError, Requester, validate_topic};
-use crate::{client_js, metrics, publish, session, v1, v1_session};
+use crate::refusal::text;
+use crate::{client_js, metrics, publish, refusal, session, v1, v1_session};
 
 /// The path prefix of topics.
 const TOPICS: &str = "/topics/";
@@ -272,7 +273,7 @@ impl HubService {
                     subject = claims.subject(),
                     "refusing a request outside the token's publish claim"
                 );
-                Some(auth::forbidden_publish(topic))
+                Some(refusal::forbidden_publish(topic))
             }
             // A key that was wrong is said as such; otherwise the token's
             // own reason.
@@ -374,7 +375,7 @@ impl HubService {
                 subject = claims.subject(),
                 "refusing a subscription outside the token's claims"
             );
-            return ready(auth::forbidden_topic(topic));
+            return ready(refusal::forbidden_topic(topic));
         }
         let upgrade = match Upgrade::new(request, &self.config) {
             Ok(upgrade) => upgrade,
@@ -570,15 +571,6 @@ fn v1_config(mut config: Config, hub: &crate::HubConfig) -> Config {
 
 fn ready(response: Response<Full<Bytes>>) -> ResponseFuture {
     Box::pin(std::future::ready(Ok(response)))
-}
-
-/// A plain-text answer.
-pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .expect("static response")
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {

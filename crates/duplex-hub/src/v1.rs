@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use duplex_ws::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::validate_topic;
+use crate::name::validate_topic;
 
 /// The subprotocol name.
 pub const PROTOCOL: &str = "duplex.v1";

@@ -43,22 +43,20 @@ use crate::metrics::Metrics;
 
 mod config;
 mod delivery;
-mod error;
 mod inbox;
-mod name;
 mod requester;
 mod store;
 mod subscription;
 mod topic;
 mod write_through;
 
+pub use crate::error::{HubError, RecvError};
+pub use crate::name::{MAX_TOPIC_LEN, validate_topic};
 pub use config::HubConfig;
 use delivery::Retained;
 pub use delivery::{Delivery, Member};
 pub(crate) use delivery::{Gap, PresenceEvent, Queued};
-pub use error::{HubError, RecvError};
 pub(crate) use inbox::Inbox;
-pub use name::{MAX_TOPIC_LEN, validate_topic};
 pub use requester::Requester;
 pub(crate) use store::{Pending, Store};
 pub(crate) use subscription::Membership;

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use super::Hub;
 use super::delivery::{Delivery, Queued};
-use super::error::RecvError;
 use super::write_through::WriteThrough;
+use crate::error::RecvError;
 
 /// A place in a topic; leaving is dropping it.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! The topic-name rule: which names a topic may have, so that a name is
 //! safe in a URL path, a Redis key and a log line.
 
-use super::error::HubError;
+use crate::error::HubError;
 
 /// The longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 128;
