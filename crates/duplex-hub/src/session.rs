@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, ready};
 
-use duplex_ws::{CloseCode, Event, ServerStream, TrySend, WebSocket};
+use duplex_ws::{CloseCode, Event, Fanout, ServerStream, TrySend, WebSocket};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use tokio::time::Sleep;

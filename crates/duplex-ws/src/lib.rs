@@ -95,7 +95,9 @@ pub use server::{accept, accept_with};
 pub use stream::MaybeTlsStream;
 #[cfg(feature = "tls")]
 pub use tls::{TlsAcceptor, TlsError};
-pub use websocket::{Event, ReadyState, TrySend, WebSocket, WebSocketReader, WebSocketWriter};
+pub use websocket::{
+    Event, Fanout, ReadyState, TrySend, WebSocket, WebSocketReader, WebSocketWriter,
+};
 
 pub use duplex_proto::extensions::ExtensionError;
 pub use duplex_proto::extensions::deflate::DeflateConfig;

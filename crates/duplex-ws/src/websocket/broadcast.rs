@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Phase, WebSocket};
 use crate::Error;
 
-/// What [`WebSocket::try_send_broadcast`] did.
+/// What [`Fanout::try_send_broadcast`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum TrySend {
@@ -43,17 +43,18 @@ where
         self.conn.send_broadcast(broadcast)?;
         Ok(())
     }
+}
 
-    /// The synchronous half of [`feed_broadcast`](Self::feed_broadcast),
+/// Sends for a hub's fan-out, which writes one message to many
+/// connections from outside their own tasks and must never wait on one
+/// of them: queueing without writing, and writing only to an idle
+/// connection. Kept off [`WebSocket`]'s own methods, which an application
+/// uses; `duplex-hub` uses these.
+pub trait Fanout {
+    /// The synchronous half of [`feed_broadcast`](WebSocket::feed_broadcast),
     /// for code that polls (after [`Sink::poll_ready`](futures_sink::Sink::poll_ready) was ready): queues
     /// `broadcast` without writing it.
-    pub fn start_send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error> {
-        if self.phase != Phase::Running {
-            return Err(Error::Closed);
-        }
-        self.conn.send_broadcast(broadcast)?;
-        Ok(())
-    }
+    fn start_send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error>;
 
     /// Sends `broadcast` from outside the connection's own task, if the
     /// connection is idle: open, with nothing queued, and sending bytes
@@ -65,11 +66,26 @@ where
     /// waking each subscriber's task to write one frame: an idle
     /// subscriber costs its write and little else. What the socket did not
     /// take stays queued ([`TrySend::Partly`]): the connection's own task
-    /// must then be woken to finish the write with [`flush`](Self::flush).
-    /// (Over a stream that does not buffer, plain TCP, [`next`](Self::next)
+    /// must then be woken to finish the write with [`flush`](WebSocket::flush).
+    /// (Over a stream that does not buffer, plain TCP, [`next`](WebSocket::next)
     /// finishes it too, as it writes what is queued before reading; a TLS
     /// stream may hold accepted bytes until it is flushed.)
-    pub fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend {
+    fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend;
+}
+
+impl<S> Fanout for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn start_send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error> {
+        if self.phase != Phase::Running {
+            return Err(Error::Closed);
+        }
+        self.conn.send_broadcast(broadcast)?;
+        Ok(())
+    }
+
+    fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend {
         if self.phase != Phase::Running
             || self.conn.close_sent()
             || self.conn.wants_write()

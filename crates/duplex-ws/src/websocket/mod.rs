@@ -29,7 +29,7 @@ mod split;
 mod timers;
 mod write;
 
-pub use broadcast::TrySend;
+pub use broadcast::{Fanout, TrySend};
 pub use split::{WebSocketReader, WebSocketWriter};
 use timers::Keepalive;
 
