@@ -185,6 +185,9 @@ fn an_unfinished_fragmented_message_is_failed_with_1008_at_the_fragment_timeout(
     let elapsed = started.elapsed();
     assert!(wire.len() >= 4 && wire[0] == 0x88, "{wire:?}");
     assert_eq!(u16::from_be_bytes([wire[2], wire[3]]), 1008);
+    // The fragment timeout's 1008, not another policy's.
+    let reason = String::from_utf8_lossy(&wire[4..2 + usize::from(wire[1] & 0x7f)]);
+    assert!(reason.contains("not finished in time"), "{reason}");
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
         "failed after {elapsed:?}"

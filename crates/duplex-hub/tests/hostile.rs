@@ -32,7 +32,8 @@ async fn connect(addr: SocketAddr) -> Client {
 }
 
 /// The next frame that is not a `ping`, within 10 s, or the close code.
-async fn next(ws: &mut Client) -> Result<Value, u16> {
+/// The next frame that is not a `ping`, or the Close's code and reason.
+async fn next(ws: &mut Client) -> Result<Value, (u16, String)> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Event::Message(Message::Text(text)))) => {
@@ -41,7 +42,9 @@ async fn next(ws: &mut Client) -> Result<Value, u16> {
                     return Ok(value);
                 }
             }
-            Ok(Some(Event::Close { code, .. })) => return Err(code.0),
+            Ok(Some(Event::Close { code, reason, .. })) => {
+                return Err((code.0, reason.to_string()));
+            }
             Ok(Some(_)) => {}
             other => panic!("expected a frame, got {other:?}"),
         }
@@ -89,7 +92,10 @@ async fn a_frame_built_to_cost_is_refused_and_nobody_else_waits() {
     // inflated, so the connection is closed with 1009 as it inflates.
     let long = format!(r#"{{"op":"ping","x":[{}0]}}"#, "0,".repeat(320_000));
     attacker.send(Message::text(long)).await.unwrap();
-    assert_eq!(next(&mut attacker).await, Err(1009));
+    // 1009 for the message's size, not another rule that closes with it.
+    let (code, reason) = next(&mut attacker).await.unwrap_err();
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("exceeds the limit"), "{reason}");
     let pong = ask(&mut bystander, json!({"op":"ping","id":3})).await;
     assert_eq!(pong, json!({"type":"pong","id":3}));
 }
