@@ -1,18 +1,21 @@
 //! The push-server layer: named topics that WebSocket clients subscribe to,
-//! publishing to every subscriber of a topic, and an optional Redis pub/sub
-//! backplane so that several `duplex serve` processes act as one.
+//! publishing to every subscriber of a topic, and an optional backplane
+//! (Redis, Sentinel, Redis Cluster or NATS JetStream) so that several
+//! `duplex serve` processes act as one.
 //!
 //! - [`Hub`] owns the topics ([`hub`]): [`Hub::subscribe`] gives a
 //!   [`Subscription`] with a bounded queue of its own; [`Hub::publish`]
 //!   queues a message for every subscriber of the topic. A subscriber whose
 //!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
 //!   than let the publisher wait or memory grow: the server closes that
-//!   connection (1008, "slow consumer"). The service's raw WebSocket
-//!   subscribers skip the queue while they are idle and the topic is calm:
-//!   the publisher writes to them itself, as uWebSockets' publish does
-//!   (`session.rs`).
-//! - [`backplane`] keeps offsets, history and presence in Redis, so that
-//!   every node gives the same offsets and a client resumes on any node.
+//!   connection (1008, "slow consumer"). On a single-threaded runtime the
+//!   service's raw WebSocket subscribers over plain TCP skip the queue
+//!   while they are idle and the topic is calm: the publisher writes to
+//!   them itself, as uWebSockets' publish does (`session.rs`).
+//! - [`backplane`] keeps offsets, history and presence in the store the
+//!   hub's `Store` trait names (one Redis, Sentinel, a Redis Cluster, NATS
+//!   JetStream), so that every node gives the same offsets and a client
+//!   resumes on any node.
 //! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
 //!   text format.
 //! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on

@@ -150,9 +150,12 @@ impl Topic {
     /// load, fewer writes carry more messages, as Nagle's algorithm trades
     /// latency for throughput only once there is a backlog.
     ///
-    /// Only on a single-threaded runtime: on several threads the queues
+    /// Only on a single-threaded runtime (on several threads the queues
     /// spread the writes over all of them, where writing through would do
-    /// them all on the publisher's thread.
+    /// them all on the publisher's thread), and only to the subscribers a
+    /// session attached, raw topic WebSockets over plain TCP (a TLS stream
+    /// may hold bytes a write accepted until it is flushed, which only the
+    /// subscriber's own task would do).
     pub(super) fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
         let presence = matches!(item, Queued::Presence(_));
         if let Queued::Gap(_) = item {
