@@ -96,7 +96,8 @@ if [ "$BUILD" = 1 ]; then
     fi
     if wanted duplex || wanted duplex-redis || [ -z "${DUPLEX_BENCH_BIN:-}" ]; then
         note "building duplex (duplex-cli)"
-        (cd "$ROOT" && cargo build --release --locked -p duplex-cli) \
+        # With the pusher feature: its publisher signs for Sockudo.
+        (cd "$ROOT" && cargo build --release --locked -p duplex-cli --features pusher) \
             || die "building duplex-cli failed"
     fi
     if wanted ws; then

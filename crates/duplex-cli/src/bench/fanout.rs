@@ -72,6 +72,7 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// File descriptors needed besides the subscribers.
 const SPARE_FDS: u64 = 64 + MAX_IN_FLIGHT as u64;
 /// The Pusher event name of the benchmark's messages.
+#[cfg(feature = "pusher")]
 const PUSHER_EVENT: &str = "fanout";
 
 /// How subscribers subscribe and the publisher publishes.
@@ -299,6 +300,7 @@ struct FanoutPlan {
     /// Per topic, where its publishes go.
     publish: Vec<Target>,
     api_key: Option<String>,
+    #[cfg(feature = "pusher")]
     app: PusherApp,
     secs: Duration,
     warmup: Duration,
@@ -311,6 +313,7 @@ struct FanoutPlan {
 }
 
 /// The Pusher app the publisher signs for.
+#[cfg(feature = "pusher")]
 #[derive(Debug, Clone)]
 struct PusherApp {
     key: String,
@@ -368,6 +371,15 @@ fn plan(args: &BenchArgs) -> Result<FanoutPlan, BenchError> {
         (Some(url), _) => url.clone(),
         (None, Dialect::Plain) => return usage("--dialect plain needs --publish-url".into()),
         (None, Dialect::Duplex) => format!("http://{}/topics/{{topic}}", authority(&args.url)?),
+        #[cfg(not(feature = "pusher"))]
+        (None, Dialect::Pusher) => {
+            return usage(
+                "publishing to a Pusher server needs a duplex built with the pusher feature \
+                 (cargo build --release -p duplex-cli --features pusher)"
+                    .into(),
+            );
+        }
+        #[cfg(feature = "pusher")]
         (None, Dialect::Pusher) => {
             format!(
                 "http://{}/apps/{}/events",
@@ -401,6 +413,7 @@ fn plan(args: &BenchArgs) -> Result<FanoutPlan, BenchError> {
         targets,
         publish,
         api_key: fan.api_key.clone(),
+        #[cfg(feature = "pusher")]
         app: PusherApp {
             key: fan.app_key.clone(),
             secret: fan.app_secret.clone(),
@@ -954,7 +967,6 @@ fn publish_request(
 ) -> Result<http::Request<Full<Bytes>>, BenchError> {
     let payload = stamp.encode(plan.size);
     let host = target.uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let path = target.uri.path();
     let builder = http::Request::post(target.uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, host);
     let (builder, body) = match plan.dialect {
@@ -965,7 +977,12 @@ fn publish_request(
             }
             (b, payload)
         }
+        // Refused when the plan is made.
+        #[cfg(not(feature = "pusher"))]
+        Dialect::Pusher => unreachable!("--dialect pusher without the pusher feature"),
+        #[cfg(feature = "pusher")]
         Dialect::Pusher => {
+            let path = target.uri.path();
             let data = String::from_utf8_lossy(&payload).into_owned();
             let body = serde_json::json!({
                 "name": PUSHER_EVENT,
@@ -989,6 +1006,7 @@ fn publish_request(
         .map_err(|e| BenchError::Usage(format!("{}: {e}", target.uri)))
 }
 
+#[cfg(feature = "pusher")]
 /// The query string that signs a Pusher HTTP API request: `auth_key`,
 /// `auth_timestamp`, `auth_version`, `body_md5` and `auth_signature`, the
 /// HMAC-SHA256 of "METHOD\nPATH\nQUERY" under the app secret.
@@ -1013,6 +1031,7 @@ fn pusher_auth_query(
     format!("{params}&auth_signature={signature}")
 }
 
+#[cfg(feature = "pusher")]
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -1688,6 +1707,7 @@ mod tests {
     }
 
     /// Pusher's worked example of HTTP API authentication.
+    #[cfg(feature = "pusher")]
     #[test]
     fn pusher_signature_matches_the_worked_example() {
         let app = PusherApp {
