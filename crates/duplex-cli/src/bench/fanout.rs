@@ -1752,7 +1752,7 @@ mod tests {
         assert_eq!(p.targets.len(), 2);
         assert_eq!(p.targets[1][1].uri, "ws://127.0.0.1:10/topics/fanout-1");
         assert_eq!(p.publish[0].uri, "http://127.0.0.1:9/topics/fanout-0");
-        let p = parse(&[
+        let pusher = parse(&[
             "ws://127.0.0.1:9",
             "--mode",
             "fanout",
@@ -1762,13 +1762,18 @@ mod tests {
             "a1",
             "--app-key",
             "k1",
-        ])
-        .unwrap();
-        assert_eq!(
-            p.targets[0][0].uri,
-            "ws://127.0.0.1:9/app/k1?protocol=7&client=duplex-bench&version=0.1"
-        );
-        assert_eq!(p.publish[0].uri, "http://127.0.0.1:9/apps/a1/events");
+        ]);
+        #[cfg(feature = "pusher")]
+        {
+            let p = pusher.unwrap();
+            assert_eq!(
+                p.targets[0][0].uri,
+                "ws://127.0.0.1:9/app/k1?protocol=7&client=duplex-bench&version=0.1"
+            );
+            assert_eq!(p.publish[0].uri, "http://127.0.0.1:9/apps/a1/events");
+        }
+        #[cfg(not(feature = "pusher"))]
+        assert!(pusher.is_err_and(|e| e.contains("--features pusher")));
         let p = parse(&[
             "ws://127.0.0.1:9/t/{topic}",
             "--mode",
