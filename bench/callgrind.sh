@@ -59,7 +59,7 @@ run() {
     sleep 0.1
   done
   [ -n "$addr" ] || { echo "callgrind.sh: the server did not start; see $log" >&2; kill "$pid"; exit 1; }
-  msgs="$("$CLIENT" bench "ws://$addr/" --conns "$CONNS" --size "$SIZE" \
+  msgs="$("$CLIENT" bench echo "ws://$addr/" --conns "$CONNS" --size "$SIZE" \
     --secs "$secs" --warmup 0 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["msgs"])')"
   kill -TERM "$pid"
   wait "$pid" || true

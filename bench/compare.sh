@@ -217,7 +217,7 @@ run_one() { # scenario-id mode conns size pipeline threads server round
         echo "server did not start" >"$dir/r$round.failed"
         return 0
     fi
-    local args=("$SERVER_URL/" --mode "$mode" --conns "$conns" --server-pid "$SERVER_PID" --json
+    local args=("$mode" "$SERVER_URL/" --conns "$conns" --server-pid "$SERVER_PID" --json
         --threads "$threads")
     if [ "$mode" = echo ]; then
         args+=(--size "$size" --secs "$SECS" --warmup "$WARMUP" --binary --pipeline "$pipeline")

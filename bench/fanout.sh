@@ -19,7 +19,7 @@
 #   half  half the floor's saturation publish rate (median of this run's sat rounds),
 #         or --half-rate R
 #   low   --low-rate publishes/s (default 5): latency at rest
-# The server (and its redis) is pinned to CPU 0, the load generator `duplex bench --mode
+# The server (and its redis) is pinned to CPU 0, the load generator `duplex bench
 # fanout` to CPU 1; loopback and free ports only. The load generator reads the servers'
 # CPU time over the measured window (redis's included for duplex-redis) and RSS (before
 # the subscribers, once they are idle: memory per idle subscriber). Medians over the
@@ -264,7 +264,7 @@ run_one() { # scenario rate server round
     fi
     local pids_csv
     pids_csv=$(IFS=,; echo "${PIDS[*]:1}")
-    local args=("$URL" --mode fanout --dialect "$DIALECT" --subscribers "$SUBSCRIBERS"
+    local args=(fanout "$URL" --dialect "$DIALECT" --subscribers "$SUBSCRIBERS"
         --topics 1 --size "$SIZE" --rate "$rate" --in-flight "$IN_FLIGHT"
         --secs "$SECS" --warmup "$WARMUP" --settle 1 --server-pid "${PIDS[0]}" --json)
     [ -n "$pids_csv" ] && args+=(--server-pids "$pids_csv")

@@ -4,7 +4,7 @@ ratios to the floor, and the issue's targets checked for duplex.
 
     fanout_report.py --raw DIR --out DIR --half-rate R --low-rate R
 
-Reads DIR/meta.json and DIR/<scenario>/<server>/r<round>.json (`duplex bench --mode
+Reads DIR/meta.json and DIR/<scenario>/<server>/r<round>.json (`duplex bench
 fanout --json` objects); writes OUT/report.json and OUT/report.md.
 """
 

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Input: `RAW/<scenario>/<server>/r<round>.json`, each the JSON object that
-//! `duplex bench --json` printed (`mode` `echo` or `idle`), `r<round>.failed` for a run
+//! `duplex bench echo|idle --json` printed (`mode` `echo` or `idle`), `r<round>.failed` for a run
 //! that failed, and `RAW/meta.json` written by the script (its `scenarios` object gives
 //! each scenario's server threads and pipeline depth, which go into the labels). Output
 //! in `OUT`:

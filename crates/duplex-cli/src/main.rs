@@ -47,8 +47,9 @@ enum Command {
     /// client is (--sub), the topics it may subscribe to and publish on,
     /// and how long it is valid (--ttl).
     Token(token::TokenArgs),
-    /// Load a WebSocket server and measure it: echo throughput and latency,
-    /// or memory per idle connection.
+    /// Load a WebSocket server and measure it: echo throughput, latency and
+    /// CPU per message (echo), memory per idle connection (idle), or
+    /// deliveries, latency and losses of a push server (fanout).
     Bench(bench::BenchArgs),
 }
 

@@ -79,19 +79,29 @@ fn bad_flags_fail_with_a_message() {
         vec!["serve", "--ping-interval=-1"],
         vec!["serve", "--ping-timeout", "0"],
         vec!["serve", "--write-timeout", "-1"],
-        vec!["bench", "ws://127.0.0.1:1/", "--conns", "0"],
-        vec!["bench", "ws://127.0.0.1:1/", "--size", "1G"],
-        vec!["bench", "ws://127.0.0.1:1/", "--pipeline", "0"],
+        vec!["bench", "ws://127.0.0.1:1/"],
+        vec!["bench", "echo", "ws://127.0.0.1:1/", "--conns", "0"],
+        vec!["bench", "echo", "ws://127.0.0.1:1/", "--size", "1G"],
+        vec!["bench", "echo", "ws://127.0.0.1:1/", "--pipeline", "0"],
+        vec!["bench", "idle", "ws://127.0.0.1:1/", "--pipeline", "2"],
+        vec!["bench", "fanout", "ws://127.0.0.1:1/", "--size", "10"],
         vec![
             "bench",
+            "echo",
             "ws://127.0.0.1:1/",
             "--pipeline",
             "64",
             "--size",
             "2048",
         ],
-        vec!["bench", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
-        vec!["bench", "wss://127.0.0.1:1/", "--ca", "/nonexistent/ca.pem"],
+        vec!["bench", "echo", "ws://127.0.0.1:1/", "--ca", "ca.pem"],
+        vec![
+            "bench",
+            "idle",
+            "wss://127.0.0.1:1/",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ],
     ] {
         let out = Command::new(BIN)
             .args(&args)
@@ -114,6 +124,9 @@ fn help_on_every_command() {
         vec!["serve", "--help"],
         vec!["connect", "--help"],
         vec!["bench", "--help"],
+        vec!["bench", "echo", "--help"],
+        vec!["bench", "idle", "--help"],
+        vec!["bench", "fanout", "--help"],
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -170,6 +183,7 @@ fn bench_echoes_and_measures_the_server() {
     let pid = server.child.id().to_string();
     let url = format!("ws://{}/", server.addr);
     let (out, json) = bench(
+        "echo",
         &url,
         &[
             "--conns",
@@ -192,17 +206,9 @@ fn bench_echoes_and_measures_the_server() {
     assert!(json["server_cpu_us_per_msg"].is_number(), "{json}");
 
     let (out, json) = bench(
+        "idle",
         &url,
-        &[
-            "--mode",
-            "idle",
-            "--conns",
-            "50",
-            "--settle",
-            "1",
-            "--server-pid",
-            &pid,
-        ],
+        &["--conns", "50", "--settle", "1", "--server-pid", &pid],
     );
     assert!(out.status.success(), "{json}");
     assert_eq!(json["errors"], 0, "{json}");
@@ -214,6 +220,7 @@ fn bench_pipelines_messages_on_several_threads() {
     let server = Server::start(&["--ping-interval", "0.1", "--ping-timeout", "0.3"]);
     let pid = server.child.id().to_string();
     let (out, json) = bench(
+        "echo",
         &format!("ws://{}/", server.addr),
         &[
             "--conns",
@@ -252,6 +259,7 @@ fn bench_says_why_connections_failed() {
         .unwrap()
         .port();
     let (out, json) = bench(
+        "echo",
         &format!("ws://127.0.0.1:{port}/"),
         &["--conns", "2", "--secs", "0.1", "--warmup", "0"],
     );

@@ -1,4 +1,4 @@
-//! `duplex bench --mode fanout` against a `duplex serve`: every publish
+//! `duplex bench fanout` against a `duplex serve`: every publish
 //! reaches every subscriber once, and the report says so.
 
 mod common;
@@ -9,8 +9,6 @@ fn fanout(server: &Server, extra: &[&str]) -> serde_json::Value {
     let pid = server.child.id().to_string();
     let url = format!("ws://{}", server.addr);
     let mut args = vec![
-        "--mode",
-        "fanout",
         "--size",
         "100",
         "--secs",
@@ -23,7 +21,7 @@ fn fanout(server: &Server, extra: &[&str]) -> serde_json::Value {
         &pid,
     ];
     args.extend_from_slice(extra);
-    let (out, json) = bench(&url, &args);
+    let (out, json) = bench("fanout", &url, &args);
     assert!(out.status.success(), "{json}");
     assert_eq!(json["mode"], "fanout");
     json

@@ -335,6 +335,7 @@ fn bench_measures_a_wss_server() {
     let url = format!("wss://{}/", server.addr);
     let ca = ca_flag(&files.ca);
     let (out, json) = bench(
+        "echo",
         &url,
         &[
             ca[0],
@@ -357,16 +358,19 @@ fn bench_measures_a_wss_server() {
     assert!(json["server_cpu_us_per_msg"].is_number(), "{json}");
 
     let (out, json) = bench(
+        "idle",
         &url,
-        &[
-            ca[0], ca[1], "--mode", "idle", "--conns", "20", "--settle", "0",
-        ],
+        &[ca[0], ca[1], "--conns", "20", "--settle", "0"],
     );
     assert!(out.status.success(), "{json}");
     assert_eq!(json["errors"], 0, "{json}");
 
     // Without the CA the server's issuer is unknown, and bench says so.
-    let (out, json) = bench(&url, &["--conns", "1", "--secs", "0.1", "--warmup", "0"]);
+    let (out, json) = bench(
+        "echo",
+        &url,
+        &["--conns", "1", "--secs", "0.1", "--warmup", "0"],
+    );
     assert!(!out.status.success());
     assert!(
         json["first_error"]

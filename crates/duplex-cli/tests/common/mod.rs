@@ -138,11 +138,11 @@ pub(crate) fn connect(url: &str, stdin: &str, extra: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Runs `duplex bench URL --json EXTRA...` and returns its exit status and
-/// the JSON object it printed.
-pub(crate) fn bench(url: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+/// Runs `duplex bench LOAD URL --json EXTRA...` (LOAD: echo, idle or
+/// fanout) and returns its exit status and the JSON object it printed.
+pub(crate) fn bench(load: &str, url: &str, extra: &[&str]) -> (Output, serde_json::Value) {
     let out = Command::new(BIN)
-        .args(["bench", url, "--json"])
+        .args(["bench", load, url, "--json"])
         .args(extra)
         .stdin(Stdio::null())
         .output()
