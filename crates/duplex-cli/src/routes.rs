@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use duplex_hub::Expiry;
 use duplex_hub::HubService;
-use duplex_hub::auth::TOKEN_EXPIRED;
-use duplex_ws::{CloseCode, Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
+use duplex_ws::{Config, Event, ServerStream, Upgrade, WebSocket, is_upgrade_request};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
@@ -40,7 +40,7 @@ fn other(hub: &HubService, echo: &Config, mut request: Request<()>) -> Response<
             Ok(upgrade) => match claims {
                 None => upgrade.on_upgrade(echo_all),
                 Some(claims) => {
-                    let expiry = claims.expiry();
+                    let expiry = Expiry::of(Some(&claims));
                     upgrade.on_upgrade(move |ws| echo_until(ws, expiry))
                 }
             },
@@ -92,11 +92,9 @@ fn echo_all(mut ws: WebSocket<ServerStream>) -> impl Future<Output = ()> + Send 
     }
 }
 
-/// The echo of a connection that came with a token: closed with 1008
-/// "token expired" when `expiry` fires.
-async fn echo_until(mut ws: WebSocket<ServerStream>, expiry: tokio::time::Sleep) {
-    tokio::pin!(expiry);
-    let mut expired = false;
+/// The echo of a connection that came with a token, under the hub's
+/// token-expiry rule ([`Expiry`]).
+async fn echo_until(mut ws: WebSocket<ServerStream>, mut expiry: Expiry) {
     loop {
         tokio::select! {
             event = ws.next() => match event {
@@ -107,10 +105,8 @@ async fn echo_until(mut ws: WebSocket<ServerStream>, expiry: tokio::time::Sleep)
                 Some(Event::Open | Event::Close { .. }) => {}
                 None => break,
             },
-            () = &mut expiry, if !expired => {
-                tracing::info!("closing an echo connection whose token expired");
-                expired = true;
-                let _ = ws.close_with(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED).await;
+            () = expiry.fired() => {
+                let _ = Expiry::close(&mut ws).await;
             }
         }
     }

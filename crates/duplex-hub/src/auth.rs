@@ -34,7 +34,7 @@
 //!
 //! Both closes are 1008 (policy violation, RFC 6455 §7.4.1), as Centrifugo
 //! and Pusher-like servers close for a policy; the reason tells a client
-//! whether a fresh token ([`TOKEN_EXPIRED`]) or other rights
+//! whether a fresh token ([`TOKEN_EXPIRED`](crate::TOKEN_EXPIRED)) or other rights
 //! ([`PUBLISH_NOT_ALLOWED`]) would help.
 //!
 //! An [`ApiKey`] guards `POST /topics/{name}` and `GET /metrics`
@@ -82,8 +82,6 @@ use crate::name::validate_topic;
 /// How far past its `exp` a token is still taken: clock skew between the
 /// issuer and this server.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
-/// The close reason of a connection whose token expired (code 1008).
-pub const TOKEN_EXPIRED: &str = "token expired";
 /// The close reason of a connection that sent a message to a topic its
 /// token does not let it publish on (code 1008).
 pub const PUBLISH_NOT_ALLOWED: &str = "publish not allowed";

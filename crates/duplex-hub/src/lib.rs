@@ -39,6 +39,7 @@ pub mod backplane;
 pub mod client;
 mod client_js;
 mod error;
+mod expiry;
 pub mod hub;
 pub mod metrics;
 mod name;
@@ -51,6 +52,7 @@ mod v1_session;
 
 pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
 pub use backplane::{BackplaneError, BackplaneState, Master};
+pub use expiry::{Expiry, TOKEN_EXPIRED};
 pub use hub::{
     Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Requester, Since,
     Subscription, validate_topic,

@@ -43,6 +43,7 @@ use http_body_util::Full;
 
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
+use crate::expiry::Expiry;
 use crate::hub::{Hub, HubError, Requester, validate_topic};
 use crate::refusal::text;
 use crate::{client_js, metrics, publish, refusal, session, v1, v1_session};
@@ -405,7 +406,7 @@ impl HubService {
         let hub = self.hub.clone();
         let rights = claims.map(|claims| session::Rights {
             publish: claims.may_publish(topic),
-            expiry: Box::pin(claims.expiry()),
+            expiry: Expiry::of(Some(&claims)),
         });
         let Some(following) = following else {
             return ready(
@@ -448,7 +449,7 @@ impl HubService {
         let hub = self.hub.clone();
         let requester = requester(request, claims.as_ref());
         let token = claims.map(|claims| v1_session::Token {
-            expiry: Box::pin(claims.expiry()),
+            expiry: Expiry::of(Some(&claims)),
             claims,
         });
         upgrade.on_upgrade(move |ws| v1_session::run(ws, hub, token, requester))

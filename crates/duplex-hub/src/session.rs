@@ -10,9 +10,9 @@ use std::task::{Poll, ready};
 use duplex_ws::{CloseCode, Event, Fanout, ServerStream, TrySend, WebSocket};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
-use tokio::time::Sleep;
 
-use crate::auth::{PUBLISH_NOT_ALLOWED, TOKEN_EXPIRED};
+use crate::auth::PUBLISH_NOT_ALLOWED;
+use crate::expiry::Expiry;
 use crate::hub::{Delivery, Hub, RecvError, Subscription, WriteThrough};
 
 /// The close code of a raw subscriber whose topic lost messages for good
@@ -27,9 +27,8 @@ pub(crate) const MESSAGES_LOST: u16 = 4001;
 pub(crate) struct Rights {
     /// Whether its messages may be published.
     pub(crate) publish: bool,
-    /// Fires when the token expires. Boxed: a subscriber without a token
-    /// should not pay for a timer in its future.
-    pub(crate) expiry: Pin<Box<Sleep>>,
+    /// When the token expires.
+    pub(crate) expiry: Expiry,
 }
 
 /// Runs a subscriber's connection: messages published to the topic go
@@ -50,9 +49,13 @@ pub(crate) async fn run(
     ws: WebSocket<ServerStream>,
     mut subscription: Subscription,
     hub: Hub,
-    mut rights: Option<Rights>,
+    rights: Option<Rights>,
 ) {
     let _open = Open::new(&hub);
+    let (publish, mut expiry) = match rights {
+        Some(Rights { publish, expiry }) => (publish, expiry),
+        None => (true, Expiry::never()),
+    };
     let topic = subscription.topic().to_owned();
     // Only over plain TCP: a TLS stream may keep bytes that a write
     // accepted until it is flushed, which only this task would do.
@@ -71,7 +74,7 @@ pub(crate) async fn run(
             event = direct.next() => match event {
                 // Nothing more is published once the close has begun.
                 Some(Event::Message(_)) if closing => {}
-                Some(Event::Message(_)) if rights.as_ref().is_some_and(|r| !r.publish) => {
+                Some(Event::Message(_)) if !publish => {
                     tracing::info!(topic, "closing a subscriber that may not publish");
                     closing = true;
                     direct.close(CloseCode::POLICY_VIOLATION, PUBLISH_NOT_ALLOWED).await;
@@ -117,10 +120,10 @@ pub(crate) async fn run(
                     direct.close(CloseCode::GOING_AWAY, "").await;
                 }
             },
-            () = expired(&mut rights), if !closing => {
+            () = expiry.fired(), if !closing => {
                 tracing::info!(topic, "closing a subscriber whose token expired");
                 closing = true;
-                direct.close(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED).await;
+                direct.close(Expiry::CODE, Expiry::REASON).await;
             }
         }
     }
@@ -263,14 +266,6 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.metrics().connection_closed();
-    }
-}
-
-/// When the token of `rights` expires; never without one.
-async fn expired(rights: &mut Option<Rights>) {
-    match rights {
-        Some(rights) => rights.expiry.as_mut().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -9,14 +9,13 @@
 //! sent once, and none goes out of order.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use duplex_ws::{CloseCode, Event, Message, ServerStream, WebSocket};
 use tokio::sync::mpsc;
-use tokio::time::Sleep;
 
-use crate::auth::{Claims, TOKEN_EXPIRED};
+use crate::auth::Claims;
+use crate::expiry::Expiry;
 use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
 use crate::session::{Open, within};
 use crate::v1::{
@@ -27,8 +26,8 @@ use crate::v1::{
 /// the service checks no tokens.
 pub(crate) struct Token {
     pub(crate) claims: Claims,
-    /// Fires when the token expires.
-    pub(crate) expiry: Pin<Box<Sleep>>,
+    /// When the token expires.
+    pub(crate) expiry: Expiry,
 }
 
 /// One subscribed topic.
@@ -106,8 +105,8 @@ pub(crate) async fn run(
     let config = hub.config().clone();
     let (inbox, mut queue) = Inbox::new(config.queue);
     let (claims, mut expiry) = match token {
-        Some(Token { claims, expiry }) => (Some(claims), Some(expiry)),
-        None => (None, None),
+        Some(Token { claims, expiry }) => (Some(claims), expiry),
+        None => (None, Expiry::never()),
     };
     let mut connection = Connection {
         client: hub.client_id(),
@@ -186,10 +185,10 @@ pub(crate) async fn run(
                     return;
                 }
             }
-            () = expired(&mut expiry), if !closing => {
+            () = expiry.fired(), if !closing => {
                 tracing::info!(client = %connection.client, "closing a duplex.v1 connection whose token expired");
                 closing = true;
-                let _ = ws.close_with(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED).await;
+                let _ = Expiry::close(&mut ws).await;
             }
         }
     }
@@ -197,14 +196,6 @@ pub(crate) async fn run(
 
 fn drain(queue: &mut mpsc::Receiver<Queued>) {
     while queue.try_recv().is_ok() {}
-}
-
-/// When the token expires; never without one.
-async fn expired(expiry: &mut Option<Pin<Box<Sleep>>>) {
-    match expiry {
-        Some(expiry) => expiry.as_mut().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Connection {
