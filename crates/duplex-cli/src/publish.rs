@@ -53,7 +53,7 @@ pub(crate) struct PublishArgs {
     /// path is replaced by /topics).
     url: String,
     /// The topic: 1-128 characters of A-Z a-z 0-9 - _ . :
-    topic: String,
+    topic: duplex_hub::TopicName,
     /// Messages to publish; without any, each line of stdin is one.
     messages: Vec<String>,
     #[command(flatten)]
@@ -61,7 +61,6 @@ pub(crate) struct PublishArgs {
 }
 
 pub(crate) fn run(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    duplex_hub::validate_topic(&args.topic)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

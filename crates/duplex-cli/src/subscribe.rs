@@ -26,7 +26,7 @@ pub(crate) struct SubscribeArgs {
     /// path is replaced by /topics).
     url: String,
     /// The topic: 1-128 characters of A-Z a-z 0-9 - _ . :
-    topic: String,
+    topic: duplex_hub::TopicName,
     /// Start after this offset: the messages retained after it come first
     /// (0: all retained). Without it, only new messages.
     #[arg(long, value_name = "OFFSET")]
@@ -36,7 +36,6 @@ pub(crate) struct SubscribeArgs {
 }
 
 pub(crate) fn run(args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    duplex_hub::validate_topic(&args.topic)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

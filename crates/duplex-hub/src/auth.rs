@@ -77,7 +77,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::name::validate_topic;
+use crate::name;
 
 /// How far past its `exp` a token is still taken: clock skew between the
 /// issuer and this server.
@@ -329,7 +329,7 @@ fn pattern_matches(pattern: &str, topic: &str) -> bool {
 }
 
 fn valid_pattern(pattern: &str) -> bool {
-    pattern == "*" || validate_topic(pattern.strip_suffix(".*").unwrap_or(pattern)).is_ok()
+    pattern == "*" || name::check(pattern.strip_suffix(".*").unwrap_or(pattern)).is_ok()
 }
 
 /// Verifies tokens with one key and its algorithm, or several told apart

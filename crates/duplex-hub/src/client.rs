@@ -41,7 +41,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::error::HubError;
 use crate::hub::Since;
+use crate::name::TopicName;
 use crate::v1::{ClientFrame, ErrorCode, Frame, PROTOCOL, Request, payload_fields};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -76,6 +78,9 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// A topic name that breaks the topic-name rule; nothing was sent.
+    #[error(transparent)]
+    InvalidTopic(#[from] HubError),
 }
 
 /// How the client reconnects and queues.
@@ -148,22 +153,22 @@ pub struct Presence {
 
 enum Command {
     Subscribe {
-        topic: String,
+        topic: TopicName,
         since: Option<Since>,
         presence: bool,
         events: mpsc::Sender<Event>,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Unsubscribe {
-        topic: String,
+        topic: TopicName,
     },
     Publish {
-        topic: String,
+        topic: TopicName,
         message: Message,
         reply: oneshot::Sender<Result<Published, ClientError>>,
     },
     Presence {
-        topic: String,
+        topic: TopicName,
         reply: oneshot::Sender<Result<Presence, ClientError>>,
     },
 }
@@ -186,7 +191,7 @@ impl Drop for Client {
 /// A subscribed topic's events. Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    topic: String,
+    topic: TopicName,
     events: mpsc::Receiver<Event>,
     commands: mpsc::Sender<Command>,
 }
@@ -207,7 +212,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.commands.try_send(Command::Unsubscribe {
-            topic: std::mem::take(&mut self.topic),
+            topic: self.topic.clone(),
         });
     }
 }
@@ -254,14 +259,15 @@ impl Client {
     /// retained after it. With `presence`, joins and leaves too.
     pub async fn subscribe(
         &self,
-        topic: &str,
+        topic: impl TryInto<TopicName, Error = HubError>,
         since: Option<Since>,
         presence: bool,
     ) -> Result<Subscription, ClientError> {
+        let topic = topic.try_into()?;
         let (events_tx, events) = mpsc::channel(self.queue);
         let (reply, answer) = oneshot::channel();
         self.send(Command::Subscribe {
-            topic: topic.to_owned(),
+            topic: topic.clone(),
             since,
             presence,
             events: events_tx,
@@ -270,7 +276,7 @@ impl Client {
         .await?;
         answer.await.map_err(|_| ClientError::Closed)??;
         Ok(Subscription {
-            topic: topic.to_owned(),
+            topic,
             events,
             commands: self.commands.clone(),
         })
@@ -279,12 +285,12 @@ impl Client {
     /// Publishes `message` to `topic`; returns its offset.
     pub async fn publish(
         &self,
-        topic: &str,
+        topic: impl TryInto<TopicName, Error = HubError>,
         message: impl Into<Message>,
     ) -> Result<Published, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Publish {
-            topic: topic.to_owned(),
+            topic: topic.try_into()?,
             message: message.into(),
             reply,
         })
@@ -293,10 +299,13 @@ impl Client {
     }
 
     /// Who is subscribed to `topic`, on every node.
-    pub async fn presence(&self, topic: &str) -> Result<Presence, ClientError> {
+    pub async fn presence(
+        &self,
+        topic: impl TryInto<TopicName, Error = HubError>,
+    ) -> Result<Presence, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Presence {
-            topic: topic.to_owned(),
+            topic: topic.try_into()?,
             reply,
         })
         .await?;
@@ -350,14 +359,14 @@ struct Sub {
 
 enum Pending {
     Subscribe {
-        topic: String,
+        topic: TopicName,
         since: Option<Since>,
         presence: bool,
         events: mpsc::Sender<Event>,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Resubscribe {
-        topic: String,
+        topic: TopicName,
         since: Since,
     },
     Publish(oneshot::Sender<Result<Published, ClientError>>),
@@ -389,7 +398,7 @@ struct Task {
     ws: Option<Socket>,
     ping_interval: Duration,
     last_frame: Instant,
-    subscriptions: HashMap<String, Sub>,
+    subscriptions: HashMap<TopicName, Sub>,
     pending: HashMap<u64, Pending>,
     next_id: u64,
     attempt: u32,
@@ -648,7 +657,7 @@ impl Task {
                 data,
                 b64,
             } => {
-                let Some(sub) = self.subscriptions.get_mut(&topic) else {
+                let Some(sub) = self.subscriptions.get_mut(topic.as_str()) else {
                     return;
                 };
                 let Some(message) = crate::v1::payload_message(data, b64) else {
@@ -658,14 +667,14 @@ impl Task {
                 let _ = sub.events.send(Event::Message { offset, message }).await;
             }
             Frame::Join { topic, .. } | Frame::Leave { topic, .. }
-                if !self.subscriptions.contains_key(&topic) => {}
+                if !self.subscriptions.contains_key(topic.as_str()) => {}
             Frame::Join {
                 topic,
                 client,
                 user,
             } => {
                 let event = Event::Join(ClientFrame { client, user });
-                let _ = self.subscriptions[&topic].events.send(event).await;
+                let _ = self.subscriptions[topic.as_str()].events.send(event).await;
             }
             Frame::Leave {
                 topic,
@@ -673,7 +682,7 @@ impl Task {
                 user,
             } => {
                 let event = Event::Leave(ClientFrame { client, user });
-                let _ = self.subscriptions[&topic].events.send(event).await;
+                let _ = self.subscriptions[topic.as_str()].events.send(event).await;
             }
             Frame::Subscribed {
                 id,
@@ -705,11 +714,11 @@ impl Task {
                     Pending::Resubscribe { topic, .. } if code == ErrorCode::Unavailable => {
                         // The server cannot serve the topic now: try again
                         // later, from the same offset.
-                        tracing::info!(topic, message, "resubscribing failed; reconnecting");
+                        tracing::info!(%topic, message, "resubscribing failed; reconnecting");
                         self.lost();
                     }
                     Pending::Resubscribe { topic, .. } => {
-                        tracing::warn!(topic, ?code, message, "the server ended a subscription");
+                        tracing::warn!(%topic, ?code, message, "the server ended a subscription");
                         self.subscriptions.remove(&topic);
                     }
                     other => other.fail(|| ClientError::Refused {
@@ -770,7 +779,7 @@ impl Task {
             Some(other) => other.fail(|| ClientError::Protocol("unexpected subscribed".into())),
             None => {
                 // The topic's epoch changed under a live subscription.
-                let Some(sub) = self.subscriptions.get_mut(&topic) else {
+                let Some(sub) = self.subscriptions.get_mut(topic.as_str()) else {
                     return;
                 };
                 sub.epoch = epoch;

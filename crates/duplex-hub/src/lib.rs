@@ -55,7 +55,7 @@ pub use backplane::{BackplaneError, BackplaneState, Master};
 pub use expiry::{Expiry, TOKEN_EXPIRED};
 pub use hub::{
     Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Requester, Since,
-    Subscription, validate_topic,
+    Subscription, TopicName,
 };
 pub use metrics::Metrics;
 pub use service::HubService;

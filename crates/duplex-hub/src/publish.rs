@@ -9,7 +9,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::hub::{Hub, HubError, Requester, validate_topic};
+use crate::hub::{Hub, HubError, Requester};
+use crate::name::TopicName;
 use crate::refusal::text;
 
 /// Publishes the body of `request` to `topic`: text if the request says
@@ -32,9 +33,10 @@ where
     B: Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    if let Err(e) = validate_topic(topic) {
-        return text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
-    }
+    let topic = match TopicName::new(topic) {
+        Ok(topic) => topic,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    };
     let is_text = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -46,7 +48,7 @@ where
     let timeout = hub.config().body_timeout;
     let collect = Limited::new(request.into_body(), max_size).collect();
     let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
-        tracing::info!(topic, ?timeout, "POST body not received in time: 408");
+        tracing::info!(%topic, ?timeout, "POST body not received in time: 408");
         let mut response = text(
             StatusCode::REQUEST_TIMEOUT,
             &format!("the body did not arrive within {timeout:?}\n"),
@@ -76,7 +78,10 @@ where
     } else {
         Message::Binary(body)
     };
-    match hub.publish_as(topic, message, requester.as_ref()).await {
+    match hub
+        .publish_checked(&topic, message, requester.as_ref())
+        .await
+    {
         Ok(published) => {
             // A valid topic name and an epoch need no JSON escaping.
             let body = format!(

@@ -44,7 +44,8 @@ use http_body_util::Full;
 use crate::auth::{self, ApiKey, Claims, TokenError, TokenVerifier};
 use crate::backplane::BackplaneState;
 use crate::expiry::Expiry;
-use crate::hub::{Hub, HubError, Requester, validate_topic};
+use crate::hub::{Hub, HubError, Requester};
+use crate::name::TopicName;
 use crate::refusal::text;
 use crate::{client_js, metrics, publish, refusal, session, v1, v1_session};
 
@@ -360,10 +361,13 @@ impl HubService {
 
     /// A WebSocket on `/topics/{topic}`: the handshake, then the session.
     fn subscribe<B>(&self, request: &mut Request<B>, topic: &str) -> ResponseFuture {
-        if let Err(e) = validate_topic(topic) {
-            tracing::info!(error = %e, "refusing a subscription");
-            return ready(text(StatusCode::BAD_REQUEST, &format!("{e}\n")));
-        }
+        let topic = &match TopicName::new(topic) {
+            Ok(topic) => topic,
+            Err(e) => {
+                tracing::info!(error = %e, "refusing a subscription");
+                return ready(text(StatusCode::BAD_REQUEST, &format!("{e}\n")));
+            }
+        };
         let claims = match self.authenticate(request) {
             Ok(claims) => claims,
             Err(e) => return ready(e.to_response()),
@@ -372,7 +376,7 @@ impl HubService {
             && !claims.may_subscribe(topic)
         {
             tracing::info!(
-                topic,
+                %topic,
                 subject = claims.subject(),
                 "refusing a subscription outside the token's claims"
             );

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use duplex_ws::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::name::validate_topic;
+use crate::name::TopicName;
 
 /// The subprotocol name.
 pub const PROTOCOL: &str = "duplex.v1";
@@ -41,7 +41,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The topic.
-        topic: String,
+        topic: TopicName,
         /// Resume after this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<SinceFrame>,
@@ -55,7 +55,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The topic.
-        topic: String,
+        topic: TopicName,
     },
     /// Publish a message (exactly one of `data` and `b64`).
     Publish {
@@ -63,7 +63,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The topic.
-        topic: String,
+        topic: TopicName,
         /// A text payload.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
@@ -77,7 +77,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The topic.
-        topic: String,
+        topic: TopicName,
     },
     /// A `pong`, please.
     Ping {
@@ -189,10 +189,9 @@ pub fn parse_request(text: &str) -> Result<Request, BadRequest> {
         Err(e) => return Err(bad(None, format!("not JSON: {e}"))),
     };
     let fields: Fields = serde_json::from_str(text).map_err(|e| bad(id, e.to_string()))?;
-    let topic = |topic: Option<String>| -> Result<String, BadRequest> {
+    let topic = |topic: Option<String>| -> Result<TopicName, BadRequest> {
         let topic = topic.ok_or_else(|| bad(id, "missing field `topic`".into()))?;
-        validate_topic(&topic).map_err(|e| bad(id, e.to_string()))?;
-        Ok(topic)
+        TopicName::new(topic).map_err(|e| bad(id, e.to_string()))
     };
     Ok(match fields.op {
         Op::Subscribe => Request::Subscribe {
@@ -465,7 +464,7 @@ mod tests {
             r,
             Request::Subscribe {
                 id: Some(1),
-                topic: "news".into(),
+                topic: "news".parse().unwrap(),
                 since: Some(SinceFrame {
                     epoch: Some("e".into()),
                     offset: 41

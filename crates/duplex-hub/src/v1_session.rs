@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::auth::Claims;
 use crate::expiry::Expiry;
 use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
+use crate::name::TopicName;
 use crate::session::{Open, within};
 use crate::v1::{
     ClientFrame, ErrorCode, Frame, MAX_PRESENCE_CLIENTS, Request, parse_request, payload_message,
@@ -46,7 +47,7 @@ struct Connection {
     user: Option<Arc<str>>,
     claims: Option<Claims>,
     inbox: Inbox,
-    subscriptions: HashMap<String, Subscribed>,
+    subscriptions: HashMap<TopicName, Subscribed>,
     /// Who it is for the topics it makes.
     requester: Option<Requester>,
     /// Subscribes and unsubscribes it may still make now
@@ -240,7 +241,10 @@ impl Connection {
             }
             Request::Unsubscribe { topic, .. } => {
                 if self.subscriptions.remove(&topic).is_some() {
-                    Frame::Unsubscribed { id, topic }
+                    Frame::Unsubscribed {
+                        id,
+                        topic: topic.to_string(),
+                    }
                 } else {
                     Frame::error(
                         id,
@@ -262,7 +266,7 @@ impl Connection {
         &mut self,
         ws: &mut WebSocket<ServerStream>,
         id: Option<u64>,
-        topic: String,
+        topic: TopicName,
         since: Option<Since>,
         presence: bool,
     ) {
@@ -322,7 +326,7 @@ impl Connection {
         };
         let reply = Frame::Subscribed {
             id,
-            topic: topic.clone(),
+            topic: topic.to_string(),
             epoch: opened.epoch.to_string(),
             offset: opened.offset,
             recovered: opened.recovered,
@@ -358,7 +362,7 @@ impl Connection {
             {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::info!(topic, error = %e, "resume cut short: the rest comes live");
+                    tracing::info!(%topic, error = %e, "resume cut short: the rest comes live");
                     break;
                 }
             };
@@ -377,7 +381,7 @@ impl Connection {
     async fn publish(
         &mut self,
         id: Option<u64>,
-        topic: String,
+        topic: TopicName,
         data: Option<String>,
         b64: Option<String>,
     ) -> Frame {
@@ -393,12 +397,12 @@ impl Connection {
         };
         match self
             .hub
-            .publish_as(&topic, message, self.requester.as_ref())
+            .publish_checked(&topic, message, self.requester.as_ref())
             .await
         {
             Ok(published) => Frame::Published {
                 id,
-                topic,
+                topic: topic.to_string(),
                 epoch: published.epoch.to_string(),
                 offset: published.offset,
             },
@@ -406,7 +410,7 @@ impl Connection {
         }
     }
 
-    async fn presence(&mut self, id: Option<u64>, topic: String) -> Frame {
+    async fn presence(&mut self, id: Option<u64>, topic: TopicName) -> Frame {
         if self
             .claims
             .as_ref()
@@ -421,7 +425,7 @@ impl Connection {
         match self.hub.presence(&topic, MAX_PRESENCE_CLIENTS).await {
             Ok((count, members)) => Frame::Presence {
                 id,
-                topic,
+                topic: topic.to_string(),
                 count: count as u64,
                 clients: members
                     .into_iter()

@@ -211,7 +211,7 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         let (inbox, mut rx) = Inbox::new(100);
         let _open = hub
-            .open("t", &inbox, None, None, false, None)
+            .open(&"t".parse().unwrap(), &inbox, None, None, false, None)
             .await
             .unwrap();
         let old: Arc<str> = "old".into();
@@ -361,7 +361,7 @@ mod lossy_pubsub {
             let hub = Hub::new(HubConfig::default().queue(10_000));
             let (inbox, mut rx) = Inbox::new(10_000);
             let (_membership, _) = runtime
-                .block_on(hub.open("t", &inbox, None, None, false, None))
+                .block_on(hub.open(&"t".parse().unwrap(), &inbox, None, None, false, None))
                 .unwrap();
             for &offset in &wire {
                 runtime.block_on(receive(

@@ -57,9 +57,7 @@ use super::payload::{
 };
 use super::{Backplane, BackplaneError, BackplaneState, Master};
 use crate::auth::mask_url_password;
-use crate::hub::{
-    Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, new_epoch, validate_topic,
-};
+use crate::hub::{Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, new_epoch};
 
 mod cluster;
 mod commands;
@@ -1018,7 +1016,7 @@ async fn subscribe_loop(pubsub: redis::aio::PubSub, hub: Hub, store: Arc<RedisSt
 /// (what pub/sub skipped filled from the stream first), or a presence
 /// event of another node.
 async fn received(store: &RedisStore, hub: &Hub, topic: &str, payload: &[u8]) {
-    if validate_topic(topic).is_err() {
+    if crate::name::check(topic).is_err() {
         return;
     }
     let max_message_size = hub.config().max_message_size;
