@@ -566,8 +566,8 @@ fn requester<B>(request: &Request<B>, claims: Option<&Claims>) -> Option<Request
 }
 
 /// `config` for duplex.v1 connections: the subprotocol offered, and
-/// frames bounded by [`HubConfig::max_v1_frame_size`](crate::HubConfig::max_v1_frame_size).
-fn v1_config(mut config: Config, hub: &crate::HubConfig) -> Config {
+/// frames bounded by [`HubConfig::max_v1_frame_size`](crate::hub::HubConfig::max_v1_frame_size).
+fn v1_config(mut config: Config, hub: &crate::hub::HubConfig) -> Config {
     config.protocols = vec![v1::PROTOCOL.to_owned()];
     config.max_message_size = config.max_message_size.min(hub.max_v1_frame_size.max(1));
     config.max_frame_size = config.max_frame_size.min(config.max_message_size);
@@ -589,7 +589,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HubConfig;
+    use crate::hub::HubConfig;
     use http_body_util::BodyExt;
 
     async fn call(

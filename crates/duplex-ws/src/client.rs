@@ -15,7 +15,9 @@ mod http2;
 #[cfg(feature = "hyper")]
 pub use crate::error::Http2Error;
 #[cfg(feature = "hyper")]
-pub use http2::{Http2Connection, Http2Stream};
+pub use crate::stream::Http2Stream;
+#[cfg(feature = "hyper")]
+pub use http2::Http2Connection;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -10,7 +10,16 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "hyper")]
-use crate::client::Http2Stream;
+use std::io::IoSlice;
+#[cfg(feature = "hyper")]
+use std::pin::Pin;
+#[cfg(feature = "hyper")]
+use std::task::{Context, Poll};
+
+#[cfg(feature = "hyper")]
+use hyper_util::rt::TokioIo;
+#[cfg(feature = "hyper")]
+use tokio::io::ReadBuf;
 
 /// A client stream that is either plain (`ws://`) or TLS (`wss://`), or a
 /// stream of an HTTP/2 connection (either scheme, RFC 8441).
@@ -159,6 +168,70 @@ delegate_async_io! {
         Tls,
         #[cfg(feature = "hyper")]
         Http2,
+    }
+}
+
+/// A WebSocket's stream of an HTTP/2 connection, inside
+/// [`MaybeTlsStream::Http2`]: what hyper's upgrade hands over after the
+/// server's 200.
+#[cfg(feature = "hyper")]
+#[derive(Debug)]
+pub struct Http2Stream {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    tls: bool,
+}
+
+#[cfg(feature = "hyper")]
+impl Http2Stream {
+    pub(crate) fn new(io: TokioIo<hyper::upgrade::Upgraded>, tls: bool) -> Http2Stream {
+        Http2Stream { io, tls }
+    }
+
+    /// Whether the HTTP/2 connection runs over TLS (`wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl AsyncRead for Http2Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl AsyncWrite for Http2Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

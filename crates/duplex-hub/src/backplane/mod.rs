@@ -20,9 +20,6 @@
 //! [`BackplaneState`] says whether the engine is connected now, for a
 //! health check (`GET /healthz` of [`HubService`](crate::HubService)).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-
 use tokio::task::JoinHandle;
 
 use crate::hub::Hub;
@@ -31,119 +28,11 @@ mod follow;
 mod nats;
 mod payload;
 pub mod redis;
+mod state;
 
 pub use payload::{Decoded, MAGIC, PRESENCE_MAGIC, decode};
 pub use redis::{CHANNEL_PREFIX, PRESENCE_REFRESH, PRESENCE_TTL, RedisOptions};
-
-/// Why the backplane could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackplaneError {
-    /// The URL does not parse, or names no engine duplex has.
-    #[error("invalid backplane URL {url}: {reason}")]
-    InvalidUrl {
-        /// The URL as given, its password masked.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A CA certificate given for TLS cannot be used.
-    #[error("invalid CA certificate for {url}: {reason}")]
-    InvalidCa {
-        /// The URL as given, its password masked.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The store could not be reached, or refused the subscription.
-    #[error("cannot reach the backplane at {url}: {reason}")]
-    Unreachable {
-        /// The URL as given, its password masked.
-        url: String,
-        /// The error.
-        reason: String,
-    },
-    /// The hub already has a backplane.
-    #[error("the hub already has a backplane")]
-    AlreadyAttached,
-}
-
-/// Whether a [`Backplane`] reaches its store now: cheap to clone, and it
-/// follows the backplane as it loses the store and reconnects.
-#[derive(Debug, Clone)]
-pub struct BackplaneState {
-    inner: Arc<Connections>,
-}
-
-#[derive(Debug)]
-struct Connections {
-    engine: &'static str,
-    publisher: AtomicBool,
-    subscriber: AtomicBool,
-    masters: Mutex<Vec<Master>>,
-}
-
-/// One server that takes writes: a Redis master (one per shard of a
-/// cluster), or the NATS server a node is connected to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Master {
-    /// `host:port`.
-    pub address: String,
-    /// Whether it answers now (for a cluster: whether the cluster holds it
-    /// up, not failed).
-    pub up: bool,
-}
-
-impl BackplaneState {
-    fn connected(engine: &'static str) -> BackplaneState {
-        BackplaneState {
-            inner: Arc::new(Connections {
-                engine,
-                publisher: AtomicBool::new(true),
-                subscriber: AtomicBool::new(true),
-                masters: Mutex::new(Vec::new()),
-            }),
-        }
-    }
-
-    /// Whether both links to the store, the one for commands and the one
-    /// that receives, are up.
-    pub fn is_connected(&self) -> bool {
-        self.inner.publisher.load(Ordering::Relaxed)
-            && self.inner.subscriber.load(Ordering::Relaxed)
-    }
-
-    /// The engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`.
-    pub fn engine(&self) -> &'static str {
-        self.inner.engine
-    }
-
-    /// The servers that take writes, as last seen (every second): the
-    /// master of each shard, the master Sentinel names, the one server.
-    pub fn masters(&self) -> Vec<Master> {
-        self.inner
-            .masters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_masters(&self, masters: Vec<Master>) {
-        *self
-            .inner
-            .masters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = masters;
-    }
-
-    fn set_publisher(&self, up: bool) {
-        self.inner.publisher.store(up, Ordering::Relaxed);
-    }
-
-    fn set_subscriber(&self, up: bool) {
-        self.inner.subscriber.store(up, Ordering::Relaxed);
-    }
-}
+pub use state::{BackplaneError, BackplaneState, Master};
 
 /// The running backplane; dropping it stops its tasks.
 #[derive(Debug)]
@@ -178,7 +67,8 @@ impl Backplane {
         url: &str,
         options: &RedisOptions,
     ) -> Result<Backplane, BackplaneError> {
-        redis::start(hub, url, options).await
+        let (tasks, state) = redis::start(hub, url, options).await?;
+        Ok(Backplane { tasks, state })
     }
 
     /// Connects `hub` to the NATS server at `url` (`nats://host:port`,
@@ -187,7 +77,8 @@ impl Backplane {
     /// and the reason, if NATS cannot be reached now or has no JetStream;
     /// once started, it reconnects by itself.
     pub async fn nats(hub: &Hub, url: &str) -> Result<Backplane, BackplaneError> {
-        nats::start(hub, url).await
+        let (tasks, state) = nats::start(hub, url).await?;
+        Ok(Backplane { tasks, state })
     }
 
     /// Whether the backplane reaches its store now, as a handle that

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use super::follow::{self, History, PAGE};
 use super::payload::{Decoded, decode, kind_and_bytes, message_of, presence_payload};
 use super::redis::{PRESENCE_REFRESH, PRESENCE_TTL};
-use super::{Backplane, BackplaneError, BackplaneState, Master};
+use super::state::{BackplaneError, BackplaneState, Master, Started};
 use crate::auth::mask_url_password;
 use crate::hub::{Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, WeakHub};
 
@@ -113,8 +113,8 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> HubError {
     HubError::Unavailable
 }
 
-/// Starts the engine for `url` on `hub` (see [`Backplane::nats`]).
-pub(super) async fn start(hub: &Hub, url: &str) -> Result<Backplane, BackplaneError> {
+/// Starts the engine for `url` on `hub` (see [`Backplane::nats`](super::Backplane::nats)).
+pub(super) async fn start(hub: &Hub, url: &str) -> Result<Started, BackplaneError> {
     let masked = || mask_url_password(url);
     if !url.starts_with("nats://") && !url.starts_with("tls://") {
         return Err(BackplaneError::InvalidUrl {
@@ -205,7 +205,7 @@ pub(super) async fn start(hub: &Hub, url: &str) -> Result<Backplane, BackplaneEr
         tokio::spawn(keep(Arc::clone(&store), hub.clone(), state.clone())),
         tokio::spawn(presence_events(presence, Arc::clone(&store), hub.clone())),
     ];
-    Ok(Backplane { tasks, state })
+    Ok((tasks, state))
 }
 
 impl NatsStore {

@@ -44,6 +44,7 @@ use crate::metrics::Metrics;
 mod config;
 mod delivery;
 mod inbox;
+mod position;
 mod requester;
 mod store;
 mod subscription;
@@ -57,98 +58,14 @@ use delivery::Retained;
 pub use delivery::{Delivery, Member};
 pub(crate) use delivery::{Gap, PresenceEvent, Queued};
 pub(crate) use inbox::Inbox;
+pub(crate) use position::{Opened, new_epoch};
+pub use position::{Published, Since};
 pub use requester::Requester;
 pub(crate) use store::{Pending, Store};
 pub(crate) use subscription::Membership;
 pub use subscription::Subscription;
 use topic::{Due, Joining, Slot, Subscriber, Topic, Topics, lock};
 pub(crate) use write_through::WriteThrough;
-
-/// A new epoch name: 64 random bits in hex.
-pub(crate) fn new_epoch() -> Arc<str> {
-    format!("{:016x}", rand::random::<u64>()).into()
-}
-
-/// The answer to a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Published {
-    /// The topic's epoch.
-    pub epoch: Arc<str>,
-    /// The message's offset in it.
-    pub offset: u64,
-    /// Local subscribers it was (or, with a backplane, is being) queued for.
-    pub delivered: usize,
-}
-
-/// Where a resuming subscriber left off.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Since {
-    /// The epoch of `offset`; `None` for the topic's current one.
-    pub epoch: Option<String>,
-    /// The last offset the subscriber saw (0: all that is retained).
-    pub offset: u64,
-}
-
-/// What a subscriber starts from.
-#[derive(Debug, Clone)]
-pub(crate) struct Opened {
-    /// The topic's epoch.
-    pub(crate) epoch: Arc<str>,
-    /// The topic's newest offset when the subscription began.
-    pub(crate) offset: u64,
-    /// With a [`Since`]: whether `history` has every message after it.
-    pub(crate) recovered: Option<bool>,
-    /// Retained messages after the [`Since`], oldest first.
-    pub(crate) history: Vec<Arc<Delivery>>,
-}
-
-impl Opened {
-    /// Decides what a subscriber resuming from `since` gets, given the
-    /// topic's `epoch`, its newest offset `last` and the retained messages
-    /// after `since.offset` (oldest first).
-    pub(crate) fn resume(
-        epoch: Arc<str>,
-        last: u64,
-        since: Option<&Since>,
-        retained: Vec<Arc<Delivery>>,
-    ) -> Opened {
-        let Some(since) = since else {
-            return Opened {
-                epoch,
-                offset: last,
-                recovered: None,
-                history: Vec::new(),
-            };
-        };
-        let same_epoch = since.epoch.as_deref().is_none_or(|e| e == &*epoch);
-        if !same_epoch || since.offset > last {
-            // Offsets started again, or the client comes from the future:
-            // nothing it holds can be continued, and nothing after it is
-            // retained.
-            return Opened {
-                epoch,
-                offset: last,
-                recovered: Some(false),
-                history: Vec::new(),
-            };
-        }
-        let history: Vec<_> = retained
-            .into_iter()
-            .filter(|d| d.offset > since.offset)
-            .collect();
-        let recovered = since.offset == last
-            || history
-                .first()
-                .is_some_and(|d| d.offset == since.offset + 1);
-        Opened {
-            epoch,
-            offset: last,
-            recovered: Some(recovered),
-            history,
-        }
-    }
-}
 
 /// The topics of one server. Cheap to clone: clones share the topics.
 #[derive(Debug, Clone)]
@@ -198,12 +115,6 @@ struct Inner {
     store: OnceLock<Arc<dyn Store>>,
     /// This node's id on the backplane.
     node: [u8; 16],
-}
-
-/// Whether this runs on a single-threaded (current-thread) Tokio runtime.
-fn single_threaded() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// How often retained messages are looked at for expiry, and how many

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use duplex_ws::Message;
 
-use super::{Delivery, HubError, Member, Opened, Since};
+use super::delivery::{Delivery, Member};
+use super::position::{Opened, Since};
+use crate::error::HubError;
 
 /// A call to the store, in flight.
 pub(crate) type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

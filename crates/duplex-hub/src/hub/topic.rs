@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::delivery::{Delivery, Gap, Member, Queued, Retained};
 use super::inbox::{Inbox, Offer};
+use super::position::{Since, new_epoch};
 use super::requester::Requester;
-use super::write_through::WriteThrough;
-use super::{Since, new_epoch, single_threaded};
+use super::write_through::{WriteThrough, single_threaded};
 
 /// One topic behind its own lock.
 pub(super) type Slot = Mutex<Topic>;

@@ -48,6 +48,7 @@ use duplex_proto::handshake::client::{CONNECT_PROTOCOL, ClientRequest};
 
 use super::{ClientBuilder, Target};
 use crate::error::Http2Error;
+use crate::stream::Http2Stream;
 use crate::{Error, MaybeTlsStream, WebSocket};
 
 /// An HTTP/2 connection on which WebSockets open as streams (RFC 8441 §4).
@@ -246,10 +247,7 @@ impl Http2Connection {
         let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(Http2Error::Hyper)?;
-        let stream = Http2Stream {
-            io: TokioIo::new(upgraded),
-            tls: self.tls,
-        };
+        let stream = Http2Stream::new(TokioIo::new(upgraded), self.tls);
         Ok((
             response.map(|_| ()),
             Some(MaybeTlsStream::Http2(Box::new(stream))),
@@ -304,62 +302,6 @@ async fn secure(
         "{}: wss:// needs the `tls` feature of duplex",
         builder.url
     )))
-}
-
-/// A WebSocket's stream of an HTTP/2 connection, inside
-/// [`MaybeTlsStream::Http2`]: what hyper's upgrade hands over after the
-/// server's 200.
-#[derive(Debug)]
-pub struct Http2Stream {
-    io: TokioIo<hyper::upgrade::Upgraded>,
-    tls: bool,
-}
-
-impl Http2Stream {
-    /// Whether the HTTP/2 connection runs over TLS (`wss://`).
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-}
-
-impl AsyncRead for Http2Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Http2Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }
 
 // ------------------------------------------------ the server's preface

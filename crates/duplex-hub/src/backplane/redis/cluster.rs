@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
 
-use crate::backplane::Master;
+use crate::backplane::state::Master;
 use crate::hub::HubError;
 
 /// The channel of `topic` on a cluster: hash-tagged as its keys are, so

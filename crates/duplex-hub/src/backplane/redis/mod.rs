@@ -55,7 +55,7 @@ use super::follow::{self, History, PAGE};
 use super::payload::{
     Decoded, MAGIC, decode, kind_and_bytes, message_len, message_of, presence_payload, too_large,
 };
-use super::{Backplane, BackplaneError, BackplaneState, Master};
+use super::state::{BackplaneError, BackplaneState, Master, Started};
 use crate::auth::mask_url_password;
 use crate::hub::{Delivery, Hub, HubError, Member, Opened, Pending, Since, Store, new_epoch};
 
@@ -66,6 +66,7 @@ mod target;
 
 use cluster::{Confirmed, Shards};
 use commands::Commands;
+pub use target::RedisOptions;
 use target::{Target, TargetError};
 
 /// Channel names are this prefix and the topic.
@@ -87,23 +88,6 @@ const PUSH_QUEUE: usize = 65_536;
 /// `max_topics` bounds the cluster, not each node (a topic is made by the
 /// scripts only while fewer are there).
 const TOPICS_KEY: &str = "duplex:topics";
-
-/// How the engine reaches Redis beyond what the URL says.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// PEM certificates to verify a `rediss://` server with, instead of
-    /// the system's roots.
-    pub root_ca: Option<Vec<u8>>,
-}
-
-impl RedisOptions {
-    /// Verifies `rediss://` servers against these PEM certificates only.
-    pub fn root_ca(mut self, pem: Vec<u8>) -> RedisOptions {
-        self.root_ca = Some(pem);
-        self
-    }
-}
 
 fn key(topic: &str, what: &str) -> String {
     format!("duplex:{{{topic}}}:{what}")
@@ -162,12 +146,12 @@ fn is_reply(e: &redis::RedisError) -> bool {
         )
 }
 
-/// Starts the engine for `url` on `hub` (see [`Backplane::redis`]).
+/// Starts the engine for `url` on `hub` (see [`Backplane::redis`](super::Backplane::redis)).
 pub(super) async fn start(
     hub: &Hub,
     url: &str,
     options: &RedisOptions,
-) -> Result<Backplane, BackplaneError> {
+) -> Result<Started, BackplaneError> {
     let masked = || mask_url_password(url);
     let target = Target::parse(url, options).map_err(|e| match e {
         TargetError::Url(reason) => BackplaneError::InvalidUrl {
@@ -276,7 +260,7 @@ pub(super) async fn start(
         }
     };
     let tasks = vec![tokio::spawn(keep(store, hub.clone())), receiver];
-    Ok(Backplane { tasks, state })
+    Ok((tasks, state))
 }
 
 /// How a node receives what is published.

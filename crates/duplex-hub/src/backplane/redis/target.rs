@@ -6,7 +6,22 @@
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr};
 
-use super::RedisOptions;
+/// How the engine reaches Redis beyond what the URL says.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// PEM certificates to verify a `rediss://` server with, instead of
+    /// the system's roots.
+    pub root_ca: Option<Vec<u8>>,
+}
+
+impl RedisOptions {
+    /// Verifies `rediss://` servers against these PEM certificates only.
+    pub fn root_ca(mut self, pem: Vec<u8>) -> RedisOptions {
+        self.root_ca = Some(pem);
+        self
+    }
+}
 
 /// Where connections go.
 pub(crate) enum Target {
