@@ -4,9 +4,12 @@
 #   scripts/test.sh [STEP...]        no STEP = all of them, in this order:
 #
 #   fmt              cargo fmt --all -- --check
-#   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings
-#   doc              cargo doc --no-deps, warnings denied: the workspace with all features, and
-#                    duplex-ws with each feature set (no default, tls, hyper, axum)
+#   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings, and
+#                    duplex-hub without its server feature (the Rust client alone, which
+#                    must pull in no Redis, NATS, JWT or hyper crate)
+#   doc              cargo doc --no-deps, warnings denied: the workspace with all features,
+#                    duplex-ws with each feature set (no default, tls, hyper, axum), and
+#                    duplex-hub without its server feature
 #   test             cargo test --workspace --all-features (the hub's tests start their own
 #                    redis-server, Redis Cluster, Sentinels and nats-server on free ports)
 #   build            cargo build --release --all-features -p duplex-cli -p duplex-ws -p duplex-hub --examples --bins
@@ -256,10 +259,23 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 
 # ---------------------------------------------------------------- the steps
 step_fmt() { cargo fmt --all -- --check; }
-step_clippy() { cargo clippy --workspace --all-targets --all-features -- -D warnings; }
+step_clippy() {
+  cargo clippy --workspace --all-targets --all-features -- -D warnings
+  # duplex-hub without its server feature: the duplex.v1 Rust client alone,
+  # which must build, pass its tests' lints, and pull in no server crate.
+  cargo clippy -p duplex-hub --no-default-features --all-targets -- -D warnings
+  local server_crates
+  server_crates="$(cargo tree -p duplex-hub --no-default-features -e normal --prefix none |
+    awk '{print $1}' | grep -E '^(redis|async-nats|jsonwebtoken|hyper|h2|tower-service)$' | sort -u || true)"
+  if [ -n "$server_crates" ]; then
+    log "duplex-hub's client alone pulls in server crates: $server_crates"
+    return 1
+  fi
+}
 step_doc() {
   local features
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+  RUSTDOCFLAGS="-D warnings" cargo doc -p duplex-hub --no-deps --no-default-features
   for features in "--no-default-features" "--no-default-features --features tls" \
     "--no-default-features --features hyper" "--features axum"; do
     # shellcheck disable=SC2086 # the features are words

@@ -42,8 +42,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::HubError;
-use crate::hub::Since;
 use crate::name::TopicName;
+use crate::since::Since;
 use crate::v1::{ClientFrame, ErrorCode, Frame, PROTOCOL, Request, payload_fields};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;

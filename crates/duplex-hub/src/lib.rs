@@ -28,34 +28,64 @@
 //!   (`docs/protocol.md`), which `/topics` serves; [`client`] is a Rust
 //!   client for it that resumes after reconnecting.
 //!
+//! Everything but the client and the frames is the `server` feature (on by
+//! default). A program that only connects to a duplex server depends on
+//! `duplex-hub = { version = "0.1", default-features = false }`: the
+//! client, [`v1`], [`TopicName`] and [`Since`], without Redis, NATS, JWT or
+//! hyper.
+//!
 //! - [`auth`] says who may connect, subscribe and publish: JWTs with
 //!   per-topic claims for WebSockets, an API key for `POST` and `/metrics`.
 //!
 //! Messages are [`duplex_ws::Message`]s: a payload is reference-counted, so a
 //! message published to ten thousand subscribers is stored once.
 
+// Without the server feature the docs name server items where they
+// matter, and those links render as plain text; every link is checked with
+// all features on (the test command's doc step).
+#![cfg_attr(not(feature = "server"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod backplane;
 pub mod client;
+#[cfg(feature = "server")]
 mod client_js;
 mod error;
+#[cfg(feature = "server")]
 mod expiry;
+#[cfg(feature = "server")]
 pub mod hub;
+#[cfg(feature = "server")]
 pub mod metrics;
 mod name;
+#[cfg(feature = "server")]
 mod publish;
+#[cfg(feature = "server")]
 mod refusal;
+#[cfg(feature = "server")]
 pub mod service;
+#[cfg(feature = "server")]
 mod session;
+mod since;
 pub mod v1;
+#[cfg(feature = "server")]
 mod v1_session;
 
+pub use error::{HubError, RecvError};
+pub use name::{MAX_TOPIC_LEN, TopicName};
+pub use since::Since;
+
+#[cfg(feature = "server")]
 pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
+#[cfg(feature = "server")]
 pub use backplane::{BackplaneError, BackplaneState, Master};
+#[cfg(feature = "server")]
 pub use expiry::{Expiry, TOKEN_EXPIRED};
-pub use hub::{
-    Delivery, Hub, HubConfig, HubError, Member, Published, RecvError, Requester, Since,
-    Subscription, TopicName,
-};
+#[cfg(feature = "server")]
+pub use hub::{Delivery, Hub, HubConfig, Member, Published, Requester, Subscription};
+#[cfg(feature = "server")]
 pub use metrics::Metrics;
+#[cfg(feature = "server")]
 pub use service::HubService;

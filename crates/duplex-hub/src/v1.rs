@@ -439,6 +439,7 @@ pub fn payload_message(data: Option<String>, b64: Option<String>) -> Option<Mess
 }
 
 /// The `message` frame of a topic's message.
+#[cfg(feature = "server")]
 pub(crate) fn message_frame(topic: &str, offset: u64, message: &Message) -> String {
     let (data, b64) = payload_fields(message);
     let frame = Frame::Message {
@@ -563,6 +564,7 @@ mod tests {
         assert_eq!(err.message, "a request is a JSON object");
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn frames_are_the_spec_s() {
         let text = |f: Frame| serde_json::to_string(&f).unwrap();

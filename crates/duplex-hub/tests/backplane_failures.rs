@@ -7,6 +7,7 @@
 //! Redis that comes back with fewer offsets than were delivered starts the
 //! topic's offsets again, closing raw subscribers (`RecvError::Lost`) rather
 //! than handing out an offset twice.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

@@ -3,6 +3,7 @@
 //! is small on the wire) is refused without stalling anyone else, and a
 //! client that churns subscriptions can neither drop a presence watcher
 //! as slow nor take the room its messages need.
+#![cfg(feature = "server")]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The hub's limits against real peers: a POST whose body drips in is
 //! answered 408 and closed at the body timeout, and a message from Redis
 //! over the message size limit is dropped and counted, not relayed.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

@@ -3,6 +3,7 @@
 //! duplex.v1 by two nodes: offsets that agree, history, resume on another
 //! node after the first is gone, history kept across a `nats-server`
 //! restart, and presence over both nodes.
+#![cfg(feature = "server")]
 
 #[path = "support/nats.rs"]
 mod support;

@@ -1,6 +1,7 @@
 //! The backplane against a real Redis: a `redis-server` this test starts on
 //! a free loopback port (Debian's package; the test command installs it).
 //! Two hubs stand for two `duplex serve` processes.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

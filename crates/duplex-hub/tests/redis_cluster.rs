@@ -3,6 +3,7 @@
 //! agree for topics on every shard, a subscriber resumes on the other
 //! node, and through a kill -9 of a master every subscriber's offsets run
 //! on or it is told `recovered: false`.
+#![cfg(feature = "server")]
 
 #[path = "support/cluster.rs"]
 mod cluster;

@@ -3,6 +3,7 @@
 //! sentinels; two nodes over duplex.v1: nothing acknowledged lost, offsets
 //! that run on, `/healthz` naming the new master, resume on the other
 //! node). Each test starts its own `redis-server`s on free loopback ports.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

@@ -1,5 +1,6 @@
 //! `HubService` served by duplex's own server core on a loopback port, with
 //! duplex clients: what `duplex serve` does with topics, without the binary.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

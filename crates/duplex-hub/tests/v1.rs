@@ -3,6 +3,7 @@
 //! resuming from history, presence, token claims per operation, malformed
 //! frames. Over Redis (a `redis-server` this test starts on a free loopback
 //! port), two services stand for two nodes.
+#![cfg(feature = "server")]
 
 #[path = "support/redis.rs"]
 mod support;

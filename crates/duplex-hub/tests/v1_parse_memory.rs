@@ -1,6 +1,7 @@
 //! What parsing one duplex.v1 frame costs in memory: at most a small
 //! multiple of the frame's size, whatever the frame holds. A counting
 //! allocator (this test binary's own) measures the peak.
+#![cfg(feature = "server")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::delivery::Delivery;
+use crate::since::Since;
 
 /// A new epoch name: 64 random bits in hex.
 pub(crate) fn new_epoch() -> Arc<str> {
@@ -21,15 +22,6 @@ pub struct Published {
     pub offset: u64,
     /// Local subscribers it was (or, with a backplane, is being) queued for.
     pub delivered: usize,
-}
-
-/// Where a resuming subscriber left off.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Since {
-    /// The epoch of `offset`; `None` for the topic's current one.
-    pub epoch: Option<String>,
-    /// The last offset the subscriber saw (0: all that is retained).
-    pub offset: u64,
 }
 
 /// What a subscriber starts from.

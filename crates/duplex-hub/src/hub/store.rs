@@ -19,8 +19,9 @@ use std::sync::Arc;
 use duplex_ws::Message;
 
 use super::delivery::{Delivery, Member};
-use super::position::{Opened, Since};
+use super::position::Opened;
 use crate::error::HubError;
+use crate::since::Since;
 
 /// A call to the store, in flight.
 pub(crate) type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use super::delivery::{Delivery, Gap, Member, Queued, Retained};
 use super::inbox::{Inbox, Offer};
-use super::position::{Since, new_epoch};
+use super::position::new_epoch;
 use super::requester::Requester;
 use super::write_through::{WriteThrough, single_threaded};
+use crate::since::Since;
 
 /// One topic behind its own lock.
 pub(super) type Slot = Mutex<Topic>;
