@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Claims;
 use crate::expiry::Expiry;
-use crate::hub::{Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
+use crate::hub::{Delivery, Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
 use crate::name::TopicName;
 use crate::session::{Open, within};
 use crate::v1::{
@@ -346,7 +346,7 @@ impl Connection {
             let before = last;
             for delivery in &page {
                 if delivery.offset() > last {
-                    let _ = ws.feed_broadcast(delivery.frame()).await;
+                    let _ = ws.feed_broadcast(delivery.wrapped(message_frame)).await;
                     last = delivery.offset();
                 }
             }
@@ -476,7 +476,7 @@ impl Connection {
                 }
                 if delivery.offset() > sub.last {
                     sub.last = delivery.offset();
-                    let _ = ws.feed_broadcast(delivery.frame()).await;
+                    let _ = ws.feed_broadcast(delivery.wrapped(message_frame)).await;
                 }
             }
             Queued::Gap(gap) => {
@@ -545,4 +545,14 @@ fn hub_error(id: Option<u64>, error: &HubError) -> Frame {
         HubError::Unavailable | HubError::Refused(_) => ErrorCode::Unavailable,
     };
     Frame::error(id, code, error.to_string())
+}
+
+/// A delivery as duplex.v1's `message` frame (made once per delivery, for
+/// every v1 subscriber: [`Delivery::wrapped`]).
+fn message_frame(delivery: &Delivery) -> Message {
+    Message::text(crate::v1::message_frame(
+        delivery.topic(),
+        delivery.offset(),
+        delivery.message(),
+    ))
 }

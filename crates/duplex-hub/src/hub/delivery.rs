@@ -21,8 +21,9 @@ pub struct Delivery {
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
     broadcast: Broadcast,
-    /// The duplex.v1 `message` frame, made once for every v1 subscriber.
-    frame: OnceLock<Broadcast>,
+    /// The message in a subscriber protocol's envelope (for duplex.v1, its
+    /// `message` frame), made once for every subscriber that speaks it.
+    wrapped: OnceLock<Broadcast>,
     /// While the hub retains it: the hub's count of retained bytes, and
     /// what this delivery added to it for its frame (`RELEASED` once
     /// it is no longer retained).
@@ -47,13 +48,13 @@ impl Delivery {
             epoch,
             offset,
             broadcast: Broadcast::new(message),
-            frame: OnceLock::new(),
+            wrapped: OnceLock::new(),
             retained: OnceLock::new(),
             frame_charged: AtomicUsize::new(0),
         }
     }
 
-    /// What it holds while retained: its payload, its duplex.v1 frame once
+    /// What it holds while retained: its payload, its wrapped form once
     /// made, and [`RETAINED_OVERHEAD`].
     pub(crate) fn held(&self) -> usize {
         let frame = match self.frame_charged.load(Ordering::Acquire) {
@@ -110,13 +111,16 @@ impl Delivery {
         &self.broadcast
     }
 
-    /// The message as a duplex.v1 `message` frame.
-    pub(crate) fn frame(&self) -> &Broadcast {
+    /// The message in a subscriber protocol's envelope, which `wrap` makes
+    /// the first time a subscriber asks; every later one shares it. The hub
+    /// knows no envelope: the duplex.v1 session passes its `message` frame.
+    /// One envelope per delivery: a hub serves one such protocol.
+    pub(crate) fn wrapped(&self, wrap: impl FnOnce(&Delivery) -> Message) -> &Broadcast {
         let mut made = 0;
-        let frame = self.frame.get_or_init(|| {
-            let text = crate::v1::message_frame(&self.topic, self.offset, self.message());
-            made = text.len();
-            Broadcast::new(Message::text(text))
+        let frame = self.wrapped.get_or_init(|| {
+            let message = wrap(self);
+            made = message.len();
+            Broadcast::new(message)
         });
         // Retained, it holds the frame as long as the history holds it.
         if made > 0

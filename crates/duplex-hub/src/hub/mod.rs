@@ -1223,9 +1223,10 @@ mod tests {
             panic!("queued")
         };
         let before = hub.history_bytes();
-        let frame = delivery.frame().message().len();
+        let wrap = |_: &Delivery| Message::text("a wrapped message");
+        let frame = delivery.wrapped(wrap).message().len();
         assert_eq!(hub.history_bytes(), before + frame);
-        delivery.frame();
+        delivery.wrapped(|_| unreachable!("made once"));
         assert_eq!(hub.history_bytes(), before + frame, "counted once");
         drop(delivery);
         let quiet = Hub::new(HubConfig::default().history_size(1));
