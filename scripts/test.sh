@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh [STEP...]        no STEP = all of them, in this order:
 #
-#   fmt              cargo fmt --all -- --check
+#   fmt              cargo fmt --all -- --check, and no import cycle between the modules of a
+#                    crate but a parent's with its children (scripts/import_cycles.py)
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings, and
 #                    duplex-hub without its server feature (the Rust client alone, which
 #                    must pull in no Redis, NATS, JWT or hyper crate)
@@ -258,7 +259,15 @@ judge() { # judge REPORT_DIR ROLE WALL_SECONDS [JUDGE_ARG...]
 }
 
 # ---------------------------------------------------------------- the steps
-step_fmt() { cargo fmt --all -- --check; }
+step_fmt() {
+  cargo fmt --all -- --check
+  # Imports point one way: no two modules of a crate import each other in a
+  # circle, but for a parent and the children that implement its type.
+  local crate
+  for crate in duplex-proto duplex-ws duplex-hub duplex-cli; do
+    python3 "$ROOT/scripts/import_cycles.py" "$ROOT/crates/$crate/src" "${crate//-/_}" --siblings
+  done
+}
 step_clippy() {
   cargo clippy --workspace --all-targets --all-features -- -D warnings
   # duplex-hub without its server feature: the duplex.v1 Rust client alone,
