@@ -22,6 +22,11 @@ use crate::hub::{Delivery, Hub, RecvError, Subscription, WriteThrough};
 /// In the private range (RFC 6455 §7.4.2), as no registered code says it.
 pub(crate) const MESSAGES_LOST: u16 = 4001;
 
+/// The slow-consumer rule, for raw and duplex.v1 subscribers alike: one a
+/// whole queue behind is closed with 1008 "slow consumer" rather than let
+/// the publisher wait or memory grow.
+pub(crate) const SLOW_CONSUMER: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "slow consumer");
+
 /// What a connection's token lets it do on its topic, decided at the
 /// upgrade: `None` when the service checks no tokens.
 pub(crate) struct Rights {
@@ -108,7 +113,7 @@ pub(crate) async fn run(
                 Err(RecvError::Lagged(queue)) => {
                     tracing::info!(topic, queue, "closing a slow subscriber");
                     closing = true;
-                    direct.close(CloseCode::POLICY_VIOLATION, "slow consumer").await;
+                    direct.close(SLOW_CONSUMER.0, SLOW_CONSUMER.1).await;
                 }
                 Err(RecvError::Lost) => {
                     tracing::info!(topic, "closing a subscriber: messages of its topic were lost");

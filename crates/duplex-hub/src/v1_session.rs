@@ -18,7 +18,7 @@ use crate::auth::Claims;
 use crate::expiry::Expiry;
 use crate::hub::{Delivery, Hub, HubError, Inbox, Member, Membership, Queued, Requester, Since};
 use crate::name::TopicName;
-use crate::session::{Open, within};
+use crate::session::{Open, SLOW_CONSUMER, within};
 use crate::v1::{
     ClientFrame, ErrorCode, Frame, MAX_PRESENCE_CLIENTS, Request, parse_request, payload_message,
 };
@@ -163,7 +163,7 @@ pub(crate) async fn run(
                     tracing::info!(client = %connection.client, queue = config.queue, "closing a slow subscriber");
                     closing = true;
                     drain(&mut queue);
-                    let _ = ws.close_with(CloseCode::POLICY_VIOLATION, "slow consumer").await;
+                    let _ = ws.close_with(SLOW_CONSUMER.0, SLOW_CONSUMER.1).await;
                     continue;
                 }
                 let batch = async {
