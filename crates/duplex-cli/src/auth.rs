@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::Args;
-use duplex_hub::{ApiKey, TokenVerifier};
+use duplex_hub::auth::{ApiKey, TokenVerifier};
 
 /// A secret given on the command line or in the environment. Its `Debug`
 /// shows nothing of it.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use duplex_hub::Claims;
+use duplex_hub::auth::Claims;
 
 use crate::auth::{Secret, secret_from};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use common::{BIN, Server, UPGRADE_HEADERS, http_status};
-use duplex_hub::Claims;
+use duplex_hub::auth::Claims;
 
 const SECRET: &str = "the cli test secret";
 const KEY: &str = "the-cli-api-key";

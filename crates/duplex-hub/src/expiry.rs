@@ -21,7 +21,7 @@ pub const TOKEN_EXPIRED: &str = "token expired";
 ///
 /// ```no_run
 /// # async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-/// #     mut ws: duplex_ws::WebSocket<S>, claims: Option<duplex_hub::Claims>) {
+/// #     mut ws: duplex_ws::WebSocket<S>, claims: Option<duplex_hub::auth::Claims>) {
 /// use duplex_hub::Expiry;
 /// let mut expiry = Expiry::of(claims.as_ref());
 /// loop {

@@ -3,7 +3,7 @@
 //! (Redis, Sentinel, Redis Cluster or NATS JetStream) so that several
 //! `duplex serve` processes act as one.
 //!
-//! - [`Hub`] owns the topics ([`hub`]): [`Hub::subscribe`] gives a
+//! - [`Hub`] owns the topics (`hub/`): [`Hub::subscribe`] gives a
 //!   [`Subscription`] with a bounded queue of its own; [`Hub::publish`]
 //!   queues a message for every subscriber of the topic. A subscriber whose
 //!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
@@ -16,9 +16,9 @@
 //!   hub's `Store` trait names (one Redis, Sentinel, a Redis Cluster, NATS
 //!   JetStream), so that every node gives the same offsets and a client
 //!   resumes on any node.
-//! - [`metrics`] counts what happens, for `GET /metrics` in the Prometheus
+//! - [`Metrics`] counts what happens, for `GET /metrics` in the Prometheus
 //!   text format.
-//! - [`HubService`] serves all of it over HTTP ([`service`]): a WebSocket on
+//! - [`HubService`] serves all of it over HTTP (`service.rs`): a WebSocket on
 //!   `/topics/{name}` subscribes and publishes, `POST /topics/{name}`
 //!   publishes, `GET /metrics`, `GET /healthz`, and `GET /duplex.js` serves
 //!   the browser client. It is a hyper and a tower
@@ -56,16 +56,16 @@ mod error;
 #[cfg(feature = "server")]
 mod expiry;
 #[cfg(feature = "server")]
-pub mod hub;
+mod hub;
 #[cfg(feature = "server")]
-pub mod metrics;
+mod metrics;
 mod name;
 #[cfg(feature = "server")]
 mod publish;
 #[cfg(feature = "server")]
 mod refusal;
 #[cfg(feature = "server")]
-pub mod service;
+mod service;
 #[cfg(feature = "server")]
 mod session;
 mod since;
@@ -78,14 +78,10 @@ pub use name::{MAX_TOPIC_LEN, TopicName};
 pub use since::Since;
 
 #[cfg(feature = "server")]
-pub use auth::{ApiKey, Claims, TokenError, TokenVerifier};
-#[cfg(feature = "server")]
-pub use backplane::{BackplaneError, BackplaneState, Master};
-#[cfg(feature = "server")]
 pub use expiry::{Expiry, TOKEN_EXPIRED};
 #[cfg(feature = "server")]
 pub use hub::{Delivery, Hub, HubConfig, Member, Published, Requester, Subscription};
 #[cfg(feature = "server")]
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Snapshot, render_server};
 #[cfg(feature = "server")]
-pub use service::HubService;
+pub use service::{HubService, ResponseFuture};

@@ -1,32 +1,6 @@
-//! [`HubService`]: the push service as one HTTP service, for hyper (duplex's
-//! [`Server::serve_service`](duplex_ws::Server::serve_service) or any hyper 1
-//! server) and for tower (an axum `Router` mounts it with `nest_service` or
-//! `route_service`). This module owns the routes and their answers; what a
-//! subscriber's WebSocket does is the `session` module's, what a `POST`
+//! The routes of the push service and their answers ([`HubService`]); what
+//! a subscriber's WebSocket does is the `session` module's, what a `POST`
 //! does is the `publish` module's.
-//!
-//! Paths are relative to where the service is mounted (axum's
-//! `nest_service` strips its prefix):
-//!
-//! | request | answer |
-//! |---|---|
-//! | WebSocket on `/topics/{name}` (an HTTP/1.1 `GET` Upgrade or an HTTP/2 extended CONNECT) | 101 (200 over HTTP/2): subscribed; every message it sends is published. 400 for a bad topic name or too many topics, the handshake's status (400, 426) for a bad handshake, 503 past the server's limit |
-//! | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, the `v1_session` module); 400 without the subprotocol |
-//! | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
-//! | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
-//! | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis+cluster","masters":[{"address":"127.0.0.1:7000","up":true},…]}` (the engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`; the servers that take writes, each shard's master on a cluster) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable (on a cluster: any master), or the server is shutting down |
-//! | `GET /duplex.js` | 200, the browser client of duplex.v1 (`crates/duplex-hub/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
-//! | another method on these paths | 405 with `Allow` |
-//! | any other path | 404 |
-//!
-//! Who may do what ([`auth`]): with [`HubService::tokens`],
-//! every WebSocket needs a token (401 without a valid one, 403 for a topic
-//! outside its `subscribe` claim; a message outside its `publish` claim
-//! closes the connection with 1008, and so does the token's expiry); with
-//! [`HubService::api_key`], `POST /topics/{name}` and `GET /metrics` need
-//! `Authorization: Bearer KEY` (401). `GET /healthz` is always open.
-//! Without them, anyone may connect, subscribe, publish and read the
-//! metrics.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -61,8 +35,35 @@ pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
 /// The push service of a [`Hub`]: topic WebSockets, `POST` publishing,
-/// `/metrics` and `/healthz` (see the [module docs](self) for the routes).
-/// Cheap to clone; clones share the hub.
+/// `/metrics` and `/healthz`. Cheap to clone; clones share the hub.
+///
+/// One HTTP service, for hyper (duplex's
+/// [`Server::serve_service`](duplex_ws::Server::serve_service) or any hyper 1
+/// server) and for tower (an axum `Router` mounts it with `nest_service` or
+/// `route_service`).
+///
+/// Paths are relative to where the service is mounted (axum's
+/// `nest_service` strips its prefix):
+///
+/// | request | answer |
+/// |---|---|
+/// | WebSocket on `/topics/{name}` (an HTTP/1.1 `GET` Upgrade or an HTTP/2 extended CONNECT) | 101 (200 over HTTP/2): subscribed; every message it sends is published. 400 for a bad topic name or too many topics, the handshake's status (400, 426) for a bad handshake, 503 past the server's limit |
+/// | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, the `v1_session` module); 400 without the subprotocol |
+/// | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
+/// | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
+/// | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis+cluster","masters":[{"address":"127.0.0.1:7000","up":true},…]}` (the engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`; the servers that take writes, each shard's master on a cluster) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable (on a cluster: any master), or the server is shutting down |
+/// | `GET /duplex.js` | 200, the browser client of duplex.v1 (`crates/duplex-hub/js`), `text/javascript`; 304 for `If-None-Match` with its ETag |
+/// | another method on these paths | 405 with `Allow` |
+/// | any other path | 404 |
+///
+/// Who may do what ([`auth`]): with [`HubService::tokens`],
+/// every WebSocket needs a token (401 without a valid one, 403 for a topic
+/// outside its `subscribe` claim; a message outside its `publish` claim
+/// closes the connection with 1008, and so does the token's expiry); with
+/// [`HubService::api_key`], `POST /topics/{name}` and `GET /metrics` need
+/// `Authorization: Bearer KEY` (401). `GET /healthz` is always open.
+/// Without them, anyone may connect, subscribe, publish and read the
+/// metrics.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {

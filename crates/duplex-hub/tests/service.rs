@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use duplex_hub::auth::{ApiKey, Claims, TokenVerifier};
 use duplex_hub::backplane::Backplane;
-use duplex_hub::{ApiKey, Claims, Hub, HubConfig, HubService, TokenVerifier};
+use duplex_hub::{Hub, HubConfig, HubService};
 use duplex_ws::{Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

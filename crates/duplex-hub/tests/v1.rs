@@ -11,10 +11,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use duplex_hub::auth::{Claims, TokenVerifier};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::client::{Client as V1Client, ClientError, Event as ClientEvent};
 use duplex_hub::v1::ErrorCode;
-use duplex_hub::{Claims, Hub, HubConfig, HubError, HubService, Since, TokenVerifier};
+use duplex_hub::{Hub, HubConfig, HubError, HubService, Since};
 use duplex_ws::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use serde_json::{Value, json};
 use support::Redis;

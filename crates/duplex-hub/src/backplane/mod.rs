@@ -7,7 +7,7 @@
 //! when the store hands them back too, not before: one order for everyone.
 //! The engine:
 //!
-//! - [`redis`]: one Redis (`redis://`, or `rediss://` over TLS), a Redis
+//! - `redis`: one Redis (`redis://`, or `rediss://` over TLS), a Redis
 //!   behind Sentinel (`redis+sentinel://`), which follows failovers, or a
 //!   Redis Cluster (`redis+cluster://`) with sharded pub/sub;
 //! - `nats`: NATS JetStream ([`Backplane::nats`]), a stream per topic.
@@ -27,7 +27,7 @@ use crate::hub::Hub;
 mod follow;
 mod nats;
 mod payload;
-pub mod redis;
+mod redis;
 mod state;
 
 pub use payload::{Decoded, MAGIC, PRESENCE_MAGIC, decode};

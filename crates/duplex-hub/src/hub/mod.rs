@@ -1,33 +1,5 @@
-//! Topics, their order and their history: subscribe, publish, resume, and
-//! what happens to a subscriber that cannot keep up.
-//!
-//! Every message published to a topic gets an offset, 1, 2, 3… within the
-//! topic's epoch (an opaque name for one run of offsets), and every
-//! subscriber receives the topic's messages in offset order. Without a
-//! backplane the hub assigns offsets itself and retains each topic's latest
-//! messages, bounded by count ([`HubConfig::history_size`]), by age
-//! ([`HubConfig::history_ttl`]) and, over all topics, by bytes
-//! ([`HubConfig::max_history_bytes`]). With the Redis backplane
-//! ([`backplane`](crate::backplane)) offsets and history live in Redis, and
-//! a node delivers every message, its own too, when Redis hands it back, so
-//! that every node sees one order.
-//!
-//! Each subscriber has a bounded queue (a tokio `mpsc` channel of
-//! [`HubConfig::queue`] items); a duplex.v1 connection has one for all its
-//! topics. Publishing never waits: a message goes into every queue that has
-//! room, and a subscriber whose queue is full is removed from the topic and
-//! told so ([`RecvError::Lagged`]). A payload queued for many subscribers
-//! and kept in the history is stored once (it is a `Bytes`).
-//!
-//! A topic lives while it has subscribers or retained messages; both count
-//! against [`HubConfig::max_topics`], and a topic left with neither goes at
-//! once. Retained messages expire eagerly: a sweep once a second frees
-//! what is past [`HubConfig::history_ttl`] (topics ordered by their oldest
-//! message, at most 10,000 a sweep), whether or not anyone touches the
-//! topic again. Each topic has a lock of its own, held while a publish
-//! fills its queues; the map of topics is locked only to find, add or
-//! remove one, so that what a message costs does not depend on how many
-//! other topics exist.
+//! The hub: topics, their order and their history ([`Hub`], whose docs
+//! say how it works), split by noun into the modules below.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -69,6 +41,37 @@ use topic::{Due, Joining, Slot, Subscriber, Topic, Topics, lock};
 pub(crate) use write_through::WriteThrough;
 
 /// The topics of one server. Cheap to clone: clones share the topics.
+///
+/// Topics, their order and their history: subscribe, publish, resume, and
+/// what happens to a subscriber that cannot keep up.
+///
+/// Every message published to a topic gets an offset, 1, 2, 3… within the
+/// topic's epoch (an opaque name for one run of offsets), and every
+/// subscriber receives the topic's messages in offset order. Without a
+/// backplane the hub assigns offsets itself and retains each topic's latest
+/// messages, bounded by count ([`HubConfig::history_size`]), by age
+/// ([`HubConfig::history_ttl`]) and, over all topics, by bytes
+/// ([`HubConfig::max_history_bytes`]). With the Redis backplane
+/// ([`backplane`](crate::backplane)) offsets and history live in Redis, and
+/// a node delivers every message, its own too, when Redis hands it back, so
+/// that every node sees one order.
+///
+/// Each subscriber has a bounded queue (a tokio `mpsc` channel of
+/// [`HubConfig::queue`] items); a duplex.v1 connection has one for all its
+/// topics. Publishing never waits: a message goes into every queue that has
+/// room, and a subscriber whose queue is full is removed from the topic and
+/// told so ([`RecvError::Lagged`]). A payload queued for many subscribers
+/// and kept in the history is stored once (it is a `Bytes`).
+///
+/// A topic lives while it has subscribers or retained messages; both count
+/// against [`HubConfig::max_topics`], and a topic left with neither goes at
+/// once. Retained messages expire eagerly: a sweep once a second frees
+/// what is past [`HubConfig::history_ttl`] (topics ordered by their oldest
+/// message, at most 10,000 a sweep), whether or not anyone touches the
+/// topic again. Each topic has a lock of its own, held while a publish
+/// fills its queues; the map of topics is locked only to find, add or
+/// remove one, so that what a message costs does not depend on how many
+/// other topics exist.
 #[derive(Debug, Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
