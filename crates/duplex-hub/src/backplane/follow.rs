@@ -62,7 +62,8 @@ pub(crate) async fn receive(
         && seen == epoch
         && offset > last + 1
     {
-        fill(history, hub, topic, &epoch, last + 1, offset - 1).await;
+        // What cannot be read now, the hub reports as a gap below.
+        let _ = fill(history, hub, topic, &epoch, last + 1, offset - 1).await;
     }
     hub.deliver(Arc::new(Delivery::new(
         topic.into(),
@@ -74,6 +75,8 @@ pub(crate) async fn receive(
 
 /// Delivers `from..=to` of the stream, a page at a time; what the stream
 /// no longer holds the hub reports as a gap when the next message comes.
+/// Fails if the store could not be read (then the rest was not
+/// delivered).
 async fn fill(
     history: &impl History,
     hub: &Hub,
@@ -81,14 +84,14 @@ async fn fill(
     epoch: &Arc<str>,
     from: u64,
     to: u64,
-) {
+) -> Result<(), HubError> {
     tracing::info!(topic, from, to, "filling a gap in pub/sub from the stream");
     let mut from = from;
     while from <= to {
         match history.range(topic, epoch, from, to).await {
             Ok(missed) => {
                 let Some(last) = missed.last().map(|d| d.offset()) else {
-                    break;
+                    return Ok(());
                 };
                 for delivery in missed {
                     hub.deliver(delivery);
@@ -96,11 +99,12 @@ async fn fill(
                 from = last + 1;
             }
             Err(e) => {
-                tracing::warn!(topic, error = %e, "cannot fill a gap: messages lost");
-                break;
+                tracing::warn!(topic, error = %e, "cannot fill a gap from the stream now");
+                return Err(e);
             }
         }
     }
+    Ok(())
 }
 
 /// After the link to the store was lost and made again: for every topic
@@ -140,8 +144,10 @@ pub(crate) async fn catch_up_topic(history: &impl History, hub: &Hub, topic: &st
         // this one was cut off) comes after the gap, which its first
         // message reports; where there is none, or the history lacks its
         // end, the gap is reported here.
+        // A new epoch's next message does not fill what came before it in
+        // that epoch: what cannot be read now is told as a gap here.
         if now_last > 0 {
-            fill(history, hub, topic, &now_epoch, 1, now_last).await;
+            let _ = fill(history, hub, topic, &now_epoch, 1, now_last).await;
         }
         if hub
             .expected(topic)
@@ -152,7 +158,16 @@ pub(crate) async fn catch_up_topic(history: &impl History, hub: &Hub, topic: &st
         return;
     }
     if now_last > last {
-        fill(history, hub, topic, &epoch, last + 1, now_last).await;
+        if fill(history, hub, topic, &epoch, last + 1, now_last)
+            .await
+            .is_err()
+        {
+            // The store answers again but cannot be read yet (a failover
+            // still settling): not lost. The next message of the epoch
+            // fills `last + 1..` from the stream, and tells of a gap only
+            // if the stream no longer has it.
+            return;
+        }
         if hub.expected(topic).is_some_and(|(_, l)| l < now_last) {
             // The history no longer holds the end of it.
             hub.lost(topic, epoch, now_last);
@@ -234,6 +249,81 @@ mod tests {
         assert_eq!(got, ["old1", "old2", "old3", "gap new0", "new1", "new2"]);
         // And the next message follows on.
         assert_eq!(hub.expected("t"), Some(("new".into(), 2)));
+    }
+
+    /// A store that answers where a topic stands but cannot serve its
+    /// history yet (a failover settling), then can.
+    struct Settling {
+        epoch: Arc<str>,
+        last: u64,
+        readable: std::sync::atomic::AtomicBool,
+    }
+
+    impl History for Settling {
+        async fn range(
+            &self,
+            topic: &str,
+            epoch: &Arc<str>,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<Arc<Delivery>>, HubError> {
+            if !self.readable.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(HubError::Unavailable);
+            }
+            Ok((from..=to.min(self.last))
+                .map(|offset| delivery(topic, epoch, offset))
+                .collect())
+        }
+
+        async fn standing(
+            &self,
+            _topic: &str,
+            _epoch: &Arc<str>,
+            _last: u64,
+        ) -> Result<Option<(Arc<str>, u64)>, HubError> {
+            Ok(Some((Arc::clone(&self.epoch), self.last)))
+        }
+    }
+
+    /// Catching up in the same epoch from a store that cannot be read yet
+    /// tells no gap: the next message fills from the stream, once it can.
+    #[tokio::test]
+    async fn a_store_not_readable_yet_is_no_gap_and_the_next_message_fills() {
+        let hub = Hub::new(HubConfig::default());
+        let (inbox, mut rx) = Inbox::new(100);
+        let _open = hub
+            .open(&"t".parse().unwrap(), &inbox, None, None, false, None)
+            .await
+            .unwrap();
+        let epoch: Arc<str> = "e".into();
+        hub.deliver(delivery("t", &epoch, 1));
+        let store = Settling {
+            epoch: Arc::clone(&epoch),
+            last: 3,
+            readable: false.into(),
+        };
+        catch_up(&store, &hub).await;
+        store
+            .readable
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        receive(
+            &store,
+            &hub,
+            "t",
+            Arc::clone(&epoch),
+            4,
+            Message::text("e4"),
+        )
+        .await;
+        let mut got = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            got.push(match item {
+                Queued::Message(d) => format!("{}{}", d.epoch(), d.offset()),
+                Queued::Gap(g) => format!("gap {}{}", g.epoch, g.offset),
+                Queued::Presence(_) => continue,
+            });
+        }
+        assert_eq!(got, ["e1", "e2", "e3", "e4"]);
     }
 }
 
