@@ -189,7 +189,7 @@ pub(crate) async fn run(
             () = expiry.fired(), if !closing => {
                 tracing::info!(client = %connection.client, "closing a duplex.v1 connection whose token expired");
                 closing = true;
-                let _ = Expiry::close(&mut ws).await;
+                let _ = ws.close_with(Expiry::CODE, Expiry::REASON).await;
             }
         }
     }

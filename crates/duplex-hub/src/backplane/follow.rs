@@ -143,9 +143,8 @@ pub(crate) async fn catch_up_topic(history: &impl History, hub: &Hub, topic: &st
         // What the new epoch holds already (nodes published into it while
         // this one was cut off) comes after the gap, which its first
         // message reports; where there is none, or the history lacks its
-        // end, the gap is reported here.
-        // A new epoch's next message does not fill what came before it in
-        // that epoch: what cannot be read now is told as a gap here.
+        // end (or cannot be read now: a new epoch's next message does not
+        // fill what came before it), the gap is reported here.
         if now_last > 0 {
             let _ = fill(history, hub, topic, &now_epoch, 1, now_last).await;
         }

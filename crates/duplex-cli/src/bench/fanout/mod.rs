@@ -46,10 +46,9 @@ use std::time::{Duration, Instant};
 
 use duplex_proto::OpCode;
 use hdrhistogram::Histogram;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use super::client::{Buffer, Conn, Dialer, Event, Messages, client_frame, rand_key};
+use super::client::{Buffer, Conn, Dialer, Event, Messages, client_frame, rand_key, send};
 use super::error::BenchError;
 use super::fd_limit::raise_fd_limit;
 use super::report::Report;
@@ -393,7 +392,7 @@ async fn subscriber(
                 Ok(())
             })?;
             if !out.is_empty() {
-                stream.write_all(&out).await?;
+                send(&mut stream, &out).await?;
             }
             tokio::select! {
                 read = buffer.read_some(&mut stream) => read?,
@@ -436,9 +435,11 @@ async fn open(
         "data": { "channel": channel },
     })
     .to_string();
-    stream
-        .write_all(&client_frame(OpCode::Text, subscribe.as_bytes(), key))
-        .await?;
+    send(
+        &mut stream,
+        &client_frame(OpCode::Text, subscribe.as_bytes(), key),
+    )
+    .await?;
     loop {
         let mut subscribed = false;
         let mut refused = None;
@@ -468,7 +469,7 @@ async fn open(
             return Err(BenchError::UnexpectedReply(why));
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            send(&mut stream, &out).await?;
         }
         if subscribed {
             return Ok(stream);

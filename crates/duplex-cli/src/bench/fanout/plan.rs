@@ -278,12 +278,8 @@ pub(super) fn plan(fan: &FanoutArgs) -> Result<FanoutPlan, BenchError> {
 
 /// `host:port` of a URL.
 pub(super) fn authority(url: &str) -> Result<String, BenchError> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| BenchError::Usage(format!("{url}: not a URL: {e}")))?;
-    uri.authority()
-        .map(|a| a.to_string())
-        .ok_or_else(|| BenchError::Usage(format!("{url}: the URL has no host")))
+    let uri = parse_url(url)?;
+    Ok(uri.authority().map(|a| a.to_string()).unwrap_or_default())
 }
 
 /// The ws:// URL a subscriber of `topic` opens on the node `node`.
