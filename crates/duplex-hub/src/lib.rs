@@ -70,8 +70,6 @@ mod service;
 mod session;
 mod since;
 pub mod v1;
-#[cfg(feature = "server")]
-mod v1_session;
 
 pub use error::{HubError, RecvError};
 pub use name::{MAX_TOPIC_LEN, TopicName};

@@ -21,7 +21,8 @@ use crate::expiry::Expiry;
 use crate::hub::{Hub, HubError, Requester};
 use crate::name::TopicName;
 use crate::refusal::text;
-use crate::{client_js, metrics, publish, refusal, session, v1, v1_session};
+use crate::session::{raw, v1 as v1_session};
+use crate::{client_js, metrics, publish, refusal, v1};
 
 /// The path prefix of topics.
 const TOPICS: &str = "/topics/";
@@ -48,7 +49,7 @@ pub type ResponseFuture =
 /// | request | answer |
 /// |---|---|
 /// | WebSocket on `/topics/{name}` (an HTTP/1.1 `GET` Upgrade or an HTTP/2 extended CONNECT) | 101 (200 over HTTP/2): subscribed; every message it sends is published. 400 for a bad topic name or too many topics, the handshake's status (400, 426) for a bad handshake, 503 past the server's limit |
-/// | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, the `v1_session` module); 400 without the subprotocol |
+/// | WebSocket on `/topics` with the subprotocol `duplex.v1` | 101 (200): a duplex.v1 connection (`docs/protocol.md`, `session/v1/`); 400 without the subprotocol |
 /// | `POST /topics/{name}` | 200 `{"topic":…,"epoch":…,"offset":N,"delivered":N}`; 400 bad topic or non-UTF-8 text; 413 above the body limit; 503 while Redis is unreachable |
 /// | `GET /metrics` | 200, Prometheus text: the hub's counters and, under duplex's server, the server's |
 /// | `GET /healthz` | 200 `{"status":"ok","backplane":"connected","engine":"redis+cluster","masters":[{"address":"127.0.0.1:7000","up":true},…]}` (the engine: `redis`, `redis+sentinel`, `redis+cluster`, `nats`; the servers that take writes, each shard's master on a cluster) or `{"status":"ok","backplane":"none"}`; 503 while the backplane is unreachable (on a cluster: any master), or the server is shutting down |
@@ -409,14 +410,12 @@ impl HubService {
             }
         };
         let hub = self.hub.clone();
-        let rights = claims.map(|claims| session::Rights {
+        let rights = claims.map(|claims| raw::Rights {
             publish: claims.may_publish(topic),
             expiry: Expiry::of(Some(&claims)),
         });
         let Some(following) = following else {
-            return ready(
-                upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights)),
-            );
+            return ready(upgrade.on_upgrade(move |ws| raw::run(ws, subscription, hub, rights)));
         };
         // With a backplane, the handshake is answered once this node
         // receives the topic: what is published after the 101 reaches the
@@ -426,7 +425,7 @@ impl HubService {
                 tracing::info!(error = %e, "refusing a subscription: the backplane cannot deliver it");
                 return Ok(text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")));
             }
-            Ok(upgrade.on_upgrade(move |ws| session::run(ws, subscription, hub, rights)))
+            Ok(upgrade.on_upgrade(move |ws| raw::run(ws, subscription, hub, rights)))
         })
     }
 

@@ -30,6 +30,15 @@ pub struct SinceFrame {
     pub offset: u64,
 }
 
+impl From<SinceFrame> for crate::since::Since {
+    fn from(since: SinceFrame) -> Self {
+        crate::since::Since {
+            epoch: since.epoch,
+            offset: since.offset,
+        }
+    }
+}
+
 /// A client's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
