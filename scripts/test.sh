@@ -7,7 +7,8 @@
 #                    crate but a parent's with its children (scripts/import_cycles.py)
 #   clippy           cargo clippy --workspace --all-targets --all-features -- -D warnings, and
 #                    duplex-hub without its server feature (the Rust client alone, which
-#                    must pull in no Redis, NATS, JWT or hyper crate)
+#                    must pull in no Redis, NATS, JWT or hyper crate) and duplex-ws without
+#                    its default features
 #   doc              cargo doc --no-deps, warnings denied: the workspace with all features,
 #                    duplex-ws with each feature set (no default, tls, hyper, axum), and
 #                    duplex-hub without its server feature
@@ -273,6 +274,9 @@ step_clippy() {
   # duplex-hub without its server feature: the duplex.v1 Rust client alone,
   # which must build, pass its tests' lints, and pull in no server crate.
   cargo clippy -p duplex-hub --no-default-features --all-targets -- -D warnings
+  # duplex-ws as the smallest client (no TLS, no hyper): its tests that need
+  # a feature name it, so the rest still build.
+  cargo clippy -p duplex-ws --no-default-features --all-targets -- -D warnings
   local server_crates
   server_crates="$(cargo tree -p duplex-hub --no-default-features -e normal --prefix none |
     awk '{print $1}' | grep -E '^(redis|async-nats|jsonwebtoken|hyper|h2|tower-service)$' | sort -u || true)"

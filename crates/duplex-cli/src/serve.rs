@@ -28,7 +28,8 @@ use std::process::ExitCode;
 use clap::Args;
 use duplex_hub::backplane::{Backplane, RedisOptions};
 use duplex_hub::{Hub, HubConfig, HubService};
-use duplex_ws::{Config, OriginPolicy, Server, TlsAcceptor};
+use duplex_ws::tls::TlsAcceptor;
+use duplex_ws::{Config, OriginPolicy, Server};
 
 use crate::auth::AuthArgs;
 use crate::limits::LimitArgs;
@@ -52,21 +53,21 @@ pub(crate) struct ServeArgs {
     /// Most TCP connections one client address (an IPv6 /64) may hold
     /// open; past it new ones are closed at once. Loopback clients are
     /// exempt.
-    #[arg(long, default_value_t = duplex_ws::server::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
+    #[arg(long, default_value_t = duplex_ws::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
     max_connections_per_ip: usize,
     /// New connections a second one client address may open, in bursts of
     /// twice as many; past it they are closed at once; 0 turns it off.
     /// Loopback clients are exempt.
-    #[arg(long, default_value_t = duplex_ws::server::DEFAULT_CONNECTION_RATE.0, value_name = "N")]
+    #[arg(long, default_value_t = duplex_ws::DEFAULT_CONNECTION_RATE.0, value_name = "N")]
     connection_rate: u32,
     /// Streams one HTTP/2 connection may have open at once (its WebSockets
     /// and requests); each WebSocket also counts against
     /// --max-connections-per-ip and --connection-rate as a connection does.
-    #[arg(long, default_value_t = duplex_ws::server::DEFAULT_MAX_STREAMS_PER_CONNECTION, value_name = "N")]
+    #[arg(long, default_value_t = duplex_ws::DEFAULT_MAX_STREAMS_PER_CONNECTION, value_name = "N")]
     max_streams_per_connection: u32,
     /// Seconds an HTTP/2 connection may go with no request and no
     /// WebSocket before it is closed.
-    #[arg(long, default_value_t = duplex_ws::server::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECS")]
+    #[arg(long, default_value_t = duplex_ws::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECS")]
     idle_timeout: f64,
     /// A load balancer or reverse proxy (an address, or a network as
     /// 10.0.0.0/8) whose X-Forwarded-For names its client: that address is
@@ -74,7 +75,7 @@ pub(crate) struct ServeArgs {
     /// rightmost one in the header that is not a trusted proxy). Repeatable.
     /// Anyone else's X-Forwarded-For is ignored.
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
-    trusted_proxy: Vec<duplex_ws::server::IpNet>,
+    trusted_proxy: Vec<duplex_ws::IpNet>,
     /// The trusted proxies open each connection with a PROXY protocol
     /// header (v1 or v2: HAProxy's send-proxy, a cloud load balancer's
     /// proxy protocol), which names the client instead; their connections
@@ -441,7 +442,7 @@ async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
 }
 
 /// `--trusted-proxy`: a network, or one address (a /32 or /128).
-fn parse_net(text: &str) -> Result<duplex_ws::server::IpNet, String> {
+fn parse_net(text: &str) -> Result<duplex_ws::IpNet, String> {
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {
         return Ok(ip.into());
     }

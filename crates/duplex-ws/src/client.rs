@@ -13,11 +13,10 @@
 mod http2;
 
 #[cfg(feature = "hyper")]
-pub use crate::error::Http2Error;
-#[cfg(feature = "hyper")]
-pub use crate::stream::Http2Stream;
-#[cfg(feature = "hyper")]
 pub use http2::Http2Connection;
+
+#[cfg(feature = "hyper")]
+use crate::error::Http2Error;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -72,7 +72,7 @@ mod budget;
 mod client;
 mod config;
 mod error;
-pub mod server;
+mod server;
 #[cfg(feature = "hyper")]
 mod signal;
 mod stream;
@@ -81,20 +81,24 @@ pub mod tls;
 mod websocket;
 
 pub use budget::{DEFAULT_MESSAGE_BUDGET, MessageBudget};
-pub use client::{ClientBuilder, connect};
 #[cfg(feature = "hyper")]
-pub use client::{Http2Connection, Http2Error, Http2Stream};
+pub use client::Http2Connection;
+pub use client::{ClientBuilder, connect};
 pub use config::Config;
 pub use error::Error;
 #[cfg(feature = "hyper")]
+pub use error::Http2Error;
+#[cfg(feature = "hyper")]
 pub use server::{
-    ConnectionInfo, OriginPolicy, Server, ServerHandle, ServerStats, ServerStream, Upgrade,
-    UpgradeError, is_upgrade_request, serve,
+    ConnectionInfo, DEFAULT_CONNECTION_RATE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STREAMS_PER_CONNECTION, InvalidHost, InvalidOrigin,
+    IpNet, MAX_IDLE_PEERS, OriginPolicy, OriginRefusal, Server, ServerHandle, ServerStats,
+    ServerStream, Upgrade, UpgradeError, is_upgrade_request, serve,
 };
 pub use server::{accept, accept_with};
+#[cfg(feature = "hyper")]
+pub use stream::Http2Stream;
 pub use stream::MaybeTlsStream;
-#[cfg(feature = "tls")]
-pub use tls::{TlsAcceptor, TlsError};
 pub use websocket::{
     Event, Fanout, ReadyState, TrySend, WebSocket, WebSocketReader, WebSocketWriter,
 };

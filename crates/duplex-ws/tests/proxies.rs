@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duplex_ws::http::{HeaderName, HeaderValue};
-use duplex_ws::server::{ConnectionInfo, IpNet};
 use duplex_ws::{ClientBuilder, Config, Message, Server};
+use duplex_ws::{ConnectionInfo, IpNet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

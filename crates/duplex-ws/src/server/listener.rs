@@ -72,7 +72,7 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     #[cfg(feature = "tls")]
-    tls: Option<crate::TlsAcceptor>,
+    tls: Option<crate::tls::TlsAcceptor>,
     http2: bool,
     origins: OriginPolicy,
     shutdown_timeout: Option<Duration>,
@@ -166,9 +166,9 @@ impl Server {
 
     /// Serves `wss://` (and `https://`) with `acceptor`. With HTTP/2 on,
     /// its ALPN offers `h2` before `http/1.1`
-    /// ([`TlsAcceptor::offer_http2`](crate::TlsAcceptor::offer_http2)).
+    /// ([`TlsAcceptor::offer_http2`](crate::tls::TlsAcceptor::offer_http2)).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, acceptor: crate::TlsAcceptor) -> Server {
+    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Server {
         self.tls = Some(acceptor);
         self
     }
@@ -556,7 +556,7 @@ impl Connection {
     async fn serve_tls<S, B>(
         self,
         stream: TcpStream,
-        acceptor: &crate::TlsAcceptor,
+        acceptor: &crate::tls::TlsAcceptor,
         deadline: Instant,
         service: S,
     ) where

@@ -1,4 +1,5 @@
-//! The server side. Which door to use:
+//! The server side, whose items the crate root exports (its doors are
+//! listed there too):
 //!
 //! - **A server of its own**: [`Server`] (or [`serve`], its one-line form)
 //!   listens on `ws://` or `wss://`, speaks HTTP/1.1 and HTTP/2, counts
