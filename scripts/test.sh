@@ -265,7 +265,7 @@ step_fmt() {
   # Imports point one way: no two modules of a crate import each other in a
   # circle, but for a parent and the children that implement its type.
   local crate
-  for crate in duplex-proto duplex-ws duplex-hub duplex-cli; do
+  for crate in duplex-proto duplex-ws duplex-hub duplex-cli duplex-testing; do
     python3 "$ROOT/scripts/import_cycles.py" "$ROOT/crates/$crate/src" "${crate//-/_}" --siblings
   done
 }

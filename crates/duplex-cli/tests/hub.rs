@@ -4,13 +4,7 @@
 //! a Redis Cluster and NATS JetStream (each started here on free loopback
 //! ports).
 
-#[path = "../../duplex-hub/tests/support/cluster.rs"]
-mod cluster;
 mod common;
-#[path = "../../duplex-hub/tests/support/nats.rs"]
-mod nats;
-#[path = "../../duplex-hub/tests/support/redis.rs"]
-mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -18,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Server, UPGRADE_HEADERS, http_status, raw_upgrade, stderr_of};
-use support::Redis;
+use duplex_testing::Redis;
 
 /// A `duplex connect` subscribed to a topic; its printed lines arrive on a
 /// channel. Its stdin stays open (so it stays connected) until dropped.
@@ -267,20 +261,20 @@ fn two_servers_share_topics(args: &[&str], engine: &str) {
 
 #[test]
 fn two_servers_share_topics_over_a_redis_cluster() {
-    let cluster = cluster::RedisCluster::start(3, 0);
+    let cluster = duplex_testing::cluster::RedisCluster::start(3, 0);
     two_servers_share_topics(&["--redis", &cluster.url()], "redis+cluster");
 }
 
 #[test]
 fn two_servers_share_topics_over_nats() {
     let store = tempfile::tempdir().unwrap();
-    let nats = nats::Nats::start(store.path());
+    let nats = duplex_testing::nats::Nats::start(store.path());
     two_servers_share_topics(&["--nats", &nats.url()], "nats");
 }
 
 #[test]
 fn serve_with_an_unreachable_nats_or_two_backplanes_fails_at_start() {
-    let url = format!("nats://127.0.0.1:{}", support::free_port());
+    let url = format!("nats://127.0.0.1:{}", duplex_testing::free_port());
     for args in [
         vec!["--nats", url.as_str()],
         vec!["--nats", url.as_str(), "--redis", "redis://127.0.0.1:1/"],
@@ -302,7 +296,7 @@ fn serve_with_an_unreachable_nats_or_two_backplanes_fails_at_start() {
 
 #[test]
 fn serve_with_an_unreachable_redis_fails_at_start() {
-    let url = format!("redis://127.0.0.1:{}/", support::free_port());
+    let url = format!("redis://127.0.0.1:{}/", duplex_testing::free_port());
     let out = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--redis", &url])
         .stdin(Stdio::null())

@@ -5,8 +5,6 @@
 //! when the server kept them in memory.
 
 mod common;
-#[path = "../../duplex-hub/tests/support/redis.rs"]
-mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{BIN, stderr_of};
-use redis::{Redis, free_port};
+use duplex_testing::redis::{Redis, free_port};
 
 /// A `duplex serve` on `port`, killed on drop.
 struct Serve(Child);

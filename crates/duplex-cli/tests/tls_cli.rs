@@ -4,8 +4,6 @@
 //! Certificates are made at run time with rcgen.
 
 mod common;
-#[path = "../../duplex-ws/tests/pki/mod.rs"]
-mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pki::{Ca, KeyFormat, KeyKind};
+use duplex_testing::pki::{Ca, KeyFormat, KeyKind};
 
 use common::{BIN, Server, bench, connect, stderr_of};
 
@@ -27,7 +25,7 @@ struct Files {
 
 impl Files {
     fn new(name: &str, kind: KeyKind, format: KeyFormat) -> Files {
-        let dir = pki::temp_dir(name);
+        let dir = duplex_testing::pki::temp_dir(name);
         let mut files = Files {
             ca: dir.join("ca.pem"),
             cert: dir.join("cert.pem"),

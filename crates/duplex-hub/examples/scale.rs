@@ -25,13 +25,6 @@
 //! and no gap told) or a duplicate fails the run: it prints the table,
 //! then `scale: PASS` or `scale: FAIL (why)`, and exits 0 only on a pass.
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
-#[path = "../tests/support/nats.rs"]
-mod nats;
-#[path = "../tests/support/redis.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -137,10 +130,10 @@ fn clock_ticks() -> f64 {
 
 /// The backplane under test, its processes, and how to crash it.
 enum Backing {
-    Redis(support::Redis),
-    Cluster(cluster::RedisCluster),
+    Redis(duplex_testing::Redis),
+    Cluster(duplex_testing::cluster::RedisCluster),
     Nats {
-        server: nats::Nats,
+        server: duplex_testing::nats::Nats,
         _store: tempfile::TempDir,
     },
 }
@@ -148,12 +141,12 @@ enum Backing {
 impl Backing {
     fn start(engine: &str) -> Backing {
         match engine {
-            "redis" => Backing::Redis(support::Redis::start()),
-            "cluster" => Backing::Cluster(cluster::RedisCluster::start(3, 1)),
+            "redis" => Backing::Redis(duplex_testing::Redis::start()),
+            "cluster" => Backing::Cluster(duplex_testing::cluster::RedisCluster::start(3, 1)),
             _ => {
                 let store = tempfile::tempdir().unwrap();
                 Backing::Nats {
-                    server: nats::Nats::start(store.path()),
+                    server: duplex_testing::nats::Nats::start(store.path()),
                     _store: store,
                 }
             }
@@ -179,7 +172,7 @@ impl Backing {
     fn pids(&self) -> Vec<u32> {
         match self {
             Backing::Redis(r) => vec![r.pid()],
-            Backing::Cluster(c) => c.nodes.iter().map(support::Redis::pid).collect(),
+            Backing::Cluster(c) => c.nodes.iter().map(duplex_testing::Redis::pid).collect(),
             Backing::Nats { server, .. } => vec![server.pid()],
         }
     }
@@ -198,7 +191,7 @@ impl Backing {
                 let port = r.port;
                 r.kill();
                 std::thread::sleep(Duration::from_secs(2));
-                *r = support::Redis::start_on(port);
+                *r = duplex_testing::Redis::start_on(port);
             }
             Backing::Cluster(c) => c.nodes[0].kill(),
             Backing::Nats { server, .. } => {

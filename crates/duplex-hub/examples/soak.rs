@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,14 +88,6 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed when dropped.
 struct Proc(Child);
 
@@ -105,27 +96,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn start_redis(logs: &str) -> Result<(Proc, u16), String> {
-    let port = free_port();
-    let log = std::fs::File::create(format!("{logs}/soak-redis.log")).map_err(|e| e.to_string())?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(log)
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("redis-server: {e}"))?;
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("redis-server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((proc, port))
 }
 
 /// `duplex serve` on `port` (0: any) over Redis; returns once it listens.
@@ -438,8 +408,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.logs).map_err(|e| e.to_string())?;
-    let (redis, redis_port) = start_redis(&args.logs)?;
-    let pid_redis = redis.0.id();
+    let log = std::fs::File::create(format!("{}/soak-redis.log", args.logs))
+        .map_err(|e| format!("{}/soak-redis.log: {e}", args.logs))?;
+    let redis = duplex_testing::Redis::start_logged(log);
+    let (pid_redis, redis_port) = (redis.pid(), redis.port);
     let (node_a, port_a) = start_node(&args, "a", 0, redis_port)?;
     let (node_b, port_b) = start_node(&args, "b", 0, redis_port)?;
     let pid_a = node_a.0.id();

@@ -9,15 +9,12 @@
 //! than handing out an offset twice.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-
 use std::time::Duration;
 
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubError, RecvError, Subscription};
+use duplex_testing::Redis;
 use duplex_ws::Message;
-use support::Redis;
 
 /// The test's own connection, tried for 5 s: on a loaded machine the
 /// client's 1 s connection timeout can pass before a fresh Redis answers.

@@ -3,15 +3,12 @@
 //! over the message size limit is dropped and counted, not relayed.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubService};
+use duplex_testing::Redis;
 use duplex_ws::Message;
-use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,19 +5,17 @@
 //! restart, and presence over both nodes.
 #![cfg(feature = "server")]
 
-#[path = "support/nats.rs"]
-mod support;
-#[path = "support/v1.rs"]
-mod v1;
+mod common;
+use common as v1;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::{Backplane, BackplaneError, BackplaneState};
 use duplex_hub::{Hub, HubConfig};
+use duplex_testing::nats::Nats;
 use duplex_ws::ServerHandle;
 use serde_json::{Value, json};
-use support::Nats;
 use v1::{Client, ask, connect, frame};
 
 async fn node(url: &str) -> (SocketAddr, ServerHandle, Backplane) {
@@ -166,7 +164,7 @@ async fn a_nats_without_jetstream_or_with_a_bad_url_is_refused_at_start() {
         .unwrap_err();
     assert!(matches!(err, BackplaneError::Unreachable { .. }), "{err}");
     // A server without -js.
-    let mut plain = std::process::Command::new(support::program())
+    let mut plain = std::process::Command::new(duplex_testing::nats::program())
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -3,15 +3,12 @@
 //! Two hubs stand for two `duplex serve` processes.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, Subscription};
+use duplex_testing::Redis;
 use duplex_ws::Message;
-use support::Redis;
 
 async fn next(sub: &mut Subscription) -> Message {
     tokio::time::timeout(Duration::from_secs(10), sub.recv())

@@ -5,17 +5,13 @@
 //! on or it is told `recovered: false`.
 #![cfg(feature = "server")]
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/redis.rs"]
-mod support;
-#[path = "support/v1.rs"]
-mod v1;
+mod common;
+use common as v1;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster::RedisCluster;
+use duplex_testing::cluster::RedisCluster;
 use serde_json::json;
 use v1::{ask, connect, frame, health, healthy, node};
 
@@ -127,7 +123,7 @@ async fn through_a_master_s_crash_offsets_run_on_or_the_gap_is_told() {
         // The replica has every write: what follows is a failover that
         // loses nothing acknowledged.
         assert_eq!(
-            support::cli(victim_port, &["WAIT", "1", "5000"]).trim(),
+            duplex_testing::cli(victim_port, &["WAIT", "1", "5000"]).trim(),
             "1"
         );
         let at = cluster
@@ -170,7 +166,7 @@ async fn through_a_master_s_crash_offsets_run_on_or_the_gap_is_told() {
 
 /// A node's cluster id, by its port, from `CLUSTER NODES`.
 fn node_id(cluster: &RedisCluster, port: u16) -> String {
-    let nodes = support::cli(cluster.nodes[0].port, &["CLUSTER", "NODES"]);
+    let nodes = duplex_testing::cli(cluster.nodes[0].port, &["CLUSTER", "NODES"]);
     nodes
         .lines()
         .find(|line| line.contains(&format!("127.0.0.1:{port}@")))
@@ -205,24 +201,24 @@ async fn a_topic_whose_slot_moves_to_another_master_is_followed_there() {
 
     // Move the topic's slot, keys and all, as `redis-cli --cluster
     // reshard` does: IMPORTING, MIGRATING, MIGRATE, then NODE everywhere.
-    let slot = support::cli(
+    let slot = duplex_testing::cli(
         from,
         &["CLUSTER", "KEYSLOT", &format!("duplex:{{{topic}}}:epoch")],
     )
     .trim()
     .to_owned();
     let (from_id, to_id) = (node_id(&cluster, from), node_id(&cluster, to));
-    support::cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
-    support::cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
-    let keys = support::cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    duplex_testing::cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    duplex_testing::cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let keys = duplex_testing::cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
     let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
     assert!(!keys.is_empty(), "the topic's keys are in its slot");
     let to_port = to.to_string();
     let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
     migrate.extend(&keys);
-    assert!(support::cli(from, &migrate).contains("OK"));
+    assert!(duplex_testing::cli(from, &migrate).contains("OK"));
     for node in &cluster.nodes {
-        support::cli(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        duplex_testing::cli(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
     cluster.wait_until_ok(Duration::from_secs(30));
     assert_eq!(

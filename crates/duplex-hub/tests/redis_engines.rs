@@ -5,20 +5,18 @@
 //! node). Each test starts its own `redis-server`s on free loopback ports.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-#[path = "support/v1.rs"]
-mod v1;
+mod common;
+use common as v1;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use duplex_hub::backplane::{Backplane, BackplaneError, RedisOptions};
 use duplex_hub::{Hub, HubConfig, Subscription};
+use duplex_testing::{Redis, free_port};
 use duplex_ws::Message;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
-use support::{Redis, free_port};
 
 /// Publishes on `from` until `to` has received one (the subscription has
 /// crossed Redis); drains what else came.
@@ -241,7 +239,7 @@ async fn sentinel_follows_a_failover_and_a_subscriber_resumes_on_the_other_node(
         // Written to the replica too before the crash: a failover that
         // loses nothing acknowledged.
         assert_eq!(
-            support::cli(master_port, &["WAIT", "1", "5000"]).trim(),
+            duplex_testing::cli(master_port, &["WAIT", "1", "5000"]).trim(),
             "1"
         );
         master.kill();

@@ -2,9 +2,6 @@
 //! duplex clients: what `duplex serve` does with topics, without the binary.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,8 +9,8 @@ use bytes::Bytes;
 use duplex_hub::auth::{ApiKey, Claims, TokenVerifier};
 use duplex_hub::backplane::Backplane;
 use duplex_hub::{Hub, HubConfig, HubService};
+use duplex_testing::Redis;
 use duplex_ws::{Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
-use support::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,9 +5,6 @@
 //! port), two services stand for two nodes.
 #![cfg(feature = "server")]
 
-#[path = "support/redis.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,9 +13,9 @@ use duplex_hub::backplane::Backplane;
 use duplex_hub::client::{Client as V1Client, ClientError, Event as ClientEvent};
 use duplex_hub::v1::ErrorCode;
 use duplex_hub::{Hub, HubConfig, HubError, HubService, Since};
+use duplex_testing::Redis;
 use duplex_ws::{ClientBuilder, Event, MaybeTlsStream, Message, ServerHandle, WebSocket};
 use serde_json::{Value, json};
-use support::Redis;
 use tokio::net::TcpStream;
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;

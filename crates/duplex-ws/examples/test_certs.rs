@@ -8,9 +8,6 @@
 //! leaves `DIR/ca.pem`, `DIR/cert.pem` and `DIR/key.pem` (ECDSA P-256,
 //! PKCS#8). A test uses them once; nothing here is secret.
 
-#[path = "../tests/pki/mod.rs"]
-mod pki;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,9 +16,12 @@ fn main() -> ExitCode {
         eprintln!("usage: test_certs DIR");
         return ExitCode::from(2);
     };
-    let ca = pki::Ca::new("duplex e2e test CA");
-    let leaf = ca.leaf(&["localhost", "127.0.0.1", "::1"], pki::KeyKind::EcdsaP256);
-    let (cert, key) = leaf.write(&dir, pki::KeyFormat::Pkcs8);
+    let ca = duplex_testing::pki::Ca::new("duplex e2e test CA");
+    let leaf = ca.leaf(
+        &["localhost", "127.0.0.1", "::1"],
+        duplex_testing::pki::KeyKind::EcdsaP256,
+    );
+    let (cert, key) = leaf.write(&dir, duplex_testing::pki::KeyFormat::Pkcs8);
     let ca_path = dir.join("ca.pem");
     if let Err(e) = std::fs::write(&ca_path, ca.pem()) {
         eprintln!("{}: {e}", ca_path.display());

@@ -6,8 +6,6 @@
 //! SETTINGS_ENABLE_CONNECT_PROTOCOL, a non-200 answer, ALPN other than h2,
 //! an HTTP/1.1 server, a silent server).
 
-mod pki;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use duplex_testing::pki::{Ca, KeyFormat, KeyKind};
 use duplex_ws::tls::{TlsAcceptor, rustls};
 use duplex_ws::{
     ClientBuilder, Config, Error, Event, Http2Connection, Http2Error, MaybeTlsStream, Message,
     Role, WebSocket,
 };
-use pki::{Ca, KeyFormat, KeyKind};
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -196,7 +194,7 @@ fn acceptor(
 ) -> (TlsAcceptor, rustls::pki_types::CertificateDer<'static>) {
     let ca = Ca::new("duplex http2 test CA");
     let leaf = ca.leaf(&["localhost", "127.0.0.1"], KeyKind::EcdsaP256);
-    let dir = pki::temp_dir(name);
+    let dir = duplex_testing::pki::temp_dir(name);
     let (cert, key) = leaf.write(&dir, KeyFormat::Pkcs8);
     let mut config = duplex_ws::tls::load_server_config(&cert, &key).unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

@@ -4,15 +4,13 @@
 //! on a plain port and plain text on a TLS port (clean errors, the server
 //! keeps serving), the handshake timeout, and certificate reload.
 
-mod pki;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use duplex_testing::pki::{Ca, KeyFormat, KeyKind};
 use duplex_ws::tls::{TlsAcceptor, TlsError, rustls};
 use duplex_ws::{ClientBuilder, Config, Error, Event, MaybeTlsStream, Message, WebSocket};
-use pki::{Ca, KeyFormat, KeyKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -132,8 +130,8 @@ fn tls_error(result: Result<Client, Error>) -> TlsError {
     }
 }
 
-fn acceptor_for(leaf: &pki::Leaf, dir: &str, format: KeyFormat) -> TlsAcceptor {
-    let (cert, key) = leaf.write(&pki::temp_dir(dir), format);
+fn acceptor_for(leaf: &duplex_testing::pki::Leaf, dir: &str, format: KeyFormat) -> TlsAcceptor {
+    let (cert, key) = leaf.write(&duplex_testing::pki::temp_dir(dir), format);
     TlsAcceptor::from_pem_files(&cert, &key).unwrap()
 }
 
@@ -408,8 +406,14 @@ async fn a_key_that_does_not_match_the_certificate_fails_at_load_with_the_path()
     let ca = Ca::new("duplex test CA");
     let a = ca.leaf(&["localhost"], KeyKind::EcdsaP256);
     let b = ca.leaf(&["localhost"], KeyKind::EcdsaP256);
-    let (cert, _) = a.write(&pki::temp_dir("mismatch-a"), KeyFormat::Pkcs8);
-    let (_, key) = b.write(&pki::temp_dir("mismatch-b"), KeyFormat::Pkcs8);
+    let (cert, _) = a.write(
+        &duplex_testing::pki::temp_dir("mismatch-a"),
+        KeyFormat::Pkcs8,
+    );
+    let (_, key) = b.write(
+        &duplex_testing::pki::temp_dir("mismatch-b"),
+        KeyFormat::Pkcs8,
+    );
     let err = duplex_ws::tls::load_server_config(&cert, &key).unwrap_err();
     assert!(
         matches!(&err, TlsError::File { path, .. } if *path == key),
@@ -426,7 +430,7 @@ async fn a_key_that_does_not_match_the_certificate_fails_at_load_with_the_path()
 #[tokio::test]
 async fn reload_swaps_the_certificate_for_new_connections_only() {
     let (old_ca, new_ca) = (Ca::new("old CA"), Ca::new("new CA"));
-    let dir = pki::temp_dir("reload");
+    let dir = duplex_testing::pki::temp_dir("reload");
     let old = old_ca.leaf(&["127.0.0.1"], KeyKind::EcdsaP256);
     let (cert, key) = old.write(&dir, KeyFormat::Pkcs8);
     let acceptor = TlsAcceptor::from_pem_files(&cert, &key).unwrap();

@@ -2,14 +2,12 @@
 //! it): on a free loopback port, saving nothing, killed on drop. Shared by
 //! duplex-hub's and duplex-cli's tests.
 
-#![allow(dead_code)] // Each test binary uses its own part of this.
-
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A loopback port nothing listens on (as the kernel just handed it out).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,19 +16,25 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// A `redis-server` on a port of its own, killed on drop.
-pub(crate) struct Redis {
+pub struct Redis {
     child: Child,
-    pub(crate) port: u16,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
 }
 
 impl Redis {
-    pub(crate) fn start_on(port: u16) -> Redis {
+    /// A `redis-server` on `port`, loopback, saving nothing.
+    pub fn start_on(port: u16) -> Redis {
         Redis::start_with(port, &[])
     }
 
     /// A `redis-server` on `port` with `args` after duplex's own (loopback,
     /// no persistence), once it takes connections on `port`.
-    pub(crate) fn start_with(port: u16, args: &[&str]) -> Redis {
+    pub fn start_with(port: u16, args: &[&str]) -> Redis {
+        Redis::start_logging(port, args, Stdio::null())
+    }
+
+    fn start_logging(port: u16, args: &[&str], log: Stdio) -> Redis {
         let port_text = port.to_string();
         let mut all = vec![
             "--bind",
@@ -43,14 +47,24 @@ impl Redis {
             "no",
         ];
         all.extend_from_slice(args);
-        Redis::spawn(port, &all)
+        Redis::spawn_logging(port, &all, log)
     }
 
     /// `redis-server` with exactly `args`, once `port` takes connections.
-    pub(crate) fn spawn(port: u16, args: &[&str]) -> Redis {
+    pub fn spawn(port: u16, args: &[&str]) -> Redis {
+        Redis::spawn_logging(port, args, Stdio::null())
+    }
+
+    /// A `redis-server` on a free port, as [`start`](Self::start), that
+    /// writes its log to `log` (the soak keeps it beside its own).
+    pub fn start_logged(log: std::fs::File) -> Redis {
+        Redis::start_logging(free_port(), &[], log.into())
+    }
+
+    fn spawn_logging(port: u16, args: &[&str], log: Stdio) -> Redis {
         let child = Command::new("redis-server")
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server) must be installed");
@@ -63,21 +77,24 @@ impl Redis {
         redis
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Kills it at once (SIGKILL), as a crash.
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub(crate) fn start() -> Redis {
+    /// A `redis-server` on a free port.
+    pub fn start() -> Redis {
         Redis::start_on(free_port())
     }
 
-    pub(crate) fn url(&self) -> String {
+    /// `redis://127.0.0.1:port/`.
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }
@@ -90,7 +107,7 @@ impl Drop for Redis {
 }
 
 /// `redis-cli -p port args…`, its output.
-pub(crate) fn cli(port: u16, args: &[&str]) -> String {
+pub fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)

@@ -3,13 +3,11 @@
 //! with its bus port, +10000, free too), joined by `redis-cli --cluster
 //! create`; every process killed on drop.
 
-#![allow(dead_code)] // Each test binary uses its own part of this.
-
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Redis, cli};
+use crate::redis::{Redis, cli};
 
 /// A port free with its cluster bus port (+10000).
 fn free_cluster_port() -> u16 {
@@ -22,15 +20,19 @@ fn free_cluster_port() -> u16 {
     }
 }
 
-pub(crate) struct RedisCluster {
+/// A Redis Cluster, its nodes killed and its directory removed on drop.
+pub struct RedisCluster {
     /// Masters first (as `--cluster create` assigns them), then replicas.
-    pub(crate) nodes: Vec<Redis>,
-    pub(crate) masters: usize,
+    pub nodes: Vec<Redis>,
+    /// How many of `nodes` are masters.
+    pub masters: usize,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    pub(crate) fn start(masters: usize, replicas: usize) -> RedisCluster {
+    /// `masters` masters with `replicas` replicas each, once the cluster
+    /// says it is ok.
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let total = masters * (1 + replicas);
         let dir_text = dir.path().to_str().unwrap().to_owned();
@@ -75,7 +77,7 @@ impl RedisCluster {
 
     /// Until every node that runs says `cluster_state:ok` and knows a
     /// master for every slot.
-    pub(crate) fn wait_until_ok(&self, limit: Duration) {
+    pub fn wait_until_ok(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             let ok = self.nodes.iter().all(|node| {
@@ -94,7 +96,7 @@ impl RedisCluster {
     }
 
     /// The URL duplex takes: the masters, as the nodes to learn it from.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes[..self.masters]
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -104,7 +106,7 @@ impl RedisCluster {
 
     /// The port of the master that owns `key`'s slot now, asked of a node
     /// that is up.
-    pub(crate) fn master_port_of(&self, key: &str, ask: u16) -> u16 {
+    pub fn master_port_of(&self, key: &str, ask: u16) -> u16 {
         let slot: u16 = cli(ask, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()

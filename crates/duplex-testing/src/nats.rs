@@ -2,8 +2,6 @@
 //! command installs it): on a free loopback port, its store in a directory
 //! of its own, killed on drop; never the server a machine may already run.
 
-#![allow(dead_code)] // Each test binary uses its own part of this.
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// `nats-server`: on the PATH, or where Debian puts it (/usr/sbin, which a
 /// user's PATH may lack).
-pub(crate) fn program() -> &'static str {
+pub fn program() -> &'static str {
     let on_path = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| dir.join("nats-server").is_file())
     });
@@ -22,15 +20,17 @@ pub(crate) fn program() -> &'static str {
     }
 }
 
-pub(crate) struct Nats {
+/// A `nats-server` with JetStream, killed on drop.
+pub struct Nats {
     child: Child,
-    pub(crate) port: u16,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
     store: PathBuf,
 }
 
 impl Nats {
     /// A server on a free port, storing in `store`.
-    pub(crate) fn start(store: &Path) -> Nats {
+    pub fn start(store: &Path) -> Nats {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -40,7 +40,7 @@ impl Nats {
     }
 
     /// A server on `port`, storing in `store` (a restart keeps both).
-    pub(crate) fn start_on(port: u16, store: &Path) -> Nats {
+    pub fn start_on(port: u16, store: &Path) -> Nats {
         let child = Command::new(program())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
@@ -61,22 +61,24 @@ impl Nats {
         nats
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Kills it at once (SIGKILL), as a crash.
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub(crate) fn url(&self) -> String {
+    /// `nats://127.0.0.1:port`.
+    pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Stops it (SIGKILL) and starts it again on the same port and store.
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         *self = Nats::start_on(self.port, &self.store.clone());

@@ -2,36 +2,38 @@
 //! certificates it signs, with ECDSA, Ed25519 or RSA keys written as PKCS#8,
 //! PKCS#1 or SEC1 PEM.
 //!
-//! Shared by `tests/tls.rs`, the `test_certs` example (which the e2e scripts
-//! run) and the CLI's TLS tests (through `#[path]`).
-
-#![allow(dead_code)]
+//! Used by duplex-ws's TLS and HTTP/2 tests, its `test_certs` example
+//! (which the e2e scripts run) and the CLI's TLS tests.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use duplex_ws::tls::rustls::pki_types::CertificateDer;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls_pki_types::CertificateDer;
 
 /// ring cannot generate RSA keys, so the RSA leaf uses this fixed test key
-/// (see `tests/data/README.md`); its certificates are still made here.
+/// (see `data/README.md`); its certificates are still made here.
 const RSA_TEST_KEY: &str = include_str!("../data/rsa-2048.key.pem");
 
 /// The kind of a leaf's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
+pub enum KeyKind {
+    /// ECDSA on P-256.
     EcdsaP256,
+    /// ECDSA on P-384.
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
+    /// RSA, 2048 bits (the fixed key of `data/`).
     Rsa2048,
 }
 
 /// How a private key is written to PEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyFormat {
+pub enum KeyFormat {
     /// `BEGIN PRIVATE KEY`, any key kind.
     Pkcs8,
     /// `BEGIN RSA PRIVATE KEY`.
@@ -41,18 +43,21 @@ pub(crate) enum KeyFormat {
 }
 
 /// A certificate authority.
-pub(crate) struct Ca {
+pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A leaf certificate and its key.
-pub(crate) struct Leaf {
-    pub(crate) cert_pem: String,
-    pub(crate) key: KeyPair,
+pub struct Leaf {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key: KeyPair,
 }
 
 impl Ca {
-    pub(crate) fn new(name: &str) -> Ca {
+    /// A self-signed CA named `name`.
+    pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -67,21 +72,23 @@ impl Ca {
         }
     }
 
-    pub(crate) fn pem(&self) -> String {
+    /// Its certificate, PEM.
+    pub fn pem(&self) -> String {
         self.issuer.pem()
     }
 
-    pub(crate) fn der(&self) -> CertificateDer<'static> {
+    /// Its certificate, DER.
+    pub fn der(&self) -> CertificateDer<'static> {
         self.issuer.der().clone()
     }
 
     /// A server certificate for `names` (DNS names or IP addresses).
-    pub(crate) fn leaf(&self, names: &[&str], kind: KeyKind) -> Leaf {
+    pub fn leaf(&self, names: &[&str], kind: KeyKind) -> Leaf {
         self.leaf_with(names, kind, |_| {})
     }
 
     /// A server certificate, with `tweak` applied to its parameters (dates…).
-    pub(crate) fn leaf_with(
+    pub fn leaf_with(
         &self,
         names: &[&str],
         kind: KeyKind,
@@ -112,7 +119,7 @@ impl Ca {
 impl Leaf {
     /// The private key as PEM in `format`. PKCS#1 and SEC1 are the key
     /// inside the PKCS#8 wrapper (RFC 5208 §5: `privateKey OCTET STRING`).
-    pub(crate) fn key_pem(&self, format: KeyFormat) -> String {
+    pub fn key_pem(&self, format: KeyFormat) -> String {
         let pkcs8 = self.key.serialize_der();
         match format {
             KeyFormat::Pkcs8 => pem("PRIVATE KEY", &pkcs8),
@@ -122,7 +129,7 @@ impl Leaf {
     }
 
     /// Writes `cert.pem` and `key.pem` into `dir`; returns their paths.
-    pub(crate) fn write(&self, dir: &Path, format: KeyFormat) -> (PathBuf, PathBuf) {
+    pub fn write(&self, dir: &Path, format: KeyFormat) -> (PathBuf, PathBuf) {
         std::fs::create_dir_all(dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert, &self.cert_pem).unwrap();
@@ -132,7 +139,7 @@ impl Leaf {
 }
 
 /// A fresh, empty directory for one test's files.
-pub(crate) fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("duplex-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
