@@ -32,6 +32,8 @@
 # 3 s (+1 s): ~3 min once built.
 #
 # Environment: DUPLEX_BENCH_BIN (default "<repo>/target/release/duplex bench"),
+# DUPLEX_SERVER_BIN (the `duplex` served as duplex and duplex-redis; default
+# "<repo>/target/release/duplex": a copy of an older build compares before and after),
 # BENCH_ALLOW_MISSING=1 (skip a server that is missing or fails to build; default: fail,
 # except Sockudo, whose build is skipped with a note when cargo install fails).
 set -euo pipefail
@@ -122,7 +124,7 @@ fi
 read -r -a LOADGEN <<<"${DUPLEX_BENCH_BIN:-$ROOT/target/release/duplex bench}"
 [ -x "${LOADGEN[0]}" ] || command -v "${LOADGEN[0]}" >/dev/null \
     || die "load generator not found: ${LOADGEN[0]} (build duplex-cli or set DUPLEX_BENCH_BIN)"
-DUPLEX_BIN="$ROOT/target/release/duplex"
+DUPLEX_BIN="${DUPLEX_SERVER_BIN:-$ROOT/target/release/duplex}"
 FLOOR_BIN="$BENCH_DIR/target/release/peer-fanout-floor"
 
 # --- which servers take part ------------------------------------------------------------------

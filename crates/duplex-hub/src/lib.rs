@@ -11,7 +11,7 @@
 //!   connection (1008, "slow consumer"). On a single-threaded runtime the
 //!   service's raw WebSocket subscribers over plain TCP skip the queue
 //!   while they are idle and the topic is calm: the publisher writes to
-//!   them itself, as uWebSockets' publish does (`session.rs`).
+//!   them itself, as uWebSockets' publish does (`session/raw.rs`).
 //! - [`backplane`] keeps offsets, history and presence in the store the
 //!   hub's `Store` trait names (one Redis, Sentinel, a Redis Cluster, NATS
 //!   JetStream), so that every node gives the same offsets and a client

@@ -21,7 +21,7 @@ use crate::expiry::Expiry;
 use crate::hub::{Hub, HubError, Requester};
 use crate::name::TopicName;
 use crate::refusal::text;
-use crate::session::{raw, v1 as v1_session};
+use crate::session::{self, raw};
 use crate::{client_js, metrics, publish, refusal, v1};
 
 /// The path prefix of topics.
@@ -452,11 +452,11 @@ impl HubService {
         }
         let hub = self.hub.clone();
         let requester = requester(request, claims.as_ref());
-        let token = claims.map(|claims| v1_session::Token {
+        let token = claims.map(|claims| session::v1::Token {
             expiry: Expiry::of(Some(&claims)),
             claims,
         });
-        upgrade.on_upgrade(move |ws| v1_session::run(ws, hub, token, requester))
+        upgrade.on_upgrade(move |ws| session::v1::run(ws, hub, token, requester))
     }
 
     /// `GET /metrics`: the hub's counters, and the server's when the

@@ -233,10 +233,10 @@ pub(super) fn run(args: &EchoArgs) -> Result<Report, BenchError> {
         bar.set_message(format!("{replies} replies"));
     };
     sleep_until(window.start, || tick(&bar));
-    let cpu_before = plan.sampler.cpu_us();
+    let cpu_before = plan.sampler.cpu_us()?;
     bar.set_prefix("measuring");
     sleep_until(window.end, || tick(&bar));
-    let cpu_after = plan.sampler.cpu_us();
+    let cpu_after = plan.sampler.cpu_us()?;
     bar.set_prefix("finishing");
 
     let mut stats = Stats::new();

@@ -86,7 +86,7 @@ pub(super) fn run(args: &IdleArgs) -> Result<Report, BenchError> {
     raise_fd_limit(plan.conns as u64 + SPARE_FDS);
     let progress = Arc::new(Progress::default());
     let (done_tx, done_rx) = watch::channel(false);
-    let rss_before = plan.sampler.rss();
+    let rss_before = plan.sampler.rss()?;
     let bar = progress_bar(plan.json, plan.conns as u64, "opening");
     let key = rand_key();
     let close = Arc::new(build_close(key));
@@ -103,7 +103,7 @@ pub(super) fn run(args: &IdleArgs) -> Result<Report, BenchError> {
     progress.wait_until_all_tried(plan.conns, &bar);
     bar.set_message("settling");
     std::thread::sleep(plan.settle);
-    let rss_after = plan.sampler.rss();
+    let rss_after = plan.sampler.rss()?;
     let _ = done_tx.send(true);
     bar.set_message("closing");
     for worker in workers {

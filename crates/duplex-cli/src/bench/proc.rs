@@ -25,22 +25,26 @@ impl Sampler {
         &self.pids
     }
 
-    /// CPU time so far, in microseconds, summed; `None` without pids or
-    /// when one can no longer be read.
-    pub(super) fn cpu_us(&self) -> Option<u64> {
+    /// CPU time so far, in microseconds, summed; `None` without pids. A pid
+    /// that can no longer be read (the server exited mid-run) is an error.
+    pub(super) fn cpu_us(&self) -> Result<Option<u64>, BenchError> {
         self.sum(read_cpu_us)
     }
 
-    /// Resident set size in bytes, summed; `None` as for [`Sampler::cpu_us`].
-    pub(super) fn rss(&self) -> Option<u64> {
+    /// Resident set size in bytes, summed, as [`Sampler::cpu_us`].
+    pub(super) fn rss(&self) -> Result<Option<u64>, BenchError> {
         self.sum(read_rss)
     }
 
-    fn sum(&self, read: fn(u32) -> Result<u64, BenchError>) -> Option<u64> {
+    fn sum(&self, read: fn(u32) -> Result<u64, BenchError>) -> Result<Option<u64>, BenchError> {
         if self.pids.is_empty() {
-            return None;
+            return Ok(None);
         }
-        self.pids.iter().map(|&pid| read(pid).ok()).sum()
+        self.pids
+            .iter()
+            .map(|&pid| read(pid))
+            .sum::<Result<u64, _>>()
+            .map(Some)
     }
 }
 
@@ -123,15 +127,31 @@ mod tests {
     fn samples_are_summed_over_the_pids() {
         let me = std::process::id();
         let one = Sampler::new(vec![me]).unwrap();
-        let rss = one.rss().unwrap();
+        let rss = one.rss().unwrap().unwrap();
         assert!(rss > 0);
-        assert!(one.cpu_us().is_some());
+        assert!(one.cpu_us().unwrap().is_some());
         let twice = Sampler::new(vec![me, me]).unwrap();
-        let (a, b) = (twice.rss().unwrap(), one.rss().unwrap());
+        let (a, b) = (twice.rss().unwrap().unwrap(), one.rss().unwrap().unwrap());
         assert!(a as f64 > 1.5 * b as f64, "{a} vs {b}");
         let none = Sampler::new(Vec::new()).unwrap();
-        assert_eq!((none.cpu_us(), none.rss()), (None, None));
+        assert_eq!((none.cpu_us().unwrap(), none.rss().unwrap()), (None, None));
         assert!(Sampler::new(vec![u32::MAX]).is_err());
+    }
+
+    /// A server that exits mid-run fails the sample instead of turning
+    /// into a missing figure.
+    #[test]
+    fn a_pid_gone_mid_run_is_an_error() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let sampler = Sampler::new(vec![child.id()]).unwrap();
+        assert!(sampler.cpu_us().unwrap().is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(sampler.cpu_us().is_err());
+        assert!(sampler.rss().is_err());
     }
 
     #[test]

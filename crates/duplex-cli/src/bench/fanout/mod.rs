@@ -125,7 +125,7 @@ async fn run_plan(plan: Rc<FanoutPlan>) -> Result<FanoutResult, BenchError> {
         posts: 0,
     }));
     let mut samples = Samples {
-        rss_before: plan.sampler.rss(),
+        rss_before: measured(plan.sampler.rss()),
         ..Samples::default()
     };
     let key = rand_key();
@@ -178,7 +178,7 @@ async fn run_plan(plan: Rc<FanoutPlan>) -> Result<FanoutResult, BenchError> {
         );
     }
     tokio::time::sleep(plan.settle).await;
-    samples.rss_idle = plan.sampler.rss();
+    samples.rss_idle = measured(plan.sampler.rss());
 
     publish_all(&plan, &shared, &mut samples).await;
 
@@ -251,7 +251,11 @@ async fn publish_all(plan: &Rc<FanoutPlan>, shared: &Rc<RefCell<Shared>>, sample
         tokio::task::spawn_local(async move {
             tokio::time::sleep_until(window_start.into()).await;
             let s = shared.borrow();
-            at_start.set(Some((sampler.cpu_us(), s.received, acked_total(&s))));
+            at_start.set(Some((
+                measured(sampler.cpu_us()),
+                s.received,
+                acked_total(&s),
+            )));
         });
     }
     let mut n: u64 = 0;
@@ -324,9 +328,9 @@ async fn publish_all(plan: &Rc<FanoutPlan>, shared: &Rc<RefCell<Shared>>, sample
     tokio::time::sleep_until(window_end.into()).await;
     let (cpu_end, received_end, acked_end) = {
         let s = shared.borrow();
-        (plan.sampler.cpu_us(), s.received, acked_total(&s))
+        (measured(plan.sampler.cpu_us()), s.received, acked_total(&s))
     };
-    samples.rss_end = plan.sampler.rss();
+    samples.rss_end = measured(plan.sampler.rss());
     if let Some((cpu_start, received_start, acked_start)) = at_start.get() {
         samples.deliveries = received_end - received_start;
         samples.publishes = acked_end - acked_start;
@@ -645,4 +649,14 @@ impl FanoutResult {
         }
         s
     }
+}
+
+/// A sample of the servers, or none if one of them exited: a fan-out run
+/// still reports its deliveries and latencies (a cluster run may lose a
+/// node), with the figure that needs every pid as `null`.
+fn measured(sample: Result<Option<u64>, BenchError>) -> Option<u64> {
+    sample.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "a server can no longer be sampled");
+        None
+    })
 }
