@@ -135,7 +135,7 @@ pub enum Event {
 
 /// A publish's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub struct Ack {
     /// The topic's epoch.
     pub epoch: String,
     /// The message's offset.
@@ -165,7 +165,7 @@ enum Command {
     Publish {
         topic: TopicName,
         message: Message,
-        reply: oneshot::Sender<Result<Published, ClientError>>,
+        reply: oneshot::Sender<Result<Ack, ClientError>>,
     },
     Presence {
         topic: TopicName,
@@ -190,13 +190,13 @@ impl Drop for Client {
 
 /// A subscribed topic's events. Dropping it unsubscribes.
 #[derive(Debug)]
-pub struct Subscription {
+pub struct Topic {
     topic: TopicName,
     events: mpsc::Receiver<Event>,
     commands: mpsc::Sender<Command>,
 }
 
-impl Subscription {
+impl Topic {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -209,7 +209,7 @@ impl Subscription {
     }
 }
 
-impl Drop for Subscription {
+impl Drop for Topic {
     fn drop(&mut self) {
         let _ = self.commands.try_send(Command::Unsubscribe {
             topic: self.topic.clone(),
@@ -262,7 +262,7 @@ impl Client {
         topic: impl TryInto<TopicName, Error = HubError>,
         since: Option<Since>,
         presence: bool,
-    ) -> Result<Subscription, ClientError> {
+    ) -> Result<Topic, ClientError> {
         let topic = topic.try_into()?;
         let (events_tx, events) = mpsc::channel(self.queue);
         let (reply, answer) = oneshot::channel();
@@ -275,7 +275,7 @@ impl Client {
         })
         .await?;
         answer.await.map_err(|_| ClientError::Closed)??;
-        Ok(Subscription {
+        Ok(Topic {
             topic,
             events,
             commands: self.commands.clone(),
@@ -287,7 +287,7 @@ impl Client {
         &self,
         topic: impl TryInto<TopicName, Error = HubError>,
         message: impl Into<Message>,
-    ) -> Result<Published, ClientError> {
+    ) -> Result<Ack, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Publish {
             topic: topic.try_into()?,
@@ -369,7 +369,7 @@ enum Pending {
         topic: TopicName,
         since: Since,
     },
-    Publish(oneshot::Sender<Result<Published, ClientError>>),
+    Publish(oneshot::Sender<Result<Ack, ClientError>>),
     Presence(oneshot::Sender<Result<Presence, ClientError>>),
     Unsubscribe,
 }
@@ -695,7 +695,7 @@ impl Task {
                 id, epoch, offset, ..
             } => {
                 if let Some(Pending::Publish(reply)) = id.and_then(|id| self.pending.remove(&id)) {
-                    let _ = reply.send(Ok(Published { epoch, offset }));
+                    let _ = reply.send(Ok(Ack { epoch, offset }));
                 }
             }
             Frame::Presence {
