@@ -55,8 +55,10 @@ impl Step {
 
 /// What a topic WebSocket speaks: the session loop waits on the socket,
 /// on [`next`](Protocol::next) and on the token's expiry, and hands each
-/// input to the protocol.
-pub(crate) trait Protocol {
+/// input to the protocol. Its `Display` names the connection in the loop's
+/// log lines (a field, not a span: a span per subscriber costs memory for
+/// each of ten thousand idle ones, and an enter and exit per wake-up).
+pub(crate) trait Protocol: std::fmt::Display {
     /// What the protocol waits on besides the socket: its queue, its
     /// timers.
     type Input;
@@ -110,12 +112,12 @@ pub(crate) async fn serve<P: Protocol>(
             // Close event follows from `next`.
             Some(Step::Write) if timeout.within(socket.flush()).await => {}
             Some(Step::Write | Step::Stalled) => {
-                tracing::info!(timeout = ?timeout.0, "dropping a subscriber that stopped reading");
+                tracing::info!(connection = %protocol, timeout = ?timeout.0, "dropping a subscriber that stopped reading");
                 hub.metrics().lagged_closed();
                 return;
             }
             Some(Step::Close { code, reason, why }) => {
-                tracing::info!(code = code.0, reason, "closing: {why}");
+                tracing::info!(connection = %protocol, code = code.0, reason, "closing: {why}");
                 closing = true;
                 socket.close(code, reason).await;
             }
@@ -132,7 +134,7 @@ pub(crate) async fn serve<P: Protocol>(
                     Some(protocol.message(socket, timeout, message).await)
                 }
                 Some(Event::Error(e)) => {
-                    tracing::info!(error = %e, "connection failed");
+                    tracing::info!(connection = %protocol, error = %e, "connection failed");
                     None
                 }
                 Some(Event::Open | Event::Close { .. }) => None,

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use duplex_ws::{CloseCode, Message, ServerStream, WebSocket};
-use tracing::Instrument;
 
 use super::{Direct, Protocol, SLOW_CONSUMER, Step, Timeout};
 use crate::auth::PUBLISH_NOT_ALLOWED;
@@ -48,7 +47,6 @@ pub(crate) async fn run(
         Some(Rights { publish, expiry }) => (publish, expiry),
         None => (true, Expiry::never()),
     };
-    let span = tracing::info_span!("topic", topic = subscription.topic());
     // Only over plain TCP: a TLS stream may keep bytes that a write
     // accepted until it is flushed, which only this task would do.
     let plain = matches!(ws.get_ref(), ServerStream::Tcp(_));
@@ -62,9 +60,7 @@ pub(crate) async fn run(
         subscription,
         publish,
     };
-    super::serve(&socket, raw, hub, expiry)
-        .instrument(span)
-        .await;
+    super::serve(&socket, raw, hub, expiry).await;
 }
 
 struct Raw {
@@ -72,6 +68,12 @@ struct Raw {
     subscription: Subscription,
     queue: usize,
     publish: bool,
+}
+
+impl std::fmt::Display for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "topic {}", self.subscription.topic())
+    }
 }
 
 impl Protocol for Raw {
@@ -102,7 +104,7 @@ impl Protocol for Raw {
         // their order.
         let topic = self.subscription.topic();
         if let Err(e) = self.hub.publish(topic, message).await {
-            tracing::info!(error = %e, "a subscriber's message was not published");
+            tracing::info!(topic, error = %e, "a subscriber's message was not published");
         }
         Step::Write
     }

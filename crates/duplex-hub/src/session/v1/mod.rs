@@ -8,7 +8,6 @@ mod connection;
 use duplex_ws::{CloseCode, Message, ServerStream, WebSocket};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
-use tracing::Instrument;
 
 use super::{Direct, Protocol, SLOW_CONSUMER, Step, Timeout};
 use crate::auth::Claims;
@@ -45,7 +44,6 @@ pub(crate) async fn run(
         subscribe_rate: config.subscribe_rate,
     };
     let connection = Connection::new(hub.client_id(), claims, limits, Instant::now());
-    let span = tracing::info_span!("duplex.v1", client = %connection.client());
     let start = Instant::now() + config.ping_interval;
     let v1 = V1 {
         ping: tokio::time::interval_at(start, config.ping_interval),
@@ -57,9 +55,7 @@ pub(crate) async fn run(
         requester,
     };
     let socket = Direct::new(ws);
-    super::serve(&socket, v1, hub, expiry)
-        .instrument(span)
-        .await;
+    super::serve(&socket, v1, hub, expiry).await;
 }
 
 struct V1 {
@@ -78,6 +74,12 @@ struct V1 {
 enum Input {
     Queued(Option<Queued>),
     Ping,
+}
+
+impl std::fmt::Display for V1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "duplex.v1 client {}", self.connection.client())
+    }
 }
 
 impl Protocol for V1 {
