@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: `duplex serve` against peer echo servers (tokio-tungstenite,
-# fastwebsockets, tokio-websockets, sockudo-ws and a raw TCP frame echo, the ceiling),
-# all driven by the same load generator, `duplex bench`.
+# fastwebsockets, tokio-websockets, sockudo-ws, Bun's built-in server on uWebSockets and
+# a raw TCP frame echo, the ceiling), all driven by the same load generator, `duplex
+# bench`. Bun (bench/bun/echo.js, @oven/bun-linux-x64 pinned by bench/bun's
+# package-lock, installed here with `npm ci`) serves from its one JavaScript thread in
+# every scenario, the t2_* ones included.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--secs S] [--warmup S] [--idle-conns N]
 #                    [--pipeline K] [--servers a,b,...] [--no-build]
@@ -44,7 +47,8 @@ RAW="$OUT/raw"
 LOGS="$OUT/logs"
 
 ROUNDS=3 SECS=8 WARMUP=2 IDLE_CONNS=10000 QUICK=0 BUILD=1 PIPELINE=4
-SERVERS="duplex,tcp-echo,tungstenite,fastwebsockets,tokio-websockets,sockudo-ws"
+SERVERS="duplex,tcp-echo,tungstenite,fastwebsockets,tokio-websockets,sockudo-ws,bun"
+BUN_BIN="$BENCH_DIR/bun/node_modules/@oven/bun-linux-x64/bin/bun"
 # Server (and load generator) threads of the t2_* scenarios.
 MT=2
 
@@ -87,6 +91,7 @@ server_cmd() { # name threads
         duplex) echo "${DUPLEX_SERVE_CMD:-$ROOT/target/release/duplex serve} --threads $2" ;;
         tcp-echo|tungstenite|fastwebsockets|tokio-websockets|sockudo-ws)
             echo "$BENCH_DIR/target/release/peer-$1 --threads $2" ;;
+        bun) echo "$BUN_BIN $BENCH_DIR/bun/echo.js --threads $2" ;;
         *) die "unknown server: $1" ;;
     esac
 }
@@ -113,6 +118,12 @@ if [ "$BUILD" = 1 ]; then
     note "building peers (bench/)"
     cargo build --release --manifest-path "$BENCH_DIR/Cargo.toml" \
         || die "building the peers failed"
+    case ",$SERVERS," in
+        *,bun,*)
+            note "installing Bun (npm ci in bench/bun)"
+            (cd "$BENCH_DIR/bun" && npm ci --no-audit --no-fund --silent) \
+                || die "npm ci in bench/bun failed" ;;
+    esac
     note "building duplex (duplex-cli)"
     if ! (cd "$ROOT" && cargo build --release -p duplex-cli); then
         [ "${BENCH_ALLOW_MISSING:-0}" = 1 ] || die "building duplex-cli failed"

@@ -6,6 +6,9 @@
 #   duplex        duplex serve --threads 1
 #   ws            Node `ws` broadcast (bench/node/fanout-ws.mjs, ws pinned by package-lock)
 #   sockudo       Sockudo 5.2 from crates.io (Pusher protocol, signed HTTP events API)
+#   bun           Bun's built-in server on uWebSockets (bench/bun/fanout.js: ws.subscribe on
+#                 open, server.publish from a POST; @oven/bun-linux-x64 pinned by bench/bun's
+#                 package-lock), one JavaScript thread
 #   duplex-redis  two `duplex serve --threads 1 --redis` on one redis-server (started here
 #                 on a free port); subscribers spread over both, publishes to the first
 #
@@ -45,10 +48,11 @@ RAW="$OUT/raw"
 LOGS="$OUT/logs"
 SOCKUDO_ROOT="$ROOT/target/peers/sockudo"
 SOCKUDO_BIN="$SOCKUDO_ROOT/bin/sockudo"
+BUN_BIN="$BENCH_DIR/bun/node_modules/@oven/bun-linux-x64/bin/bun"
 
 ROUNDS=3 SECS=10 WARMUP=3 SUBSCRIBERS=10000 SIZE=100 IN_FLIGHT=4 HALF_RATE= LOW_RATE=5
 QUICK=0 BUILD=1
-SERVERS="floor,duplex,ws,sockudo,duplex-redis"
+SERVERS="floor,duplex,ws,sockudo,duplex-redis,bun"
 
 die() { echo "fanout.sh: error: $*" >&2; exit 1; }
 note() { echo "fanout.sh: $*" >&2; }
@@ -107,6 +111,11 @@ if [ "$BUILD" = 1 ]; then
         (cd "$BENCH_DIR/node" && npm ci --no-audit --no-fund --silent) \
             || die "npm ci in bench/node failed"
     fi
+    if wanted bun; then
+        note "installing Bun (npm ci in bench/bun)"
+        (cd "$BENCH_DIR/bun" && npm ci --no-audit --no-fund --silent) \
+            || die "npm ci in bench/bun failed"
+    fi
     if wanted sockudo && [ ! -x "$SOCKUDO_BIN" ] && ! command -v protoc >/dev/null; then
         # metrics-exporter-tcp, a dependency Sockudo cannot leave out, runs prost-build.
         note "Sockudo's build needs protoc (apt-get install protobuf-compiler): not building it"
@@ -139,6 +148,7 @@ missing() { # server -> reason it cannot run, or nothing
             command -v node >/dev/null || echo "node is not installed"
             [ -d "$BENCH_DIR/node/node_modules/ws" ] || echo "bench/node/node_modules/ws is missing (npm ci)" ;;
         sockudo) [ -x "$SOCKUDO_BIN" ] || echo "$SOCKUDO_BIN is missing" ;;
+        bun) [ -x "$BUN_BIN" ] || echo "$BUN_BIN is missing (npm ci in bench/bun)" ;;
         *) echo "unknown server" ;;
     esac
 }
@@ -192,9 +202,12 @@ start_server() { # name logprefix
     local name=$1 log=$2 pid port rport
     PIDS=() EXTRA=()
     case "$name" in
-        floor|ws)
+        floor|ws|bun)
             if [ "$name" = floor ]; then
                 "${PIN_SERVER[@]}" "$FLOOR_BIN" --bind 127.0.0.1:0 >"$log.out" 2>"$log.err" &
+            elif [ "$name" = bun ]; then
+                "${PIN_SERVER[@]}" "$BUN_BIN" "$BENCH_DIR/bun/fanout.js" --bind 127.0.0.1:0 \
+                    >"$log.out" 2>"$log.err" &
             else
                 "${PIN_SERVER[@]}" node "$BENCH_DIR/node/fanout-ws.mjs" --bind 127.0.0.1:0 \
                     >"$log.out" 2>"$log.err" &
@@ -315,6 +328,7 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')";
     printf '"node":%s,' "$(json_str "$(node --version 2>/dev/null || echo none)")"
     printf '"ws":%s,' "$(json_str "$(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$BENCH_DIR/node/node_modules/ws/package.json" 2>/dev/null | head -1)")"
     printf '"sockudo":%s,' "$(json_str "$([ -x "$SOCKUDO_BIN" ] && "$SOCKUDO_BIN" --version 2>/dev/null | head -1 || echo none)")"
+    printf '"bun":%s,' "$(json_str "$([ -x "$BUN_BIN" ] && "$BUN_BIN" --version 2>/dev/null || echo none)")"
     printf '"redis":%s,' "$(json_str "$(redis-server --version 2>/dev/null | cut -d' ' -f3 || echo none)")"
     printf '"servers":"%s"}\n' "${ACTIVE[*]}"
 } >"$RAW/meta.json"

@@ -15,7 +15,7 @@ import os
 import statistics
 
 SCENARIOS = ("sat", "half", "low")
-SERVERS = ("floor", "duplex", "ws", "sockudo", "duplex-redis")
+SERVERS = ("floor", "duplex", "bun", "ws", "sockudo", "duplex-redis")
 
 
 def median(values):
@@ -114,7 +114,8 @@ def main():
         f"{meta['git']}; load average before {meta['loadavg']}; {meta['rounds']} round(s) of "
         f"{meta['secs']} s (+{meta['warmup']} s warm-up); server on CPU 0, load on CPU 1"
         f"{'' if meta['pinned'] else ' (NOT pinned)'}; node {meta['node']}, ws {meta['ws']}, "
-        f"{meta['sockudo']}, redis {meta['redis']}. Medians over the rounds; lost and "
+        f"{meta['sockudo']}, bun {meta.get('bun', 'none')}, redis {meta['redis']}. Medians "
+        "over the rounds; lost and "
         "duplicated are sums."
         + (" **Quick run: not for quoting.**" if meta["quick"] else ""),
         "",
