@@ -39,6 +39,7 @@ const SERVER_ORDER: &[&str] = &[
     "fastwebsockets",
     "tokio-websockets",
     "sockudo-ws",
+    "bun",
 ];
 /// Crates whose locked versions the report names.
 const PEER_CRATES: &[(&str, &str)] = &[
