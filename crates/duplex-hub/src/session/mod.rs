@@ -85,10 +85,7 @@ pub(crate) struct Timeout(std::time::Duration);
 
 impl Timeout {
     /// Whether `write` finished within the timeout (see [`within`]).
-    pub(crate) async fn within(
-        self,
-        write: impl Future<Output = Result<(), duplex_ws::Error>>,
-    ) -> bool {
+    async fn within(self, write: impl Future<Output = Result<(), duplex_ws::Error>>) -> bool {
         within(self.0, write).await
     }
 }
@@ -159,7 +156,7 @@ pub(crate) async fn serve<P: Protocol>(
 /// pays for one. Arming a timer for every delivery (insert into and remove
 /// from the runtime's timer wheel, under its lock) was a visible share of
 /// the cost of fanning a message out to thousands of subscribers.
-pub(crate) async fn within(
+async fn within(
     timeout: std::time::Duration,
     write: impl Future<Output = Result<(), duplex_ws::Error>>,
 ) -> bool {

@@ -124,9 +124,10 @@ impl<M> Connection<M> {
         &self.client
     }
 
-    /// What to send, in order, taken out.
-    pub(crate) fn take_out(&mut self) -> Vec<Out> {
-        std::mem::take(&mut self.out)
+    /// What to send, in order, taken out (the buffer stays, for the next
+    /// batch: this runs for every delivery batch).
+    pub(crate) fn take_out(&mut self) -> std::vec::Drain<'_, Out> {
+        self.out.drain(..)
     }
 
     /// Queues the `welcome` frame, the first on every connection.
@@ -584,7 +585,6 @@ mod tests {
     /// What was queued, messages as `"m<offset>"` and frames as themselves.
     fn sent(c: &mut Connection<()>) -> Vec<Result<Frame, String>> {
         c.take_out()
-            .into_iter()
             .map(|out| match out {
                 Out::Frame(frame) => Ok(frame),
                 Out::Message(d) => Err(format!("m{}", d.offset())),

@@ -196,10 +196,10 @@ impl V1 {
     /// Puts what the connection queued into the socket's output; a write
     /// that does not finish within the send timeout stalls it.
     async fn write(&mut self, socket: &Direct, timeout: Timeout) -> Step {
-        let out = self.connection.take_out();
+        let connection = &mut self.connection;
         let written = timeout
             .within(async {
-                for out in out {
+                for out in connection.take_out() {
                     match out {
                         Out::Frame(frame) => socket.feed(frame.to_message()).await?,
                         Out::Message(delivery) => {
