@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use duplex_testing::pki::{Ca, KeyFormat, KeyKind};
 
-use common::{BIN, Server, bench, connect, stderr_of};
+use common::{BIN, Server, bench, connect, spawn_connect, stderr_of};
 
 /// A CA, and a certificate for 127.0.0.1 and localhost signed by it, on disk.
 struct Files {
@@ -377,4 +377,76 @@ fn bench_measures_a_wss_server() {
             .contains("unknown issuer"),
         "{json}"
     );
+}
+
+/// Lines of a child's pipe, on a channel.
+fn lines_of(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_topic_subscriber_over_wss_and_http2_gets_every_message_while_it_stays_open() {
+    let files = Files::new("cli-topic-tls", KeyKind::EcdsaP256, KeyFormat::Sec1);
+    let server = serve_tls(&files, &[]);
+    let ca = ca_flag(&files.ca);
+    // Messages larger than the socket buffers take: the topic's flush pass
+    // leaves bytes the TLS layer or the HTTP/2 stream holds, which the
+    // subscriber's task must flush while nothing else is written.
+    let big = |i: usize| format!("{i:05}{}", "x".repeat(40_000));
+    for (topic, http2) in [("over-wss", false), ("over-h2", true)] {
+        let url = format!("wss://{}/topics/{topic}", server.addr);
+        let mut extra = ca.to_vec();
+        if http2 {
+            extra.push("--http2");
+        }
+        let mut sub = spawn_connect(&url, &extra);
+        let out = lines_of(sub.stdout.take().unwrap());
+        // Published until the subscriber shows it is subscribed.
+        let mut seen = false;
+        for _ in 0..50 {
+            connect(&url, "probe\n", &extra);
+            if let Ok(line) = out.recv_timeout(Duration::from_millis(300)) {
+                assert_eq!(line, "probe");
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "{topic}: the subscriber never got a message");
+        while out.recv_timeout(Duration::from_millis(300)).is_ok() {}
+        // Through `duplex publish`: a raw connection would get its own
+        // messages back, more than the test reads from it.
+        let mut publish = Command::new(BIN)
+            .args(["publish", &format!("wss://{}", server.addr), topic])
+            .args(ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input: String = (0..200).map(|i| big(i) + "\n").collect();
+        publish
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let published = publish.wait_with_output().unwrap();
+        assert!(published.status.success(), "{}", stderr_of(&published));
+        for i in 0..200 {
+            let line = out
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{topic}: message {i} never came"));
+            assert!(line == big(i), "{topic}: message {i} out of order");
+        }
+        drop(sub.stdin.take());
+        assert!(sub.wait().unwrap().success(), "{topic}");
+    }
 }

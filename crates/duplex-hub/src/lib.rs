@@ -8,10 +8,12 @@
 //!   queues a message for every subscriber of the topic. A subscriber whose
 //!   queue is full is dropped from the topic ([`RecvError::Lagged`]) rather
 //!   than let the publisher wait or memory grow: the server closes that
-//!   connection (1008, "slow consumer"). On a single-threaded runtime the
-//!   service's raw WebSocket subscribers over plain TCP skip the queue
-//!   while they are idle and the topic is calm: the publisher writes to
-//!   them itself, as uWebSockets' publish does (`session/raw.rs`).
+//!   connection (1008, "slow consumer"). The service's raw WebSocket
+//!   subscribers skip the queue while nothing waits in it: the publisher
+//!   puts the message into their output itself and one flush pass per
+//!   topic, shared between the runtime's workers, writes what every publish
+//!   before it corked there, as uWebSockets' corked publish does
+//!   (`hub/write_through.rs`).
 //! - [`backplane`] keeps offsets, history and presence in the store the
 //!   hub's `Store` trait names (one Redis, Sentinel, a Redis Cluster, NATS
 //!   JetStream), so that every node gives the same offsets and a client

@@ -195,12 +195,21 @@ async fn a_subscriber_a_whole_queue_behind_is_closed_with_1008() {
     assert_eq!(metric(addr, "duplex_subscribers").await, 0);
 }
 
-/// Single-threaded, where publishers write through to idle subscribers.
 #[tokio::test]
-async fn messages_arrive_once_each_and_in_order_written_through_or_queued() {
-    // Bursts (queued, written by the subscriber's task) and pauses (written
-    // through by the publisher), to a subscriber that reads nothing at
-    // first, so that writes are also left half done in a full socket.
+async fn messages_arrive_once_each_and_in_order_corked_or_queued() {
+    once_each_and_in_order().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_once_each_and_in_order_corked_or_queued_on_two_threads() {
+    once_each_and_in_order().await;
+}
+
+async fn once_each_and_in_order() {
+    // Bursts (queued, written by the subscriber's task) and pauses (corked
+    // by the publisher, written by the topic's flush pass), to a
+    // subscriber that reads nothing at first, so that writes are also left
+    // half done in a full socket.
     let hub = Hub::new(HubConfig::default().queue(8192));
     let (addr, _server) = serve(HubService::new(hub.clone())).await;
     let mut ws = subscribe(addr, "t").await;

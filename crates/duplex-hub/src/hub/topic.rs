@@ -14,7 +14,7 @@ use super::delivery::{Delivery, Gap, Member, Queued, Retained};
 use super::inbox::{Inbox, Offer};
 use super::position::new_epoch;
 use super::requester::Requester;
-use super::write_through::{WriteThrough, single_threaded};
+use super::write_through::{Corked, WriteThrough};
 use crate::since::Since;
 
 /// One topic behind its own lock.
@@ -72,10 +72,9 @@ pub(super) struct Topic {
     pub(super) history: VecDeque<Retained>,
     /// Local duplex.v1 subscriptions, for presence.
     pub(super) members: HashMap<u64, Member>,
-    /// How long the last message written through to idle subscribers
-    /// took, and when the last message was done (see `fan_out`).
-    written_through: Duration,
-    last_message: Option<Instant>,
+    /// The subscribers' outputs that publishers corked messages into,
+    /// for the topic's flush pass (see `fan_out`).
+    corked: Arc<Corked>,
     /// With a backplane: `epoch` and `last` are Redis's (a delivery came,
     /// or a duplex.v1 subscription read where Redis stands), so that a
     /// message that does not follow them is a gap.
@@ -96,7 +95,8 @@ pub(super) struct Subscriber {
     /// A duplex.v1 subscription, which is told of gaps; a raw one is
     /// removed over one.
     pub(super) v1: bool,
-    /// A raw subscriber's WebSocket, written to directly while it is idle.
+    /// A raw subscriber's WebSocket, which publishers write into while
+    /// nothing is queued for it here.
     pub(super) direct: Option<Arc<dyn WriteThrough>>,
 }
 
@@ -109,8 +109,7 @@ impl Topic {
             last: 0,
             history: VecDeque::new(),
             members: HashMap::new(),
-            written_through: Duration::ZERO,
-            last_message: None,
+            corked: Arc::default(),
             synced: false,
             removed: false,
             scheduled: false,
@@ -141,34 +140,22 @@ impl Topic {
     /// Queues `item` for its subscribers (presence events only for those
     /// that asked); returns how many got it and how many were dropped.
     ///
-    /// A message is written at once to each idle raw subscriber (see
-    /// [`WriteThrough`]) while the topic is calm: it then reaches every
-    /// subscriber soonest and costs the least. Once messages come about as
-    /// fast as writing them that way takes (this one came less than a
-    /// quarter of the last write-through's time after the previous one was
-    /// done: they are waiting), they go through the queues instead, where
-    /// each subscriber's task writes all that piled up in one write: under
-    /// load, fewer writes carry more messages, as Nagle's algorithm trades
-    /// latency for throughput only once there is a backlog.
-    ///
-    /// Only on a single-threaded runtime (on several threads the queues
-    /// spread the writes over all of them, where writing through would do
-    /// them all on the publisher's thread), and only to the subscribers a
-    /// session attached, raw topic WebSockets over plain TCP (a TLS stream
-    /// may hold bytes a write accepted until it is flushed, which only the
-    /// subscriber's own task would do).
+    /// A message goes straight into the output of each subscriber a
+    /// session attached (see [`WriteThrough`]) that has nothing queued
+    /// here, and the topic's flush pass writes those outputs once the
+    /// publisher is done: a subscriber's task is not woken for it, and
+    /// the messages of every publish that comes before the pass share one
+    /// write to each subscriber (corking, as uWebSockets does), so that
+    /// under load fewer writes carry more messages. The pass is shared
+    /// between the runtime's workers. Order holds: a subscriber's queue is
+    /// empty whenever a publisher writes into its output, and its task
+    /// moves what is queued into its output under the same lock.
     pub(super) fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
         let presence = matches!(item, Queued::Presence(_));
         if let Queued::Gap(_) = item {
             return self.fan_out_gap(item);
         }
-        let started = Instant::now();
-        let calm = !presence
-            && single_threaded()
-            && self.last_message.is_none_or(|ended| {
-                started.saturating_duration_since(ended) >= self.written_through / 4
-            });
-        let mut direct_sent = false;
+        let corked = &self.corked;
         let mut delivered = 0;
         let mut lagged = 0;
         self.subscribers.retain(|_, subscriber| {
@@ -179,14 +166,13 @@ impl Topic {
                 // Shed, never lagged (counted by `presence_event`).
                 return true;
             }
-            // Written at once if the subscriber is idle; queued behind
-            // what it has not written yet otherwise.
-            if calm
-                && let (Queued::Message(delivery), Some(direct)) = (item, &subscriber.direct)
+            if let (Queued::Message(delivery), Some(direct)) = (item, &subscriber.direct)
                 && subscriber.inbox.is_empty()
-                && direct.try_send(delivery)
+                && let Some(first) = direct.try_cork(delivery)
             {
-                direct_sent = true;
+                if first {
+                    corked.push(direct);
+                }
                 delivered += 1;
                 return true;
             }
@@ -202,13 +188,7 @@ impl Topic {
                 Err(Offer::Closed) => false,
             }
         });
-        if !presence {
-            let ended = Instant::now();
-            if direct_sent {
-                self.written_through = ended.saturating_duration_since(started);
-            }
-            self.last_message = Some(ended);
-        }
+        self.corked.schedule();
         (delivered, lagged)
     }
 }

@@ -1,21 +1,192 @@
-//! A subscriber whose socket a publisher may write to itself while it is
-//! idle, as uWebSockets' publish does: the subscriber's task is then not
-//! woken at all. The service's raw topic sessions implement it (their
-//! `Direct`); the topic's fan-out calls it before queueing.
+//! Corked fan-out: a publisher puts a message straight into the output of
+//! each subscriber that has nothing queued in the hub, and one flush pass
+//! per topic writes those outputs afterwards, as uWebSockets' corked
+//! publish does. The subscribers' tasks are not woken at all, and every
+//! message published before the pass comes round goes out in the same
+//! write: under load, one write per subscriber carries several messages.
+//! The pass spreads the sockets over the runtime's workers.
+//!
+//! The service's topic sessions implement [`WriteThrough`] (their
+//! `Direct`); the topic's fan-out calls it before queueing, and [`Corked`]
+//! is the topic's list of outputs its pass is to write.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::delivery::Delivery;
 
-/// A subscriber's socket, written to directly while it is idle.
+/// A subscriber's socket, which a publisher writes into itself while
+/// nothing is queued for it in the hub.
 pub(crate) trait WriteThrough: Send + Sync + fmt::Debug {
-    /// Sends `delivery` if the subscriber has nothing queued and nothing
-    /// in its output; `false`: nothing was done, queue it.
-    fn try_send(&self, delivery: &Delivery) -> bool;
+    /// Puts `delivery` into the socket's output without writing it, if the
+    /// socket takes it (open, with room). `None`: nothing was done, queue
+    /// it. `Some(true)`: its output held nothing corked before, so it is
+    /// to be in the topic's next pass; `Some(false)`: it is in it already.
+    fn try_cork(&self, delivery: &Delivery) -> Option<bool>;
+
+    /// Writes what is corked in its output as far as the socket takes it at
+    /// once, from the flush pass; never waits (the subscriber's task is
+    /// woken for the rest).
+    fn write_corked(&self);
 }
 
-/// Whether this runs on a single-threaded (current-thread) Tokio runtime.
-pub(super) fn single_threaded() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+/// A topic's outputs waiting for its flush pass, and whether one is
+/// scheduled.
+#[derive(Debug, Default)]
+pub(super) struct Corked {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    sockets: Vec<Arc<dyn WriteThrough>>,
+    scheduled: bool,
+}
+
+/// Below this many sockets a pass is not split between workers: handing
+/// a share to another worker costs a task.
+const SHARE: usize = 256;
+
+impl Corked {
+    /// Adds `socket` to the next pass.
+    pub(super) fn push(&self, socket: &Arc<dyn WriteThrough>) {
+        self.lock().sockets.push(Arc::clone(socket));
+    }
+
+    /// Schedules the pass, unless one is scheduled already or nothing
+    /// waits. Outside a Tokio runtime it writes at once.
+    pub(super) fn schedule(self: &Arc<Self>) {
+        {
+            let mut pending = self.lock();
+            if pending.scheduled || pending.sockets.is_empty() {
+                return;
+            }
+            pending.scheduled = true;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let corked = Arc::clone(self);
+                let workers = runtime.metrics().num_workers();
+                runtime.spawn(async move {
+                    // Behind whatever is ready to run, and one look at
+                    // the sockets: publishes that came meanwhile join
+                    // this pass (their messages share its writes).
+                    tokio::task::yield_now().await;
+                    corked.pass(workers);
+                });
+            }
+            Err(_) => self.pass(1),
+        }
+    }
+
+    /// Writes every output waiting, shared between `workers` tasks.
+    fn pass(&self, workers: usize) {
+        let mut sockets = {
+            let mut pending = self.lock();
+            pending.scheduled = false;
+            std::mem::take(&mut pending.sockets)
+        };
+        if workers > 1 && sockets.len() >= 2 * SHARE {
+            let share = sockets.len().div_ceil(workers).max(SHARE);
+            while sockets.len() > share {
+                let theirs = sockets.split_off(sockets.len() - share);
+                tokio::spawn(async move { write_all(theirs) });
+            }
+        }
+        write_all(sockets);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A list of sockets is whole whatever panicked while holding it.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn write_all(sockets: Vec<Arc<dyn WriteThrough>>) {
+    for socket in sockets {
+        socket.write_corked();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Counted(AtomicUsize);
+
+    impl WriteThrough for Counted {
+        fn try_cork(&self, _: &Delivery) -> Option<bool> {
+            unreachable!("the pass only writes")
+        }
+        fn write_corked(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sockets(n: usize) -> Vec<Arc<Counted>> {
+        (0..n).map(|_| Arc::new(Counted::default())).collect()
+    }
+
+    fn push_all(corked: &Corked, sockets: &[Arc<Counted>]) {
+        for socket in sockets {
+            corked.push(&(Arc::clone(socket) as Arc<dyn WriteThrough>));
+        }
+    }
+
+    #[tokio::test]
+    async fn one_pass_writes_what_was_corked_before_it_ran() {
+        let corked = Arc::new(Corked::default());
+        let first = sockets(3);
+        push_all(&corked, &first);
+        corked.schedule();
+        // Scheduled already: a second schedule adds no pass.
+        let second = sockets(2);
+        push_all(&corked, &second);
+        corked.schedule();
+        assert!(
+            first
+                .iter()
+                .chain(&second)
+                .all(|s| s.0.load(Ordering::Relaxed) == 0)
+        );
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(
+            first
+                .iter()
+                .chain(&second)
+                .all(|s| s.0.load(Ordering::Relaxed) == 1)
+        );
+        assert!(corked.lock().sockets.is_empty() && !corked.lock().scheduled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_pass_in_shares_writes_each_socket_once() {
+        let corked = Arc::new(Corked::default());
+        let all = sockets(10 * SHARE);
+        push_all(&corked, &all);
+        corked.schedule();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while all.iter().any(|s| s.0.load(Ordering::Relaxed) == 0) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pass never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(all.iter().all(|s| s.0.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn outside_a_runtime_the_pass_writes_at_once() {
+        let corked = Arc::new(Corked::default());
+        let all = sockets(2);
+        push_all(&corked, &all);
+        corked.schedule();
+        assert!(all.iter().all(|s| s.0.load(Ordering::Relaxed) == 1));
+    }
 }

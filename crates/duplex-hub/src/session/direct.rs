@@ -1,8 +1,9 @@
 //! A topic WebSocket shared by its session and the topic's publishers
 //! ([`Direct`]): the one place that locks it, for the session's reads,
-//! batches, flushes and close, and for a publisher's write-through.
+//! batches, flushes and close, and for a publisher's corked write.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, ready};
 
@@ -12,26 +13,34 @@ use futures_util::{Sink, Stream};
 
 use crate::hub::{Delivery, RecvError, Subscription, WriteThrough};
 
-/// A topic subscriber's WebSocket, shared by its session task and, for a
-/// raw subscriber over plain TCP, the topic's publishers.
+/// A topic subscriber's WebSocket, shared by its session task and the
+/// topic's publishers.
 ///
-/// A publisher that finds it idle (nothing queued for it, nothing in its
-/// output) writes the message to it at once, from the publishing task, as
-/// uWebSockets' publish does: fanning a message out to ten thousand
+/// A publisher that finds nothing queued for it in the hub puts the
+/// message into its output itself, and the topic's flush pass writes it
+/// (see the hub's `write_through`): fanning a message out to ten thousand
 /// subscribers then costs ten thousand writes, not ten thousand task
-/// wake-ups, polls and writes. Otherwise the message goes through the
-/// subscriber's queue as before. Order holds because both happen under the
-/// lock: the session takes from the queue and puts into the output in one
-/// step, and a publisher writes only while both are empty.
+/// wake-ups, polls and writes, and messages published before the pass
+/// share its write. Otherwise the message goes through the subscriber's
+/// queue. Order holds because both happen under the lock: the session
+/// takes from the queue and puts into the output in one step, and a
+/// publisher writes into the output only while the queue is empty.
 ///
 /// The lock is never held across an await: only inside one poll of the
-/// session, or one non-blocking write of a publisher (which only tries it).
+/// session, or one non-blocking step of a publisher or the pass (which
+/// only tries it).
 #[derive(Debug)]
 pub(crate) struct Direct {
     ws: Mutex<WebSocket<ServerStream>>,
-    /// The session task, for a publisher whose write the socket did not
-    /// take whole: the task writes the rest.
+    /// The session task, for a pass whose write the socket did not take
+    /// whole: the task writes the rest.
     task: AtomicWaker,
+    /// The output holds messages a publisher put there, and the socket is
+    /// in its topic's next flush pass.
+    corked: AtomicBool,
+    /// A pass left bytes unwritten: the task is to flush (a TLS stream
+    /// may hold what its write accepted until then).
+    unflushed: AtomicBool,
 }
 
 impl Direct {
@@ -39,6 +48,8 @@ impl Direct {
         Direct {
             ws: Mutex::new(ws),
             task: AtomicWaker::new(),
+            corked: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
         }
     }
 
@@ -48,11 +59,19 @@ impl Direct {
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The connection's next event; writes what is queued on the way.
+    /// The connection's next event; writes what is queued on the way, and
+    /// flushes what a flush pass left.
     pub(super) async fn next(&self) -> Option<Event> {
         std::future::poll_fn(|cx| {
             self.task.register(cx.waker());
-            Pin::new(&mut *self.lock()).poll_next(cx)
+            let mut ws = self.lock();
+            if self.unflushed.swap(false, Ordering::AcqRel)
+                && Pin::new(&mut *ws).poll_flush(cx).is_pending()
+            {
+                // The stream wakes this task once it takes more.
+                self.unflushed.store(true, Ordering::Release);
+            }
+            Pin::new(&mut *ws).poll_next(cx)
         })
         .await
     }
@@ -127,20 +146,22 @@ impl Direct {
 }
 
 impl WriteThrough for Direct {
-    /// From a publisher: sends `delivery` if the subscriber is idle.
-    /// `false`: it was not, nothing was done, queue it.
-    fn try_send(&self, delivery: &Delivery) -> bool {
-        let Ok(mut ws) = self.ws.try_lock() else {
-            return false;
-        };
-        match ws.try_send_broadcast(delivery.broadcast()) {
-            TrySend::Sent => true,
-            TrySend::Partly => {
-                drop(ws);
-                self.task.wake();
-                true
-            }
-            TrySend::Busy => false,
+    fn try_cork(&self, delivery: &Delivery) -> Option<bool> {
+        // Held by its task or the pass for one step: queue this one.
+        let mut ws = self.ws.try_lock().ok()?;
+        if !ws.try_queue_broadcast(delivery.broadcast()) {
+            return None;
+        }
+        Some(!self.corked.swap(true, Ordering::AcqRel))
+    }
+
+    fn write_corked(&self) {
+        let mut ws = self.lock();
+        self.corked.store(false, Ordering::Release);
+        if ws.try_write_queued() == TrySend::Partly {
+            drop(ws);
+            self.unflushed.store(true, Ordering::Release);
+            self.task.wake();
         }
     }
 }
@@ -191,30 +212,50 @@ mod tests {
         let subscription = hub.subscribe("t").unwrap();
         let direct = Arc::new(Direct::new(server));
         subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
-        // No session task runs: only the publisher can have written it.
+        // No session task runs: only the publisher and the pass can have
+        // written it.
         hub.publish("t", Message::from("first")).await.unwrap();
         assert_eq!(message(&mut client).await, Message::from("first"));
         assert_eq!(direct.lock().buffered_amount(), 0);
     }
 
     #[tokio::test]
+    async fn publishes_before_the_flush_pass_share_its_write() {
+        let hub = Hub::new(HubConfig::default());
+        let (server, mut client) = pair().await;
+        let subscription = hub.subscribe("t").unwrap();
+        let direct = Arc::new(Direct::new(server));
+        subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
+        for m in ["a", "b", "c"] {
+            hub.publish("t", Message::from(m)).await.unwrap();
+        }
+        // Corked, not written: the pass has not come round.
+        assert_eq!(direct.lock().buffered_amount(), 9);
+        for m in ["a", "b", "c"] {
+            assert_eq!(message(&mut client).await, Message::from(m));
+        }
+        assert_eq!(direct.lock().buffered_amount(), 0);
+    }
+
+    #[tokio::test]
+    // The publish under the held socket only tries its lock: no deadlock.
+    #[allow(clippy::await_holding_lock)]
     async fn a_busy_subscriber_gets_its_messages_through_the_queue_in_order() {
         let hub = Hub::new(HubConfig::default());
         let (server, mut client) = pair().await;
         let mut subscription = hub.subscribe("t").unwrap();
         let direct = Arc::new(Direct::new(server));
         subscription.attach(&(Arc::clone(&direct) as Arc<dyn WriteThrough>));
-        // Something of its own waits in its output: publishers must queue.
-        direct
-            .lock()
-            .start_send_broadcast(&duplex_ws::Broadcast::new(Message::from("own")))
-            .unwrap();
-        hub.publish("t", Message::from("queued")).await.unwrap();
-        // Its own goes out; a publish while the queue holds one is queued
-        // behind it, even though the output is empty now.
-        direct.flush().await.unwrap();
+        hub.publish("t", Message::from("corked")).await.unwrap();
+        {
+            // Its task holds the socket: the publisher queues.
+            let _held = direct.lock();
+            hub.publish("t", Message::from("queued")).await.unwrap();
+        }
+        // Something waits in its queue: the next is queued behind it,
+        // though the socket is free now.
         hub.publish("t", Message::from("behind")).await.unwrap();
-        assert_eq!(message(&mut client).await, Message::from("own"));
+        assert_eq!(message(&mut client).await, Message::from("corked"));
         direct.take(&mut subscription, 16).await.unwrap();
         direct.flush().await.unwrap();
         assert_eq!(message(&mut client).await, Message::from("queued"));

@@ -1,8 +1,9 @@
 //! A raw topic WebSocket (`/topics/{name}` without a subprotocol): the
 //! topic's messages go out as they are, and what the subscriber sends is
 //! published to the topic (everyone subscribed gets it, the sender
-//! included). Over plain TCP the topic's publishers write to it themselves
-//! while it is idle (`Direct`), so this task wakes only for what they could
+//! included). The topic's publishers put messages into its output
+//! themselves while nothing is queued for it (`Direct`), and the topic's
+//! flush pass writes them, so this task wakes only for what the pass could
 //! not finish, what queued up while it was busy, and the subscriber's own
 //! frames.
 
@@ -47,13 +48,8 @@ pub(crate) async fn run(
         Some(Rights { publish, expiry }) => (publish, expiry),
         None => (true, Expiry::never()),
     };
-    // Only over plain TCP: a TLS stream may keep bytes that a write
-    // accepted until it is flushed, which only this task would do.
-    let plain = matches!(ws.get_ref(), ServerStream::Tcp(_));
     let socket = Arc::new(Direct::new(ws));
-    if plain {
-        subscription.attach(&(Arc::clone(&socket) as Arc<dyn WriteThrough>));
-    }
+    subscription.attach(&(Arc::clone(&socket) as Arc<dyn WriteThrough>));
     let raw = Raw {
         queue: hub.config().queue,
         hub: hub.clone(),

@@ -1,7 +1,8 @@
 //! Sending one [`Broadcast`] to many connections: the frames are made once
 //! (compressed once, with `server_no_context_takeover`) and queued by
-//! reference on each; `try_send_broadcast` writes only to an idle
-//! connection, for a hub's fan-out that must never wait on one subscriber.
+//! reference on each; [`Fanout`] queues them from outside the connection's
+//! task and writes what is queued without waiting, for a hub's fan-out that
+//! must never wait on one subscriber.
 
 use std::task::{Context, Poll};
 
@@ -11,18 +12,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Phase, WebSocket};
 use crate::Error;
 
-/// What [`Fanout::try_send_broadcast`] did.
+/// What [`Fanout::try_write_queued`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum TrySend {
     /// Written whole.
     Sent,
-    /// Queued, and not all written: the connection's task must be woken to
-    /// write the rest.
+    /// Not all written (or the stream failed): the connection's task must
+    /// be woken to write the rest, or to meet the error.
     Partly,
-    /// Nothing done: the connection is busy (something is queued already),
-    /// closing, or compresses for itself. Send it the usual way.
-    Busy,
 }
 
 impl<S> WebSocket<S>
@@ -45,10 +43,10 @@ where
     }
 }
 
-/// Sends for a hub's fan-out, which writes one message to many
-/// connections from outside their own tasks and must never wait on one
-/// of them: queueing without writing, and writing only to an idle
-/// connection. Kept off [`WebSocket`]'s own methods, which an application
+/// Sends for a hub's fan-out, which writes messages to many connections
+/// from outside their own tasks and must never wait on one of them:
+/// queueing without writing, and writing what is queued as far as the
+/// socket takes it at once. Kept off [`WebSocket`]'s own methods, which an application
 /// uses; `duplex-hub` uses these.
 pub trait Fanout {
     /// The synchronous half of [`feed_broadcast`](WebSocket::feed_broadcast),
@@ -56,21 +54,26 @@ pub trait Fanout {
     /// `broadcast` without writing it.
     fn start_send_broadcast(&mut self, broadcast: &Broadcast) -> Result<(), Error>;
 
-    /// Sends `broadcast` from outside the connection's own task, if the
-    /// connection is idle: open, with nothing queued, and sending bytes
-    /// that every connection shares (no compression of its own). Writes
-    /// what the socket takes at once and never waits.
+    /// Queues `broadcast` from outside the connection's own task without
+    /// writing it, if the connection is open, sends bytes every connection
+    /// shares, and has room (less queued than its write high-water mark,
+    /// where [`feed`](WebSocket::feed) would wait). `false`: nothing was
+    /// done, send it the usual way.
     ///
-    /// This is how a publisher fans a message out to thousands of
-    /// subscribers in one pass, as uWebSockets' publish does, instead of
-    /// waking each subscriber's task to write one frame: an idle
-    /// subscriber costs its write and little else. What the socket did not
-    /// take stays queued ([`TrySend::Partly`]): the connection's own task
-    /// must then be woken to finish the write with [`flush`](WebSocket::flush).
-    /// (Over a stream that does not buffer, plain TCP, [`next`](WebSocket::next)
+    /// A hub corks its fan-out with it: each subscriber's output takes
+    /// every message published before the hub's flush pass comes round, and
+    /// [`try_write_queued`](Self::try_write_queued) then writes them all in
+    /// one write, as uWebSockets' corked publish does.
+    fn try_queue_broadcast(&mut self, broadcast: &Broadcast) -> bool;
+
+    /// Writes and flushes what is queued, from outside the connection's own
+    /// task, as far as the socket takes it at once; never waits.
+    /// [`TrySend::Partly`]: bytes are left (or the stream is failing), and
+    /// the connection's task must be woken to finish with
+    /// [`flush`](WebSocket::flush) (over plain TCP [`next`](WebSocket::next)
     /// finishes it too, as it writes what is queued before reading; a TLS
-    /// stream may hold accepted bytes until it is flushed.)
-    fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend;
+    /// stream may hold accepted bytes until it is flushed).
+    fn try_write_queued(&mut self) -> TrySend;
 }
 
 impl<S> Fanout for WebSocket<S>
@@ -85,15 +88,15 @@ where
         Ok(())
     }
 
-    fn try_send_broadcast(&mut self, broadcast: &Broadcast) -> TrySend {
-        if self.phase != Phase::Running
-            || self.conn.close_sent()
-            || self.conn.wants_write()
-            || self.conn.compresses_alone(broadcast)
-            || self.conn.send_broadcast(broadcast).is_err()
-        {
-            return TrySend::Busy;
-        }
+    fn try_queue_broadcast(&mut self, broadcast: &Broadcast) -> bool {
+        self.phase == Phase::Running
+            && !self.conn.close_sent()
+            && self.conn.pending_output_len() < self.write_high_water
+            && !self.conn.compresses_alone(broadcast)
+            && self.conn.send_broadcast(broadcast).is_ok()
+    }
+
+    fn try_write_queued(&mut self) -> TrySend {
         // Not the caller's task: nobody is to be woken from here (the
         // caller wakes the connection's task if bytes are left), and the
         // caller's cooperative budget must not make the write look full.

@@ -613,19 +613,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn try_send_broadcast_writes_only_to_an_idle_connection() {
+    async fn a_fanout_queues_without_writing_and_writes_what_the_socket_takes() {
         let broadcast = Broadcast::new(Message::from("pushed"));
         // Room for one frame: the second is left queued, partly written.
         let (mut server, mut client) = pair(10);
-        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Sent);
+        assert!(server.try_queue_broadcast(&broadcast));
+        assert!(server.buffered_amount() > 0, "queued, not written");
+        assert_eq!(server.try_write_queued(), TrySend::Sent);
         assert_eq!(server.buffered_amount(), 0);
-        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Partly);
+        assert!(server.try_queue_broadcast(&broadcast));
+        assert!(server.try_queue_broadcast(&broadcast));
+        assert_eq!(server.try_write_queued(), TrySend::Partly);
         assert!(server.buffered_amount() > 0);
-        // Something is queued: nothing more is taken.
-        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Busy);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
-            while got.len() < 2 {
+            while got.len() < 3 {
                 if let Some(Event::Message(m)) = client.next().await {
                     got.push(m);
                 }
@@ -634,9 +636,22 @@ mod tests {
         });
         server.flush().await.unwrap();
         let (got, _client) = reader.await.unwrap();
-        assert_eq!(got, vec![Message::from("pushed"); 2]);
+        assert_eq!(got, vec![Message::from("pushed"); 3]);
         server.close(1000, "").await.unwrap();
-        assert_eq!(server.try_send_broadcast(&broadcast), TrySend::Busy);
+        assert!(!server.try_queue_broadcast(&broadcast), "closing");
+    }
+
+    #[tokio::test]
+    async fn a_fanout_queues_nothing_past_the_write_high_water_mark() {
+        let (mut server, _peer) = stalling_server(None);
+        let broadcast = Broadcast::new(Message::Binary(vec![0; 1024].into()));
+        let mut queued = 0;
+        while server.try_queue_broadcast(&broadcast) {
+            queued += 1;
+            assert!(queued < 10, "the 4 KiB high-water mark holds");
+        }
+        assert!(server.buffered_amount() >= 4096);
+        assert_eq!(queued, 4);
     }
 
     #[tokio::test]
