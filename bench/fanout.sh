@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fan-out side by side: one topic, many subscribers, messages POSTed to the server, which
-# writes each to every subscriber. The same scenario, in one run, against:
+# Fan-out side by side: one topic (or --topics N, the subscribers spread over them: the
+# chat shape of many small topics), many subscribers, messages POSTed to the server, which
+# writes each to every subscriber of its topic. The same scenario, in one run, against:
 #   floor         bench/peers peer-fanout-floor: one pre-framed message written to every
 #                 socket in a bare loop, no library, no queues (the floor of the cost)
 #   duplex        duplex serve --threads 1
@@ -16,7 +17,7 @@
 #                 on a free port); subscribers spread over both, publishes to the first
 #
 #   bench/fanout.sh [--quick] [--rounds N] [--secs S] [--warmup S] [--subscribers N]
-#                   [--size B] [--in-flight N] [--half-rate R] [--low-rate R]
+#                   [--topics N] [--size B] [--in-flight N] [--half-rate R] [--low-rate R]
 #                   [--servers a,b,...] [--no-build]
 #
 # Scenarios, each for every server, interleaved per round (order rotated):
@@ -53,7 +54,7 @@ SOCKUDO_ROOT="$ROOT/target/peers/sockudo"
 SOCKUDO_BIN="$SOCKUDO_ROOT/bin/sockudo"
 BUN_BIN="$BENCH_DIR/bun/node_modules/@oven/bun-linux-x64/bin/bun"
 
-ROUNDS=3 SECS=10 WARMUP=3 SUBSCRIBERS=10000 SIZE=100 IN_FLIGHT=4 HALF_RATE= LOW_RATE=5
+ROUNDS=3 SECS=10 WARMUP=3 SUBSCRIBERS=10000 TOPICS=1 SIZE=100 IN_FLIGHT=4 HALF_RATE= LOW_RATE=5
 QUICK=0 BUILD=1
 SERVERS="floor,duplex,duplex-t2,ws,sockudo,duplex-redis,bun"
 
@@ -67,6 +68,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS=${2:?}; shift ;;
         --warmup) WARMUP=${2:?}; shift ;;
         --subscribers) SUBSCRIBERS=${2:?}; shift ;;
+        --topics) TOPICS=${2:?}; shift ;;
         --size) SIZE=${2:?}; shift ;;
         --in-flight) IN_FLIGHT=${2:?}; shift ;;
         --half-rate) HALF_RATE=${2:?}; shift ;;
@@ -288,7 +290,7 @@ run_one() { # scenario rate server round
     local pids_csv
     pids_csv=$(IFS=,; echo "${PIDS[*]:1}")
     local args=(fanout "$URL" --dialect "$DIALECT" --subscribers "$SUBSCRIBERS"
-        --topics 1 --size "$SIZE" --rate "$rate" --in-flight "$IN_FLIGHT"
+        --topics "$TOPICS" --size "$SIZE" --rate "$rate" --in-flight "$IN_FLIGHT"
         --secs "$SECS" --warmup "$WARMUP" --settle 1 --server-pid "${PIDS[0]}" --json)
     [ -n "$pids_csv" ] && args+=(--server-pids "$pids_csv")
     [ -n "$PUBLISH" ] && args+=(--publish-url "$PUBLISH")
@@ -328,8 +330,9 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')";
     printf '"kernel":%s,' "$(json_str "$(uname -sr)")"
     printf '"cpu":%s,' "$(json_str "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')")"
     printf '"nproc":%s,"loadavg":%s,' "$(nproc --all)" "$(json_str "$(cut -d' ' -f1-3 /proc/loadavg)")"
-    printf '"rounds":%s,"secs":%s,"warmup":%s,"subscribers":%s,"size":%s,"in_flight":%s,' \
-        "$ROUNDS" "$SECS" "$WARMUP" "$SUBSCRIBERS" "$SIZE" "$IN_FLIGHT"
+    printf '"rounds":%s,"secs":%s,"warmup":%s,"subscribers":%s,"topics":%s,"size":%s,' \
+        "$ROUNDS" "$SECS" "$WARMUP" "$SUBSCRIBERS" "$TOPICS" "$SIZE"
+    printf '"in_flight":%s,' "$IN_FLIGHT"
     printf '"quick":%s,"pinned":%s,' "$([ "$QUICK" = 1 ] && echo true || echo false)" \
         "$([ ${#PIN_SERVER[@]} -gt 0 ] && echo true || echo false)"
     printf '"git":%s,' "$(json_str "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)")"
@@ -342,7 +345,7 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')";
 } >"$RAW/meta.json"
 
 START=$(date +%s)
-note "servers: ${ACTIVE[*]}; $SUBSCRIBERS subscribers x ${SIZE} B; rounds $ROUNDS; ${SECS}s + ${WARMUP}s warm-up"
+note "servers: ${ACTIVE[*]}; $SUBSCRIBERS subscribers on $TOPICS topic(s) x ${SIZE} B; rounds $ROUNDS; ${SECS}s + ${WARMUP}s warm-up"
 n=${#ACTIVE[@]}
 scenario() { # id rate
     local r k

@@ -110,8 +110,9 @@ def main():
         "low": f"low rate ({args.low_rate:g} publishes/s)",
     }
     lines = [
-        "# Fan-out: one topic, "
-        f"{meta['subscribers']:,} subscribers, {meta['size']}-byte messages",
+        "# Fan-out: "
+        + ("one topic, " if meta.get("topics", 1) == 1 else f"{meta['topics']:,} topics, ")
+        + f"{meta['subscribers']:,} subscribers, {meta['size']}-byte messages",
         "",
         f"{meta['date']}, {meta['cpu']} ({meta['nproc']} CPUs), {meta['kernel']}; git "
         f"{meta['git']}; load average before {meta['loadavg']}; {meta['rounds']} round(s) of "

@@ -143,6 +143,18 @@ impl Delivery {
     }
 }
 
+/// `message` in an allocation of its own size, for the history: a payload
+/// that arrived as a slice of a larger buffer (hyper's read buffer for a
+/// POST body, a connection's receive buffer for a WebSocket message)
+/// would keep the whole buffer alive for as long as it is retained, and
+/// the history's byte limit, which counts payloads, would not hold.
+pub(crate) fn compacted(message: Message) -> Message {
+    match message {
+        Message::Text(t) => Message::Text(t.as_str().to_owned().into()),
+        Message::Binary(b) => Message::Binary(bytes::Bytes::copy_from_slice(&b)),
+    }
+}
+
 /// A duplex.v1 subscription as presence shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
@@ -185,4 +197,23 @@ pub(crate) enum Queued {
 pub(super) struct Retained {
     pub(super) delivery: Arc<Delivery>,
     pub(super) at: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_payload_no_longer_holds_the_buffer_it_came_in() {
+        let sliced = || bytes::Bytes::from(vec![b'x'; 64 << 10]).slice(..100);
+        // A slice, the buffer's only handle left, still holds all of it.
+        let held = sliced().try_into_mut().expect("its only handle");
+        assert_eq!((held.len(), held.capacity()), (100, 64 << 10));
+        let Message::Binary(own) = compacted(Message::Binary(sliced())) else {
+            unreachable!()
+        };
+        let own = own.try_into_mut().expect("its only handle");
+        assert_eq!((&own[..], own.capacity()), (&[b'x'; 100][..], 100));
+        assert_eq!(compacted(Message::from("héllo")), Message::from("héllo"));
+    }
 }

@@ -526,6 +526,11 @@ impl Hub {
         requester: Option<&Requester>,
     ) -> Result<Published, HubError> {
         let config = &self.inner.config;
+        let message = if config.history_size > 0 {
+            delivery::compacted(message)
+        } else {
+            message
+        };
         let (published, delivered, lagged) = self.with_topic(topic, requester, |entry| {
             entry.last += 1;
             let delivery = Arc::new(Delivery::new(

@@ -14,7 +14,7 @@ use super::delivery::{Delivery, Gap, Member, Queued, Retained};
 use super::inbox::{Inbox, Offer};
 use super::position::new_epoch;
 use super::requester::Requester;
-use super::write_through::{Corked, WriteThrough};
+use super::write_through::{self, WriteThrough};
 use crate::since::Since;
 
 /// One topic behind its own lock.
@@ -72,9 +72,6 @@ pub(super) struct Topic {
     pub(super) history: VecDeque<Retained>,
     /// Local duplex.v1 subscriptions, for presence.
     pub(super) members: HashMap<u64, Member>,
-    /// The subscribers' outputs that publishers corked messages into,
-    /// for the topic's flush pass (see `fan_out`).
-    corked: Arc<Corked>,
     /// With a backplane: `epoch` and `last` are Redis's (a delivery came,
     /// or a duplex.v1 subscription read where Redis stands), so that a
     /// message that does not follow them is a gap.
@@ -109,7 +106,6 @@ impl Topic {
             last: 0,
             history: VecDeque::new(),
             members: HashMap::new(),
-            corked: Arc::default(),
             synced: false,
             removed: false,
             scheduled: false,
@@ -142,12 +138,12 @@ impl Topic {
     ///
     /// A message goes straight into the output of each subscriber a
     /// session attached (see [`WriteThrough`]) that has nothing queued
-    /// here, and the topic's flush pass writes those outputs once the
-    /// publisher is done: a subscriber's task is not woken for it, and
-    /// the messages of every publish that comes before the pass share one
-    /// write to each subscriber (corking, as uWebSockets does), so that
-    /// under load fewer writes carry more messages. The pass is shared
-    /// between the runtime's workers. Order holds: a subscriber's queue is
+    /// here, and a flush pass writes those outputs once the publisher is
+    /// done: a subscriber's task is not woken for it, and the messages of
+    /// every publish that comes before the pass share one write to each
+    /// subscriber (corking, as uWebSockets does), so that under load fewer
+    /// writes carry more messages. The pass is shared between the
+    /// runtime's workers. Order holds: a subscriber's queue is
     /// empty whenever a publisher writes into its output, and its task
     /// moves what is queued into its output under the same lock.
     pub(super) fn fan_out(&mut self, item: &Queued) -> (usize, u64) {
@@ -155,7 +151,7 @@ impl Topic {
         if let Queued::Gap(_) = item {
             return self.fan_out_gap(item);
         }
-        let corked = &self.corked;
+        let mut corked = Vec::new();
         let mut delivered = 0;
         let mut lagged = 0;
         self.subscribers.retain(|_, subscriber| {
@@ -171,7 +167,7 @@ impl Topic {
                 && let Some(first) = direct.try_cork(delivery)
             {
                 if first {
-                    corked.push(direct);
+                    corked.push(Arc::clone(direct));
                 }
                 delivered += 1;
                 return true;
@@ -188,7 +184,9 @@ impl Topic {
                 Err(Offer::Closed) => false,
             }
         });
-        self.corked.schedule();
+        if !corked.is_empty() {
+            write_through::corked().add(corked);
+        }
         (delivered, lagged)
     }
 }

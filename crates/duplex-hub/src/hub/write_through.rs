@@ -1,14 +1,16 @@
 //! Corked fan-out: a publisher puts a message straight into the output of
-//! each subscriber that has nothing queued in the hub, and one flush pass
-//! per topic writes those outputs afterwards, as uWebSockets' corked
-//! publish does. The subscribers' tasks are not woken at all, and every
-//! message published before the pass comes round goes out in the same
-//! write: under load, one write per subscriber carries several messages.
-//! The pass spreads the sockets over the runtime's workers.
+//! each subscriber that has nothing queued in the hub, and a flush pass
+//! writes those outputs afterwards, as uWebSockets' corked publish does.
+//! The subscribers' tasks are not woken at all, and every message
+//! published before the pass comes round goes out in the same write: under
+//! load, one write per subscriber carries several messages, and one pass
+//! serves the publishes of many topics.
 //!
 //! The service's topic sessions implement [`WriteThrough`] (their
-//! `Direct`); the topic's fan-out calls it before queueing, and [`Corked`]
-//! is the topic's list of outputs its pass is to write.
+//! `Direct`); a topic's fan-out calls it before queueing, and [`corked`]
+//! is the list of outputs the next pass is to write: one per thread, so
+//! that publishers to different topics on different threads share no
+//! lock. The pass spreads the sockets over the runtime's workers.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,8 +32,7 @@ pub(crate) trait WriteThrough: Send + Sync + fmt::Debug {
     fn write_corked(&self);
 }
 
-/// A topic's outputs waiting for its flush pass, and whether one is
-/// scheduled.
+/// Outputs waiting for a flush pass, and whether one is scheduled.
 #[derive(Debug, Default)]
 pub(super) struct Corked {
     pending: Mutex<Pending>,
@@ -47,17 +48,27 @@ struct Pending {
 /// a share to another worker costs a task.
 const SHARE: usize = 256;
 
-impl Corked {
-    /// Adds `socket` to the next pass.
-    pub(super) fn push(&self, socket: &Arc<dyn WriteThrough>) {
-        self.lock().sockets.push(Arc::clone(socket));
-    }
+thread_local! {
+    static CORKED: Arc<Corked> = Arc::default();
+}
 
-    /// Schedules the pass, unless one is scheduled already or nothing
-    /// waits. Outside a Tokio runtime it writes at once.
-    pub(super) fn schedule(self: &Arc<Self>) {
+/// This thread's list of outputs for the next flush pass.
+pub(super) fn corked() -> Arc<Corked> {
+    CORKED.with(Arc::clone)
+}
+
+impl Corked {
+    /// Adds `sockets` to the next pass, and schedules it unless one is
+    /// scheduled already or nothing waits. Outside a Tokio runtime it
+    /// writes at once.
+    pub(super) fn add(self: &Arc<Self>, mut sockets: Vec<Arc<dyn WriteThrough>>) {
         {
             let mut pending = self.lock();
+            if pending.sockets.is_empty() {
+                // The caller's allocation, rather than a copy.
+                std::mem::swap(&mut pending.sockets, &mut sockets);
+            }
+            pending.sockets.append(&mut sockets);
             if pending.scheduled || pending.sockets.is_empty() {
                 return;
             }
@@ -130,22 +141,23 @@ mod tests {
         (0..n).map(|_| Arc::new(Counted::default())).collect()
     }
 
-    fn push_all(corked: &Corked, sockets: &[Arc<Counted>]) {
-        for socket in sockets {
-            corked.push(&(Arc::clone(socket) as Arc<dyn WriteThrough>));
-        }
+    fn add_all(corked: &Arc<Corked>, sockets: &[Arc<Counted>]) {
+        corked.add(
+            sockets
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn WriteThrough>)
+                .collect(),
+        );
     }
 
     #[tokio::test]
     async fn one_pass_writes_what_was_corked_before_it_ran() {
         let corked = Arc::new(Corked::default());
         let first = sockets(3);
-        push_all(&corked, &first);
-        corked.schedule();
-        // Scheduled already: a second schedule adds no pass.
+        add_all(&corked, &first);
+        // Scheduled already: the second joins the first's pass.
         let second = sockets(2);
-        push_all(&corked, &second);
-        corked.schedule();
+        add_all(&corked, &second);
         assert!(
             first
                 .iter()
@@ -168,8 +180,7 @@ mod tests {
     async fn a_large_pass_in_shares_writes_each_socket_once() {
         let corked = Arc::new(Corked::default());
         let all = sockets(10 * SHARE);
-        push_all(&corked, &all);
-        corked.schedule();
+        add_all(&corked, &all);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while all.iter().any(|s| s.0.load(Ordering::Relaxed) == 0) {
             assert!(
@@ -185,8 +196,7 @@ mod tests {
     fn outside_a_runtime_the_pass_writes_at_once() {
         let corked = Arc::new(Corked::default());
         let all = sockets(2);
-        push_all(&corked, &all);
-        corked.schedule();
+        add_all(&corked, &all);
         assert!(all.iter().all(|s| s.0.load(Ordering::Relaxed) == 1));
     }
 }
