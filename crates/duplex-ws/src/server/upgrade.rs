@@ -228,19 +228,11 @@ impl Upgrade {
                     return;
                 }
             };
-            let mut ws = {
-                // Scoped: `leftover` is a view of hyper's read buffer, and
-                // kept across the handler it would hold that buffer (8 KiB)
-                // for the life of the connection.
-                let (stream, leftover) = ServerStream::from_upgraded(upgraded);
-                (*accepted).into_websocket_with(stream, &leftover)
-            };
-            if let Some(shutdown) = shutdown {
-                ws.close_on(shutdown);
-            }
-            if let Some(budget) = &budget {
-                ws.share_budget(budget);
-            }
+            // Made outside this future and moved straight into the
+            // handler's: a local borrowed here would keep a copy of the
+            // WebSocket in this future, beside the handler's own, for the
+            // life of the connection.
+            let ws = websocket(upgraded, accepted, shutdown, budget);
             handler(ws).await;
             // Counted until the handler is done with the WebSocket.
             drop((slot, peer, busy));
@@ -253,6 +245,29 @@ impl Upgrade {
         }
         response.map(|()| B::default())
     }
+}
+
+/// The WebSocket on an upgraded stream, tied to the server's shutdown and
+/// message budget.
+fn websocket(
+    upgraded: hyper::upgrade::Upgraded,
+    accepted: Box<Accepted>,
+    shutdown: Option<crate::signal::Fired>,
+    budget: Option<crate::MessageBudget>,
+) -> WebSocket<ServerStream> {
+    // `leftover` is a view of hyper's read buffer, dropped here: kept
+    // across the handler it would hold that buffer (8 KiB) for the life of
+    // the connection. And `accepted` is unboxed here, so that its box is
+    // freed now, not when the task ends.
+    let (stream, leftover) = ServerStream::from_upgraded(upgraded);
+    let mut ws = (*accepted).into_websocket_with(stream, &leftover);
+    if let Some(shutdown) = shutdown {
+        ws.close_on(shutdown);
+    }
+    if let Some(budget) = &budget {
+        ws.share_budget(budget);
+    }
+    ws
 }
 
 #[cfg(test)]
