@@ -76,14 +76,16 @@ impl Corked {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let corked = Arc::clone(self);
+                let mut scheduled = Scheduled(Some(Arc::clone(self)));
                 let workers = runtime.metrics().num_workers();
                 runtime.spawn(async move {
                     // Behind whatever is ready to run, and one look at
                     // the sockets: publishes that came meanwhile join
                     // this pass (their messages share its writes).
                     tokio::task::yield_now().await;
-                    corked.pass(workers);
+                    if let Some(corked) = scheduled.0.take() {
+                        corked.pass(workers);
+                    }
                 });
             }
             Err(_) => self.pass(1),
@@ -110,6 +112,19 @@ impl Corked {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // A list of sockets is whole whatever panicked while holding it.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A pass that is scheduled and has not run. Dropped unrun (its runtime
+/// shut down first), it unschedules itself: the list is the thread's, and
+/// a runtime started on the thread later must still get passes.
+struct Scheduled(Option<Arc<Corked>>);
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        if let Some(corked) = self.0.take() {
+            corked.lock().scheduled = false;
+        }
     }
 }
 
@@ -190,6 +205,30 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         assert!(all.iter().all(|s| s.0.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn a_pass_dropped_with_its_runtime_leaves_the_next_runtime_its_passes() {
+        let corked = Arc::new(Corked::default());
+        let first = sockets(1);
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        };
+        // Scheduled, then its runtime goes before the pass runs.
+        runtime().block_on(async { add_all(&corked, &first) });
+        assert_eq!(first[0].0.load(Ordering::Relaxed), 0);
+        let second = sockets(1);
+        runtime().block_on(async {
+            add_all(&corked, &second);
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        });
+        // The second runtime's pass wrote both.
+        assert_eq!(first[0].0.load(Ordering::Relaxed), 1);
+        assert_eq!(second[0].0.load(Ordering::Relaxed), 1);
     }
 
     #[test]
