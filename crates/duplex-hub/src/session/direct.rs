@@ -38,8 +38,9 @@ pub(crate) struct Direct {
     /// The output holds messages a publisher put there, and the socket is
     /// in its topic's next flush pass.
     corked: AtomicBool,
-    /// A pass left bytes unwritten: the task is to flush (a TLS stream
-    /// may hold what its write accepted until then).
+    /// A pass left bytes unwritten: the task is to flush them, under the
+    /// send timeout (and a TLS stream may hold what its write accepted
+    /// until it is flushed).
     unflushed: AtomicBool,
 }
 
@@ -59,19 +60,11 @@ impl Direct {
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The connection's next event; writes what is queued on the way, and
-    /// flushes what a flush pass left.
+    /// The connection's next event; writes what is queued on the way.
     pub(super) async fn next(&self) -> Option<Event> {
         std::future::poll_fn(|cx| {
             self.task.register(cx.waker());
-            let mut ws = self.lock();
-            if self.unflushed.swap(false, Ordering::AcqRel)
-                && Pin::new(&mut *ws).poll_flush(cx).is_pending()
-            {
-                // The stream wakes this task once it takes more.
-                self.unflushed.store(true, Ordering::Release);
-            }
-            Pin::new(&mut *ws).poll_next(cx)
+            Pin::new(&mut *self.lock()).poll_next(cx)
         })
         .await
     }
@@ -79,12 +72,19 @@ impl Direct {
     /// Takes the next queued delivery and what else is queued behind it
     /// (a queue's worth at most) into the connection's output, under one
     /// hold of the lock. Once the connection is closing they are dropped.
+    /// Returns at once, taking nothing, when a flush pass left bytes: the
+    /// session then writes them as it writes its own, under the send
+    /// timeout, so that a subscriber that stopped reading is dropped
+    /// whoever filled its output.
     pub(super) async fn take(
         &self,
         subscription: &mut Subscription,
         queue: usize,
     ) -> Result<(), RecvError> {
         std::future::poll_fn(|cx| {
+            if self.unflushed.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Ok(()));
+            }
             let mut ws = self.lock();
             // Room first, so that nothing is taken that cannot be put.
             let open = ready!(Pin::new(&mut *ws).poll_ready(cx)).is_ok();
