@@ -23,7 +23,7 @@ pub(crate) trait WriteThrough: Send + Sync + fmt::Debug {
     /// Puts `delivery` into the socket's output without writing it, if the
     /// socket takes it (open, with room). `None`: nothing was done, queue
     /// it. `Some(true)`: its output held nothing corked before, so it is
-    /// to be in the topic's next pass; `Some(false)`: it is in it already.
+    /// to be added to the next pass; `Some(false)`: it is in one already.
     fn try_cork(&self, delivery: &Delivery) -> Option<bool>;
 
     /// Writes what is corked in its output as far as the socket takes it at
@@ -44,8 +44,8 @@ struct Pending {
     scheduled: bool,
 }
 
-/// Below this many sockets a pass is not split between workers: handing
-/// a share to another worker costs a task.
+/// The smallest share of a pass handed to another worker (a share costs
+/// a task): a pass is split only from twice this many sockets.
 const SHARE: usize = 256;
 
 thread_local! {
