@@ -54,6 +54,7 @@ pub mod backplane;
 pub mod client;
 #[cfg(feature = "server")]
 mod client_js;
+pub mod delta;
 mod error;
 #[cfg(feature = "server")]
 mod expiry;
