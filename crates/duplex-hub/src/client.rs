@@ -94,6 +94,16 @@ pub struct Options {
     pub max_backoff: Duration,
     /// Events queued per subscription. Default 1024.
     pub queue: usize,
+    /// Whether subscriptions ask for text messages as Fossil deltas from
+    /// the message before (`docs/protocol.md`, "Deltas"): a state that
+    /// changes a little per message costs the change on the wire. The
+    /// client rebuilds each message; [`Event::Message`] is the same either
+    /// way. Default off.
+    pub delta: bool,
+    /// The largest message a delta may rebuild; a delta that declares more
+    /// is refused like a broken one (the client reconnects and resumes).
+    /// Default 64 MiB, the socket's own message limit.
+    pub max_message: usize,
 }
 
 impl Default for Options {
@@ -102,7 +112,17 @@ impl Default for Options {
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             queue: 1024,
+            delta: false,
+            max_message: 64 << 20,
         }
+    }
+}
+
+impl Options {
+    /// With subscriptions that ask for deltas ([`Options::delta`]).
+    pub fn delta(mut self, delta: bool) -> Self {
+        self.delta = delta;
+        self
     }
 }
 
@@ -355,6 +375,9 @@ struct Sub {
     /// The last offset delivered.
     last: u64,
     presence: bool,
+    /// With deltas, the last message delivered if it was text: what the
+    /// next delta applies to.
+    base: Option<duplex_ws::Utf8Bytes>,
 }
 
 enum Pending {
@@ -413,7 +436,44 @@ fn start_offset(since: Option<&Since>, epoch: &str, offset: u64) -> u64 {
     }
 }
 
+/// Why a delta could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum DeltaError {
+    #[error("no message {0} to apply it to")]
+    NoBase(u64),
+    #[error(transparent)]
+    Delta(#[from] crate::delta::Error),
+    #[error("it makes no UTF-8 text")]
+    NotText,
+}
+
+/// The text message at `offset` from `delta` and the subscription's last
+/// message, which must be the one before it.
+fn rebuild(
+    sub: &Sub,
+    offset: u64,
+    delta: &str,
+    max: usize,
+) -> Result<duplex_ws::Utf8Bytes, DeltaError> {
+    let base = sub
+        .base
+        .as_ref()
+        .filter(|_| sub.last.checked_add(1) == Some(offset))
+        .ok_or(DeltaError::NoBase(offset.saturating_sub(1)))?;
+    let bytes = crate::delta::apply(base.as_bytes(), delta.as_bytes(), max)?;
+    String::from_utf8(bytes)
+        .map(Into::into)
+        .map_err(|_| DeltaError::NotText)
+}
+
 impl Task {
+    /// The `delta` field of this client's subscribe requests.
+    fn delta(&self) -> Option<String> {
+        self.options
+            .delta
+            .then(|| crate::v1::DELTA_FOSSIL.to_owned())
+    }
+
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             if self.ws.is_none() {
@@ -523,6 +583,7 @@ impl Task {
                             offset: since.offset,
                         }),
                         presence,
+                        delta: self.delta(),
                     };
                     self.request(request, Pending::Resubscribe { topic, since })
                         .await;
@@ -551,12 +612,14 @@ impl Task {
                 topic,
                 since,
                 presence,
+                delta,
                 ..
             } => Request::Subscribe {
                 id: Some(id),
                 topic,
                 since,
                 presence,
+                delta,
             },
             Request::Unsubscribe { topic, .. } => Request::Unsubscribe {
                 id: Some(id),
@@ -612,6 +675,7 @@ impl Task {
                         offset: s.offset,
                     }),
                     presence,
+                    delta: self.delta(),
                 };
                 let pending = Pending::Subscribe {
                     topic,
@@ -656,14 +720,35 @@ impl Task {
                 offset,
                 data,
                 b64,
+                delta,
             } => {
+                let max = self.options.max_message;
                 let Some(sub) = self.subscriptions.get_mut(topic.as_str()) else {
                     return;
                 };
-                let Some(message) = crate::v1::payload_message(data, b64) else {
-                    return;
+                let message = match delta {
+                    Some(delta) => match rebuild(sub, offset, &delta, max) {
+                        Ok(text) => Message::Text(text),
+                        Err(e) => {
+                            // Nothing after it can be rebuilt either: resume
+                            // from the last message delivered, which the
+                            // server sends whole.
+                            tracing::warn!(%topic, offset, error = %e, "a delta did not apply; reconnecting");
+                            sub.base = None;
+                            self.lost();
+                            return;
+                        }
+                    },
+                    None => match crate::v1::payload_message(data, b64) {
+                        Some(message) => message,
+                        None => return,
+                    },
                 };
                 sub.last = offset;
+                sub.base = match &message {
+                    Message::Text(text) if self.options.delta => Some(text.clone()),
+                    _ => None,
+                };
                 let _ = sub.events.send(Event::Message { offset, message }).await;
             }
             Frame::Join { topic, .. } | Frame::Leave { topic, .. }
@@ -690,6 +775,7 @@ impl Task {
                 epoch,
                 offset,
                 recovered,
+                ..
             } => self.subscribed(id, topic, epoch, offset, recovered).await,
             Frame::Published {
                 id, epoch, offset, ..
@@ -764,6 +850,7 @@ impl Task {
                         epoch,
                         last,
                         presence,
+                        base: None,
                     },
                 );
                 let _ = reply.send(Ok(()));
@@ -774,6 +861,7 @@ impl Task {
                 };
                 sub.last = start_offset(Some(&since), &epoch, offset);
                 sub.epoch = epoch;
+                sub.base = None;
                 let _ = sub.events.send(event).await;
             }
             Some(other) => other.fail(|| ClientError::Protocol("unexpected subscribed".into())),
@@ -784,6 +872,7 @@ impl Task {
                 };
                 sub.epoch = epoch;
                 sub.last = offset;
+                sub.base = None;
                 let _ = sub.events.send(event).await;
             }
         }
@@ -808,13 +897,48 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_applies_only_to_the_message_before_it() {
+        let (events, _rx) = mpsc::channel(1);
+        let before = "{\"px\":101.25,\"qty\":1200,\"sym\":\"ACME\"}";
+        let after = "{\"px\":101.75,\"qty\":1200,\"sym\":\"ACME\"}";
+        let mut sub = Sub {
+            events,
+            epoch: "e".into(),
+            last: 4,
+            presence: false,
+            base: Some(before.into()),
+        };
+        let delta = crate::delta::encode(before.as_bytes(), after.as_bytes(), true);
+        let delta = std::str::from_utf8(&delta).unwrap();
+        assert_eq!(rebuild(&sub, 5, delta, 1 << 20).unwrap().as_str(), after);
+        assert!(matches!(
+            rebuild(&sub, 6, delta, 1 << 20),
+            Err(DeltaError::NoBase(5))
+        ));
+        assert!(matches!(
+            rebuild(&sub, 5, delta, 8),
+            Err(DeltaError::Delta(crate::delta::Error::TooLarge(_)))
+        ));
+        sub.base = Some("something else entirely, as long".into());
+        assert!(matches!(
+            rebuild(&sub, 5, delta, 1 << 20),
+            Err(DeltaError::Delta(_))
+        ));
+        sub.base = None;
+        assert!(matches!(
+            rebuild(&sub, 5, delta, 1 << 20),
+            Err(DeltaError::NoBase(4))
+        ));
+    }
+
+    #[test]
     fn backoff_grows_with_full_jitter_within_bounds() {
         let mut task = Task {
             builder: ClientBuilder::new("ws://127.0.0.1:1/topics"),
             options: Options {
                 min_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(2),
-                queue: 1,
+                ..Options::default()
             },
             ws: None,
             ping_interval: Duration::from_secs(25),

@@ -17,6 +17,9 @@ pub const PROTOCOL: &str = "duplex.v1";
 /// The largest request id: 2^53 − 1, the largest integer JavaScript holds
 /// exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;
+/// The delta format a subscription may ask for: Fossil's
+/// ([`delta`](crate::delta)).
+pub const DELTA_FOSSIL: &str = "fossil";
 /// The most clients a `presence` reply lists.
 pub const MAX_PRESENCE_CLIENTS: usize = 1000;
 
@@ -57,6 +60,10 @@ pub enum Request {
         /// Also deliver join/leave frames.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         presence: bool,
+        /// Deliver text messages as deltas from the one before, in this
+        /// format: [`DELTA_FOSSIL`] is the one there is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<String>,
     },
     /// Leave a topic.
     Unsubscribe {
@@ -162,6 +169,7 @@ struct Fields {
     presence: bool,
     data: Option<String>,
     b64: Option<String>,
+    delta: Option<String>,
 }
 
 /// Parses and checks a client's text frame: a JSON object with a known
@@ -203,12 +211,18 @@ pub fn parse_request(text: &str) -> Result<Request, BadRequest> {
         TopicName::new(topic).map_err(|e| bad(id, e.to_string()))
     };
     Ok(match fields.op {
-        Op::Subscribe => Request::Subscribe {
-            id,
-            topic: topic(fields.topic)?,
-            since: fields.since,
-            presence: fields.presence,
-        },
+        Op::Subscribe => {
+            if fields.delta.as_deref().is_some_and(|d| d != DELTA_FOSSIL) {
+                return Err(bad(id, format!("delta must be \"{DELTA_FOSSIL}\"")));
+            }
+            Request::Subscribe {
+                id,
+                topic: topic(fields.topic)?,
+                since: fields.since,
+                presence: fields.presence,
+                delta: fields.delta,
+            }
+        }
         Op::Unsubscribe => Request::Unsubscribe {
             id,
             topic: topic(fields.topic)?,
@@ -335,6 +349,10 @@ pub enum Frame {
         /// A binary payload, standard base64.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         b64: Option<String>,
+        /// A text payload as a delta from the topic's message before
+        /// (offset − 1), for a subscription that asked for deltas.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<String>,
     },
     /// A client subscribed to a topic watched for presence.
     Join {
@@ -368,6 +386,10 @@ pub enum Frame {
         /// With `since`: whether every message after it follows.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The delta format the subscription's messages may come in: the
+        /// next message of the topic after any `subscribed` frame is whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<String>,
     },
     /// A subscription ended.
     Unsubscribed {
@@ -456,6 +478,21 @@ pub(crate) fn message_frame(topic: &str, offset: u64, message: &Message) -> Stri
         offset,
         data,
         b64,
+        delta: None,
+    };
+    serde_json::to_string(&frame).expect("a frame always serializes")
+}
+
+/// The `message` frame of a topic's text message as `delta`, the change
+/// from the message before it.
+#[cfg(feature = "server")]
+pub(crate) fn delta_frame(topic: &str, offset: u64, delta: String) -> String {
+    let frame = Frame::Message {
+        topic: topic.to_owned(),
+        offset,
+        data: None,
+        b64: None,
+        delta: Some(delta),
     };
     serde_json::to_string(&frame).expect("a frame always serializes")
 }
@@ -479,9 +516,12 @@ mod tests {
                     epoch: Some("e".into()),
                     offset: 41
                 }),
-                presence: true
+                presence: true,
+                delta: None,
             }
         );
+        let r = parse_request(r#"{"op":"subscribe","topic":"n","delta":"fossil"}"#).unwrap();
+        assert!(matches!(r, Request::Subscribe { delta: Some(d), .. } if d == DELTA_FOSSIL));
         let r = parse_request(r#"{"op":"subscribe","topic":"n","since":{"offset":0}}"#).unwrap();
         assert!(matches!(
             r,
@@ -530,6 +570,14 @@ mod tests {
                 Some(6),
             ),
             (r#"{"op":"publish","id":6,"topic":"t","b64":"!!"}"#, Some(6)),
+            (
+                r#"{"op":"subscribe","id":7,"topic":"t","delta":"xdelta"}"#,
+                Some(7),
+            ),
+            (
+                r#"{"op":"subscribe","id":7,"topic":"t","delta":true}"#,
+                Some(7),
+            ),
         ] {
             let err = parse_request(text).unwrap_err();
             assert_eq!(err.id, id, "{text}: {err}");
@@ -585,6 +633,10 @@ mod tests {
             message_frame("n", 1, &Message::binary(vec![0u8, 1])),
             r#"{"type":"message","topic":"n","offset":1,"b64":"AAE="}"#
         );
+        assert_eq!(
+            delta_frame("n", 2, "5\n5@0,2o4;".into()),
+            r#"{"type":"message","topic":"n","offset":2,"delta":"5\n5@0,2o4;"}"#
+        );
         assert_eq!(text(Frame::Ping), r#"{"type":"ping"}"#);
         assert_eq!(
             text(Frame::Join {
@@ -600,7 +652,8 @@ mod tests {
                 topic: "t".into(),
                 epoch: "e".into(),
                 offset: 0,
-                recovered: None
+                recovered: None,
+                delta: None,
             }),
             r#"{"type":"subscribed","id":1,"topic":"t","epoch":"e","offset":0}"#
         );

@@ -634,6 +634,107 @@ async fn the_rust_client_subscribes_publishes_and_resumes() {
     panic!("dropping the subscription did not unsubscribe");
 }
 
+/// A board of prices, a few of which move from one state to the next.
+fn board(step: usize) -> String {
+    let prices: Vec<String> = (0..30)
+        .map(|k| {
+            let px = 100 + (k * 7 + if k % 5 == step % 5 { step } else { 0 }) % 90;
+            format!(r#"{{"sym":"S{k:02}","px":{px}.25,"qty":{}}}"#, 1000 + k)
+        })
+        .collect();
+    format!(r#"{{"seq":{step},"board":[{}]}}"#, prices.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_asks_for_deltas_gets_them_and_rebuilds_every_message() {
+    let hub = Hub::new(HubConfig::default());
+    let (addr, _server) = serve(HubService::new(hub.clone())).await;
+    let (mut deltas, _) = connect(addr, "").await;
+    let (mut whole, _) = connect(addr, "").await;
+    let ok = ask(
+        &mut deltas,
+        json!({"op":"subscribe","id":1,"topic":"b","delta":"fossil"}),
+    )
+    .await;
+    assert_eq!(ok["delta"], "fossil", "{ok}");
+    let ok = ask(&mut whole, json!({"op":"subscribe","id":1,"topic":"b"})).await;
+    assert!(ok.get("delta").is_none(), "{ok}");
+    let no = ask(
+        &mut whole,
+        json!({"op":"subscribe","id":2,"topic":"c","delta":"vcdiff"}),
+    )
+    .await;
+    assert_eq!(no["code"], "bad_request", "{no}");
+    let rust = V1Client::connect_with(
+        ClientBuilder::new(format!("ws://{addr}/topics")),
+        duplex_hub::client::Options::default().delta(true),
+    )
+    .await
+    .unwrap();
+    let mut sub = rust.subscribe("b", None, false).await.unwrap();
+    assert!(matches!(
+        sub.next().await,
+        Some(ClientEvent::Subscribed { .. })
+    ));
+
+    let states: Vec<String> = (0..20).map(board).collect();
+    for state in &states {
+        hub.publish("b", Message::text(state.clone()))
+            .await
+            .unwrap();
+    }
+    hub.publish("b", Message::binary(vec![7u8; 3]))
+        .await
+        .unwrap();
+    hub.publish("b", Message::text(states[0].clone()))
+        .await
+        .unwrap();
+    let (mut on_wire, mut whole_bytes) = (0, 0);
+    let mut last: Option<String> = None;
+    for (i, state) in states.iter().chain([&states[0]]).enumerate() {
+        let offset = i as u64 + 1 + u64::from(i == states.len());
+        if i == states.len() {
+            let binary = frame(&mut deltas).await;
+            assert_eq!(binary["b64"], "BwcH", "{binary}");
+            assert_eq!(frame(&mut whole).await["b64"], "BwcH");
+            last = None;
+        }
+        let got = frame(&mut deltas).await;
+        assert_eq!(got["offset"], offset, "{got}");
+        let text = match (got["data"].as_str(), got["delta"].as_str(), &last) {
+            // The first, and the first after a binary message, are whole.
+            (Some(data), None, None) => data.to_owned(),
+            (None, Some(delta), Some(before)) => {
+                on_wire += delta.len();
+                let made = duplex_hub::delta::apply(before.as_bytes(), delta.as_bytes(), 1 << 20);
+                String::from_utf8(made.unwrap()).unwrap()
+            }
+            _ => panic!("unexpected {got} after {last:?}"),
+        };
+        assert_eq!(&text, state);
+        let full = frame(&mut whole).await;
+        assert_eq!(full["data"].as_str(), Some(state.as_str()), "{full}");
+        if last.is_some() {
+            whole_bytes += state.len();
+        }
+        last = Some(text);
+    }
+    assert!(
+        on_wire * 5 < whole_bytes,
+        "{on_wire} bytes of deltas for {whole_bytes}"
+    );
+    let mut rebuilt = Vec::new();
+    while rebuilt.len() < states.len() + 2 {
+        if let Some(ClientEvent::Message { message, .. }) = sub.next().await {
+            rebuilt.push(message);
+        }
+    }
+    let mut want: Vec<Message> = states.iter().map(|s| Message::text(s.clone())).collect();
+    want.push(Message::binary(vec![7u8; 3]));
+    want.push(Message::text(states[0].clone()));
+    assert_eq!(rebuilt, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_message_lost_by_pub_sub_is_filled_from_the_stream() {
     let redis = Redis::start();

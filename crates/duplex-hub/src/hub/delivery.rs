@@ -24,8 +24,12 @@ pub struct Delivery {
     /// The message in a subscriber protocol's envelope (for duplex.v1, its
     /// `message` frame), made once for every subscriber that speaks it.
     wrapped: OnceLock<Broadcast>,
+    /// The same envelope carrying a delta from the topic's message before
+    /// (for subscriptions that asked for deltas), made once; `None` when
+    /// it would not be smaller than `wrapped`.
+    delta: OnceLock<Option<Broadcast>>,
     /// While the hub retains it: the hub's count of retained bytes, and
-    /// what this delivery added to it for its frame (`RELEASED` once
+    /// what this delivery added to it for its frames (`RELEASED` once
     /// it is no longer retained).
     retained: OnceLock<Arc<AtomicUsize>>,
     frame_charged: AtomicUsize,
@@ -49,13 +53,14 @@ impl Delivery {
             offset,
             broadcast: Broadcast::new(message),
             wrapped: OnceLock::new(),
+            delta: OnceLock::new(),
             retained: OnceLock::new(),
             frame_charged: AtomicUsize::new(0),
         }
     }
 
-    /// What it holds while retained: its payload, its wrapped form once
-    /// made, and [`RETAINED_OVERHEAD`].
+    /// What it holds while retained: its payload, its wrapped and delta
+    /// forms once made, and [`RETAINED_OVERHEAD`].
     pub(crate) fn held(&self) -> usize {
         let frame = match self.frame_charged.load(Ordering::Acquire) {
             RELEASED => 0,
@@ -122,17 +127,45 @@ impl Delivery {
             made = message.len();
             Broadcast::new(message)
         });
-        // Retained, it holds the frame as long as the history holds it.
-        if made > 0
-            && let Some(bytes) = self.retained.get()
-            && self
-                .frame_charged
-                .compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        self.charge(made);
+        frame
+    }
+
+    /// The envelope with a delta from `base` instead of the payload, which
+    /// `make` makes the first time a delta subscriber asks (`None` when a
+    /// delta would not be smaller); every later one shares it. `base` is
+    /// the topic's message before, at offset − 1 of the same epoch, which
+    /// is the same message for every subscriber that asks.
+    pub(crate) fn delta(
+        &self,
+        base: &Delivery,
+        make: impl FnOnce(&Delivery, &Delivery) -> Option<Message>,
+    ) -> Option<&Broadcast> {
+        debug_assert!(base.offset + 1 == self.offset && base.epoch == self.epoch);
+        let mut made = 0;
+        let frame = self.delta.get_or_init(|| {
+            let message = make(base, self)?;
+            made = message.len();
+            Some(Broadcast::new(message))
+        });
+        self.charge(made);
+        frame.as_ref()
+    }
+
+    /// Retained, it holds a frame made for it as long as the history holds
+    /// it: `made` bytes more are counted, unless it is no longer retained.
+    fn charge(&self, made: usize) {
+        let Some(bytes) = self.retained.get().filter(|_| made > 0) else {
+            return;
+        };
+        let charged = self
+            .frame_charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != RELEASED).then_some(n + made)
+            });
+        if charged.is_ok() {
             bytes.fetch_add(made, Ordering::Relaxed);
         }
-        frame
     }
 
     fn bytes(&self) -> usize {

@@ -1236,6 +1236,22 @@ mod tests {
         assert_eq!(hub.history_bytes(), before + frame);
         delivery.wrapped(|_| unreachable!("made once"));
         assert_eq!(hub.history_bytes(), before + frame, "counted once");
+        // And so is its delta frame, for the subscribers that asked.
+        let base = Delivery::new(
+            Arc::clone(&delivery.topic),
+            Arc::clone(&delivery.epoch),
+            delivery.offset() - 1,
+            Message::text(""),
+        );
+        let delta = |_: &Delivery, _: &Delivery| Some(Message::text("a delta"));
+        let made = delivery.delta(&base, delta).unwrap().message().len();
+        assert_eq!(hub.history_bytes(), before + frame + made);
+        assert!(
+            delivery
+                .delta(&base, |_, _| unreachable!("made once"))
+                .is_some()
+        );
+        assert_eq!(hub.history_bytes(), before + frame + made, "counted once");
         drop(delivery);
         let quiet = Hub::new(HubConfig::default().history_size(1));
         quiet.publish("t", Message::text("a")).await.unwrap();

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 use crate::auth::Claims;
 use crate::hub::{Delivery, HubError, Member, Opened, Published, Queued, Since};
 use crate::name::TopicName;
-use crate::v1::{ClientFrame, ErrorCode, Frame, Request, parse_request, payload_message};
+use crate::v1::{
+    ClientFrame, DELTA_FOSSIL, ErrorCode, Frame, Request, parse_request, payload_message,
+};
 
 /// The rule for a binary frame: duplex.v1 speaks JSON text, so a binary
 /// one is closed with 1003 (RFC 6455 §7.4.1, data it cannot accept).
@@ -33,6 +35,13 @@ pub(crate) enum Out {
     /// A message of a subscribed topic, in the `message` frame that every
     /// duplex.v1 subscriber of the delivery shares.
     Message(Arc<Delivery>),
+    /// A text message as a delta from `base`, the one before it, in the
+    /// frame every subscriber that asked for deltas shares (or whole, if
+    /// the delta is not smaller).
+    Delta {
+        delivery: Arc<Delivery>,
+        base: Arc<Delivery>,
+    },
 }
 
 /// What a request needs of the hub before it can be answered.
@@ -45,6 +54,7 @@ pub(crate) enum Call {
         topic: TopicName,
         since: Option<Since>,
         presence: bool,
+        delta: bool,
         member: Member,
     },
     /// Answer with [`Connection::published`].
@@ -85,6 +95,33 @@ struct Subscribed<M> {
     /// The last offset sent.
     last: u64,
     presence: bool,
+    /// Whether it asked for deltas; `base`, the last message sent if a
+    /// delta may follow it (none after a `subscribed` frame: the next
+    /// message is whole).
+    delta: bool,
+    base: Option<Arc<Delivery>>,
+}
+
+impl<M> Subscribed<M> {
+    /// Queues `delivery` as the subscription's next message: a delta from
+    /// the one before when it asked for deltas and both are text.
+    fn send(&mut self, out: &mut Vec<Out>, delivery: Arc<Delivery>) {
+        self.last = delivery.offset();
+        if !self.delta {
+            out.push(Out::Message(delivery));
+            return;
+        }
+        let base = self.base.replace(Arc::clone(&delivery)).filter(|base| {
+            base.offset() + 1 == delivery.offset()
+                && base.epoch() == delivery.epoch()
+                && base.message().is_text()
+                && delivery.message().is_text()
+        });
+        out.push(match base {
+            Some(base) => Out::Delta { delivery, base },
+            None => Out::Message(delivery),
+        });
+    }
 }
 
 /// One duplex.v1 connection's state.
@@ -173,8 +210,9 @@ impl<M> Connection<M> {
                 topic,
                 since,
                 presence,
+                delta,
                 ..
-            } => self.subscribe(id, topic, since.map(Since::from), presence),
+            } => self.subscribe(id, topic, since.map(Since::from), presence, delta.is_some()),
             Request::Unsubscribe { topic, .. } => {
                 let reply = if self.subscriptions.remove(&topic).is_some() {
                     Frame::Unsubscribed {
@@ -229,6 +267,7 @@ impl<M> Connection<M> {
         topic: TopicName,
         since: Option<Since>,
         presence: bool,
+        delta: bool,
     ) -> Option<Call> {
         if !self.may_subscribe(&topic) {
             return self.refuse(
@@ -261,6 +300,7 @@ impl<M> Connection<M> {
             topic,
             since,
             presence,
+            delta,
             member,
         })
     }
@@ -274,6 +314,7 @@ impl<M> Connection<M> {
         topic: TopicName,
         since: Option<&Since>,
         presence: bool,
+        delta: bool,
         answer: Result<(M, Opened), HubError>,
     ) -> Option<More> {
         let (membership, opened) = match answer {
@@ -289,6 +330,7 @@ impl<M> Connection<M> {
             epoch: opened.epoch.to_string(),
             offset: opened.offset,
             recovered: opened.recovered,
+            delta: delta.then(|| DELTA_FOSSIL.to_owned()),
         });
         // Live messages with offsets up to here are history's (or were
         // published before a subscription without `since`).
@@ -312,6 +354,8 @@ impl<M> Connection<M> {
                 epoch: opened.epoch,
                 last,
                 presence,
+                delta,
+                base: None,
             },
         );
         self.page(more, Ok(opened.history))
@@ -337,8 +381,7 @@ impl<M> Connection<M> {
         let before = sub.last;
         for delivery in page {
             if delivery.offset() > sub.last {
-                sub.last = delivery.offset();
-                self.out.push(Out::Message(delivery));
+                sub.send(&mut self.out, delivery);
             }
         }
         if sub.last == before || sub.last >= more.upto {
@@ -409,6 +452,7 @@ impl<M> Connection<M> {
                 }
                 sub.epoch = Arc::clone(&gap.epoch);
                 sub.last = gap.offset;
+                sub.base = None;
                 self.send(gap_frame(&gap.topic, &gap.epoch, gap.offset));
             }
             Queued::Presence(event) => {
@@ -450,6 +494,7 @@ impl<M> Connection<M> {
             // The topic's offsets started again (its store lost them).
             sub.epoch = Arc::from(delivery.epoch());
             sub.last = delivery.offset().saturating_sub(1);
+            sub.base = None;
             let frame = gap_frame(delivery.topic(), delivery.epoch(), sub.last);
             self.out.push(Out::Frame(frame));
         }
@@ -463,12 +508,12 @@ impl<M> Connection<M> {
                 "a subscription missed messages"
             );
             sub.last = delivery.offset() - 1;
+            sub.base = None;
             let frame = gap_frame(delivery.topic(), &sub.epoch, sub.last);
             self.out.push(Out::Frame(frame));
         }
         if delivery.offset() > sub.last {
-            sub.last = delivery.offset();
-            self.out.push(Out::Message(delivery));
+            sub.send(&mut self.out, delivery);
         }
     }
 
@@ -537,6 +582,7 @@ fn gap_frame(topic: &str, epoch: &str, offset: u64) -> Frame {
         epoch: epoch.to_owned(),
         offset,
         recovered: Some(false),
+        delta: None,
     }
 }
 
@@ -588,6 +634,9 @@ mod tests {
             .map(|out| match out {
                 Out::Frame(frame) => Ok(frame),
                 Out::Message(d) => Err(format!("m{}", d.offset())),
+                Out::Delta { delivery, base } => {
+                    Err(format!("d{}<-{}", delivery.offset(), base.offset()))
+                }
             })
             .collect()
     }
@@ -608,7 +657,7 @@ mod tests {
         ));
         let opened = Opened::resume("e".into(), at, None, Vec::new());
         assert_eq!(
-            c.opened(None, topic(name), None, true, Ok(((), opened))),
+            c.opened(None, topic(name), None, true, false, Ok(((), opened))),
             None
         );
         c.take_out();
@@ -731,7 +780,14 @@ mod tests {
         let history = vec![delivery("t", "e", 2), delivery("t", "e", 3)];
         let opened = Opened::resume("e".into(), 3, Some(&since), history);
         assert_eq!(
-            c.opened(Some(5), topic("t"), Some(&since), false, Ok(((), opened))),
+            c.opened(
+                Some(5),
+                topic("t"),
+                Some(&since),
+                false,
+                false,
+                Ok(((), opened))
+            ),
             None
         );
         // Live copies of what history sent are dropped; the next one goes.
@@ -762,7 +818,14 @@ mod tests {
             offset: 0,
         };
         let opened = Opened::resume("e".into(), 4, Some(&since), vec![delivery("t", "e", 1)]);
-        let more = c.opened(None, topic("t"), Some(&since), false, Ok(((), opened)));
+        let more = c.opened(
+            None,
+            topic("t"),
+            Some(&since),
+            false,
+            false,
+            Ok(((), opened)),
+        );
         let more = more.expect("three more to read");
         assert_eq!((more.after, more.upto), (1, 4));
         let more = c.page(more, Ok(vec![delivery("t", "e", 2), delivery("t", "e", 3)]));
@@ -841,11 +904,73 @@ mod tests {
     }
 
     #[test]
+    fn deltas_follow_a_whole_text_message_and_stop_at_a_gap_or_binary() {
+        let mut c = connection(None);
+        c.request(
+            r#"{"op":"subscribe","topic":"t","delta":"fossil"}"#,
+            Instant::now(),
+        );
+        let since = Since {
+            epoch: None,
+            offset: 0,
+        };
+        let history = vec![delivery("t", "e", 1), delivery("t", "e", 2)];
+        let opened = Opened::resume("e".into(), 2, Some(&since), history);
+        c.opened(
+            Some(1),
+            topic("t"),
+            Some(&since),
+            false,
+            true,
+            Ok(((), opened)),
+        );
+        let out = sent(&mut c);
+        assert!(matches!(&out[0], Ok(Frame::Subscribed { delta: Some(d), .. }) if d == "fossil"));
+        // The first message after `subscribed` is whole, even from history.
+        assert_eq!(out[1..], [Err("m1".into()), Err("d2<-1".into())]);
+        c.forward(Queued::Message(delivery("t", "e", 3)));
+        let binary = Message::binary(vec![1u8]);
+        c.forward(Queued::Message(Arc::new(Delivery::new(
+            "t".into(),
+            "e".into(),
+            4,
+            binary,
+        ))));
+        c.forward(Queued::Message(delivery("t", "e", 5)));
+        c.forward(Queued::Message(delivery("t", "e", 6)));
+        c.forward(Queued::Message(delivery("t", "e", 8)));
+        c.forward(Queued::Message(delivery("t", "e", 9)));
+        c.forward(Queued::Message(delivery("t", "f", 1)));
+        assert_eq!(
+            sent(&mut c),
+            [
+                Err("d3<-2".into()),
+                Err("m4".into()),
+                Err("m5".into()),
+                Err("d6<-5".into()),
+                Ok(gap_frame("t", "e", 7)),
+                Err("m8".into()),
+                Err("d9<-8".into()),
+                Ok(gap_frame("t", "f", 0)),
+                Err("m1".into()),
+            ]
+        );
+        // Without asking, every message is whole.
+        subscribed(&mut c, "u", 0);
+        c.forward(Queued::Message(delivery("u", "e", 1)));
+        c.forward(Queued::Message(delivery("u", "e", 2)));
+        assert_eq!(sent(&mut c), [Err("m1".into()), Err("m2".into())]);
+    }
+
+    #[test]
     fn a_refused_subscribe_leaves_no_subscription() {
         let mut c = connection(None);
         c.request(r#"{"op":"subscribe","topic":"t"}"#, Instant::now());
         let refused = Err(HubError::TooManyTopics(1));
-        assert_eq!(c.opened(Some(1), topic("t"), None, false, refused), None);
+        assert_eq!(
+            c.opened(Some(1), topic("t"), None, false, false, refused),
+            None
+        );
         assert_eq!(error_code(&mut c), ErrorCode::TooMany);
         c.forward(Queued::Message(delivery("t", "e", 1)));
         assert!(sent(&mut c).is_empty());

@@ -140,6 +140,7 @@ impl Protocol for V1 {
                 topic,
                 since,
                 presence,
+                delta,
                 member,
             } => {
                 let opened = self
@@ -153,9 +154,9 @@ impl Protocol for V1 {
                         self.requester.as_ref(),
                     )
                     .await;
-                let more = self
-                    .connection
-                    .opened(id, topic, since.as_ref(), presence, opened);
+                let more =
+                    self.connection
+                        .opened(id, topic, since.as_ref(), presence, delta, opened);
                 self.resume(socket, timeout, more).await
             }
             Call::Publish { id, topic, message } => {
@@ -207,6 +208,13 @@ impl V1 {
                                 .feed_broadcast(delivery.wrapped(message_frame))
                                 .await?;
                         }
+                        Out::Delta { delivery, base } => {
+                            let frame = match delivery.delta(&base, delta_frame) {
+                                Some(frame) => frame,
+                                None => delivery.wrapped(message_frame),
+                            };
+                            socket.feed_broadcast(frame).await?;
+                        }
                     }
                 }
                 Ok(())
@@ -224,4 +232,25 @@ fn message_frame(delivery: &Delivery) -> Message {
         delivery.offset(),
         delivery.message(),
     ))
+}
+
+/// A text delivery as a `message` frame with its delta from `base`, the
+/// topic's message before it (made once per delivery, for every v1
+/// subscriber that asked for deltas: [`Delivery::delta`]); `None` when the
+/// delta is not smaller than the message.
+fn delta_frame(base: &Delivery, delivery: &Delivery) -> Option<Message> {
+    let (Message::Text(base), Message::Text(text)) = (base.message(), delivery.message()) else {
+        return None;
+    };
+    let delta = crate::delta::encode(base.as_bytes(), text.as_bytes(), true);
+    if delta.len() >= text.len() {
+        return None;
+    }
+    // Between texts every literal is whole characters: always UTF-8.
+    let delta = String::from_utf8(delta).ok()?;
+    Some(Message::text(crate::v1::delta_frame(
+        delivery.topic(),
+        delivery.offset(),
+        delta,
+    )))
 }
