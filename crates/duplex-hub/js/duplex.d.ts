@@ -73,6 +73,13 @@ export interface SubscribeOptions {
   since?: number | Position;
   /** Deliver join/leave of the topic's subscribers. */
   presence?: boolean;
+  /**
+   * Ask for text messages as Fossil deltas from the message before: a state
+   * that changes a little per message costs the change on the wire. `onMessage`
+   * gets the rebuilt message either way; one that does not rebuild is reported
+   * ("bad_delta") and the client reconnects and resumes.
+   */
+  delta?: boolean;
   onMessage?: (message: Message, subscription: Subscription) => void;
   onSubscribed?: (info: Subscribed, subscription: Subscription) => void;
   /** `recovered: false`: messages in between cannot be delivered. */
@@ -92,6 +99,8 @@ export interface ClientOptions {
   maxDelay?: number;
   /** How long publish, presence and ping wait for an answer, connecting included, ms (default 10000). */
   timeout?: number;
+  /** The largest message a delta may rebuild, bytes (default 64 MiB). */
+  maxMessage?: number;
   /** The WebSocket class (default globalThis.WebSocket). */
   WebSocket?: { new (url: string, protocols?: string | string[]): WebSocket };
 }
@@ -104,7 +113,7 @@ export interface StateInfo {
   client?: string | null;
 }
 
-/** A request's failure: the server's error code, or "disconnected", "timeout", "closed". */
+/** A request's failure: the server's error code, or "disconnected", "timeout", "closed", "bad_delta". */
 export class DuplexError extends Error {
   constructor(code: string, message?: string);
   readonly code: string;
@@ -145,5 +154,7 @@ export class Client {
 
 export function toBase64(bytes: Uint8Array): string;
 export function fromBase64(text: string): Uint8Array;
+/** `source` changed by a Fossil delta; throws a DuplexError "bad_delta" if it does not apply or makes more than `max` bytes. */
+export function applyDelta(source: Uint8Array, delta: Uint8Array, max?: number): Uint8Array;
 
 export default Client;

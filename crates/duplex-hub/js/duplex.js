@@ -44,6 +44,77 @@ export function fromBase64(text) {
   return bytes;
 }
 
+// Fossil's base-64 digits (docs/protocol.md, "Deltas"), and their values.
+const DELTA_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+const DIGIT_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) DIGIT_VALUE[DELTA_DIGITS.charCodeAt(i)] = i;
+const ENCODER = new TextEncoder();
+
+/** Fossil's checksum: the sum of big-endian 32-bit words, the last one padded with zeros. */
+function deltaChecksum(bytes) {
+  let sum = 0;
+  const whole = bytes.length & ~3;
+  for (let i = 0; i < whole; i += 4) {
+    sum = (sum + ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3])) >>> 0;
+  }
+  let last = 0;
+  for (let i = whole, shift = 24; i < bytes.length; i++, shift -= 8) last |= bytes[i] << shift;
+  return (sum + (last >>> 0)) >>> 0;
+}
+
+/**
+ * `source` changed by the Fossil delta `delta` (both Uint8Arrays): the bytes
+ * of the new message. Every count and offset is checked before it is used, and
+ * the checksum at the end; a delta that does not apply, or that would make more
+ * than `max` bytes, throws a DuplexError "bad_delta".
+ */
+export function applyDelta(source, delta, max = Infinity) {
+  const bad = (why) => new DuplexError("bad_delta", "delta: " + why);
+  let at = 0;
+  const number = () => {
+    const start = at;
+    let value = 0;
+    while (at < delta.length) {
+      const digit = delta[at] < 128 ? DIGIT_VALUE[delta[at]] : -1;
+      if (digit < 0) break;
+      value = value * 64 + digit;
+      if (value > Number.MAX_SAFE_INTEGER) throw bad("a number past 2^53");
+      at++;
+    }
+    if (at === start) throw bad("a number expected");
+    return value;
+  };
+  const size = number();
+  if (size > max) throw bad(`it declares ${size} bytes, over the limit of ${max}`);
+  if (delta[at++] !== 0x0a) throw bad("a separator is missing");
+  const out = new Uint8Array(size);
+  let made = 0;
+  for (;;) {
+    const count = number();
+    const op = delta[at++];
+    if (op === 0x40 /* @ */) {
+      const offset = number();
+      if (delta[at++] !== 0x2c) throw bad("a separator is missing");
+      if (made + count > size) throw bad("it makes more than it declares");
+      if (offset + count > source.length) throw bad("a copy reaches past the source");
+      out.set(source.subarray(offset, offset + count), made);
+      made += count;
+    } else if (op === 0x3a /* : */) {
+      if (made + count > size) throw bad("it makes more than it declares");
+      if (at + count > delta.length) throw bad("a literal runs past the end");
+      out.set(delta.subarray(at, at + count), made);
+      made += count;
+      at += count;
+    } else if (op === 0x3b /* ; */) {
+      if (made !== size) throw bad("it makes less than it declares");
+      if (deltaChecksum(out) !== count) throw bad("checksum mismatch");
+      return out;
+    } else {
+      throw bad(op === undefined ? "it ends before its checksum" : "a segment is neither @, : nor ;");
+    }
+  }
+}
+
 /** The payload fields of a frame: `data` for a string, `b64` for bytes. */
 function payload(data) {
   if (typeof data === "string") return { data };
@@ -80,6 +151,9 @@ export class Subscription {
     // The resume point the application asked for, used until the first reply.
     this._since = options.since == null ? null
       : typeof options.since === "number" ? { offset: options.since } : { ...options.since };
+    // With `delta`: the last message delivered, as UTF-8, if it was text and
+    // a delta may follow it (none after a `subscribed` frame).
+    this._base = null;
     this._readyResolve = null;
     this._readyReject = null;
     /** Resolves with the first `subscribed` reply; rejects if the server refuses the subscription. */
@@ -116,6 +190,8 @@ export class Subscription {
     const previous = this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
     const since = requested;
     this.state = "subscribed";
+    // The next message is whole.
+    this._base = null;
     if (frame.recovered === false) {
       // What is retained of the same epoch still follows (offsets above
       // since.offset); with another epoch, or a resume point past the newest
@@ -144,8 +220,30 @@ export class Subscription {
     // Every offset once, in order: anything at or below the last one is a
     // repeat (a resubscribe raced a message), never delivered twice.
     if (this.offset !== null && frame.offset <= this.offset) return;
+    let data;
+    if (frame.delta !== undefined) {
+      try {
+        if (this._base === null || frame.offset !== this.offset + 1) {
+          throw new DuplexError("bad_delta", `delta: no message ${frame.offset - 1} to apply it to`);
+        }
+        const bytes = applyDelta(this._base, ENCODER.encode(frame.delta), this.client.options.maxMessage);
+        data = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        this._base = bytes;
+      } catch (e) {
+        // Nothing after it can be rebuilt either: resume from the last
+        // message delivered, which the server sends whole.
+        this._base = null;
+        this.client._resync(e instanceof DuplexError ? e : new DuplexError("bad_delta", "delta: it makes no UTF-8 text"));
+        return;
+      }
+    } else if (frame.b64 !== undefined) {
+      data = fromBase64(frame.b64);
+      this._base = null;
+    } else {
+      data = frame.data;
+      this._base = this.options.delta ? ENCODER.encode(data) : null;
+    }
     this.offset = frame.offset;
-    const data = frame.b64 !== undefined ? fromBase64(frame.b64) : frame.data;
     this._call("onMessage", { topic: this.topic, epoch: this.epoch, offset: frame.offset, data });
   }
 
@@ -164,7 +262,7 @@ export class Subscription {
 export class Client {
   /**
    * @param url the service's `/topics` endpoint: ws(s)://, http(s):// or relative to the page
-   * @param options { token, minDelay, maxDelay, timeout, WebSocket }
+   * @param options { token, minDelay, maxDelay, timeout, maxMessage, WebSocket }
    */
   constructor(url, options = {}) {
     this.url = socketUrl(url);
@@ -173,6 +271,8 @@ export class Client {
       minDelay: options.minDelay ?? 500,
       maxDelay: options.maxDelay ?? 20000,
       timeout: options.timeout ?? 10000,
+      // The largest message a delta may rebuild (bytes).
+      maxMessage: options.maxMessage ?? 64 * 1024 * 1024,
       WebSocket: options.WebSocket ?? globalThis.WebSocket,
     };
     if (!(this.options.minDelay >= 0) || !(this.options.maxDelay >= this.options.minDelay)) {
@@ -211,7 +311,7 @@ export class Client {
     return () => set.delete(fn);
   }
 
-  /** Subscribes to `topic` (options: since, presence, onMessage, onSubscribed, onGap, onJoin, onLeave, onError). */
+  /** Subscribes to `topic` (options: since, presence, delta, onMessage, onSubscribed, onGap, onJoin, onLeave, onError). */
   subscribe(topic, options = {}) {
     if (this._closed) throw new DuplexError("closed", "the client is closed");
     if (this._subs.has(topic)) throw new DuplexError("already_subscribed", `already subscribed to ${topic}`);
@@ -366,6 +466,16 @@ export class Client {
     this._retryTimer = setTimeout(() => { this._retryTimer = null; this._connect(); }, delay);
   }
 
+  // A delta did not apply: report it, and reconnect so that every
+  // subscription resumes from its last message delivered.
+  _resync(error) {
+    this._report(error);
+    const ws = this._ws;
+    if (!ws) return;
+    this._lost({ code: 0, reason: error.message });
+    try { ws.close(); } catch { /* already closing */ }
+  }
+
   _online() {
     if (this._closed || this._ws || this._connecting) return;
     clearTimeout(this._retryTimer);
@@ -504,6 +614,7 @@ export class Client {
     const frame = { op: "subscribe", id: this._nextId++, topic: sub.topic };
     if (since) frame.since = since.epoch == null ? { offset: since.offset } : { epoch: since.epoch, offset: since.offset };
     if (sub.options.presence) frame.presence = true;
+    if (sub.options.delta) frame.delta = "fossil";
     this._pending.set(frame.id, { kind: "subscribe", sub, since, timer: null, resolve() {}, reject() {} });
     this._send(frame);
   }

@@ -7,7 +7,8 @@
 
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
-import { Client, DuplexError, toBase64, fromBase64 } from "../duplex.js";
+import { createDelta, applyDelta as referenceApply } from "fossil-delta";
+import { Client, DuplexError, toBase64, fromBase64, applyDelta } from "../duplex.js";
 
 const tick = () => new Promise((r) => setImmediate(r));
 async function until(cond, what, ms = 2000) {
@@ -51,7 +52,7 @@ class FakeServer {
   topic(name) {
     let t = this.topics.get(name);
     if (!t) {
-      t = { epoch: `e${++this.epochs}`, next: 1, log: [], subs: new Map() };
+      t = { epoch: `e${++this.epochs}`, next: 1, log: [], subs: new Map(), deltas: new Set(), sent: new Map() };
       this.topics.set(name, t);
     }
     return t;
@@ -98,8 +99,23 @@ class FakeServer {
     const offset = t.next++;
     t.log.push({ offset, data });
     if (t.log.length > this.historySize) t.log.shift();
-    for (const ws of t.subs.keys()) this.push(ws, { type: "message", topic: name, offset, data });
+    for (const ws of t.subs.keys()) this._send(ws, name, { offset, data });
     return offset;
+  }
+
+  // A message to one subscriber: as a delta from the one before it when the
+  // subscription asked for deltas and was sent that one (Fossil's reference
+  // encoder, the npm fossil-delta package).
+  _send(ws, name, m) {
+    const t = this.topic(name);
+    const before = t.sent.get(ws);
+    t.sent.set(ws, m);
+    if (t.deltas.has(ws) && before && before.offset === m.offset - 1 && typeof m.data === "string") {
+      const delta = createDelta(new TextEncoder().encode(before.data), new TextEncoder().encode(m.data));
+      this.push(ws, { type: "message", topic: name, offset: m.offset, delta: new TextDecoder().decode(delta) });
+    } else {
+      this.push(ws, { type: "message", topic: name, offset: m.offset, data: m.data });
+    }
   }
 
   _handle(ws, f) {
@@ -118,8 +134,13 @@ class FakeServer {
         if (sameEpoch) backlog = t.log.filter((m) => m.offset > f.since.offset);
       }
       t.subs.set(ws, f.presence === true);
+      t.sent.delete(ws);
+      if (f.delta === "fossil") {
+        t.deltas.add(ws);
+        out.delta = "fossil";
+      }
       reply(out);
-      for (const m of backlog) this.push(ws, { type: "message", topic: f.topic, offset: m.offset, data: m.data });
+      for (const m of backlog) this._send(ws, f.topic, m);
     } else if (f.op === "unsubscribe") {
       this.topic(f.topic).subs.delete(ws);
       reply({ type: "unsubscribed", topic: f.topic });
@@ -429,5 +450,72 @@ test("offline: no retry before maxDelay, and at once when the browser is online 
   events.dispatchEvent(new Event("online"));
   await until(() => client.state === "connected", "reconnected at once, not after 60 s");
   assert.equal(server.connects, 2);
+  client.close();
+});
+
+// A board of prices, a few of which move from one state to the next; "é" and
+// "€" make the deltas' literal counts bytes, not characters.
+const board = (step) => JSON.stringify({
+  seq: step,
+  note: "état €",
+  board: Array.from({ length: 30 }, (_, k) => ({ sym: `S${k}`, px: 100 + ((k * 7 + (k % 5 === step % 5 ? step : 0)) % 90), qty: 1000 + k })),
+});
+
+test("applyDelta rebuilds what Fossil's reference encoder makes, and refuses what does not apply", () => {
+  const enc = (s) => new TextEncoder().encode(s);
+  for (let i = 0; i < 20; i++) {
+    const [a, b] = [enc(board(i)), enc(board(i + 1))];
+    const delta = createDelta(a, b);
+    assert.deepEqual(applyDelta(a, delta), b);
+    assert.deepEqual(referenceApply(a, delta), b);
+  }
+  const [a, b] = [enc(board(1)), enc(board(2))];
+  const delta = createDelta(a, b);
+  const broken = (d, max) => assert.throws(() => applyDelta(a, d, max), (e) => e instanceof DuplexError && e.code === "bad_delta");
+  broken(delta.subarray(0, delta.length - 1)); // cut before its ";"
+  broken(delta.subarray(0, delta.length / 2)); // cut mid-way
+  broken(delta, b.length - 1); // over the limit
+  broken(enc("5\n5@~~,0;")); // a copy past the source
+  broken(enc("3\n3:abc0;")); // a wrong checksum
+  broken(enc("~~~~~~~~~~\n")); // a number past 2^53
+  broken(enc("2\n3:abc")); // more than it declares
+  broken(new Uint8Array(0));
+});
+
+test("delta: text messages arrive rebuilt; one that does not apply resumes from the last delivered", async () => {
+  const server = new FakeServer();
+  const errors = [];
+  const client = new Client("ws://h/topics", { ...fast, WebSocket: server.WebSocket });
+  client.on("error", (e) => errors.push(e));
+  const got = [];
+  const sub = client.subscribe("board", { delta: true, onMessage: (m) => got.push(m) });
+  await sub.ready;
+  assert.equal(server.received.at(-1).delta, "fossil");
+  const states = Array.from({ length: 12 }, (_, i) => board(i));
+  for (const state of states.slice(0, 6)) server.publish("board", state);
+  await until(() => got.length === 6, "six messages");
+  assert.deepEqual(got.map((m) => m.data), states.slice(0, 6));
+  // The broken one: a delta that does not match the message before.
+  const [ws] = server.conns;
+  const topic = server.topic("board");
+  topic.next++;
+  topic.log.push({ offset: 7, data: states[6] });
+  topic.sent.set(ws, { offset: 7, data: states[6] });
+  const wrong = createDelta(new TextEncoder().encode(states[0]), new TextEncoder().encode(states[6]));
+  server.push(ws, { type: "message", topic: "board", offset: 7, delta: new TextDecoder().decode(wrong) });
+  await until(() => errors.length === 1 && client.state === "connected" && server.connects === 2, "a reconnect");
+  assert.equal(errors[0].code, "bad_delta");
+  const resub = server.received.filter((f) => f.op === "subscribe").at(-1);
+  assert.deepEqual(resub.since, { epoch: "e1", offset: 6 });
+  assert.equal(resub.delta, "fossil");
+  await until(() => got.length === 7, "the seventh, resumed whole");
+  for (const state of states.slice(7)) server.publish("board", state);
+  await until(() => got.length === 12, "twelve messages");
+  assert.deepEqual(got.map((m) => m.data), states);
+  assert.deepEqual(got.map((m) => m.offset), states.map((_, i) => i + 1));
+  // Without asking, nothing comes as a delta.
+  const plain = [];
+  await client.subscribe("plain", { onMessage: (m) => plain.push(m.data) }).ready;
+  assert.equal(server.received.at(-1).delta, undefined);
   client.close();
 });

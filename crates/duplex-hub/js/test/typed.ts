@@ -17,6 +17,7 @@ client.on("error", (e: Error) => console.error(e.message));
 const sub = client.subscribe("news", {
   since: { epoch: "k3j9", offset: 41 },
   presence: true,
+  delta: true,
   onMessage(m: Message) {
     const text: string = typeof m.data === "string" ? m.data : new TextDecoder().decode(m.data);
     console.log(m.topic, m.epoch, m.offset + 1, text);
