@@ -28,7 +28,11 @@ pub(crate) struct ConnectionArgs {
 
 impl ConnectionArgs {
     /// A duplex.v1 client of the server at `server`.
-    pub(crate) async fn connect(&self, server: &str) -> Result<Client, Box<dyn std::error::Error>> {
+    pub(crate) async fn connect(
+        &self,
+        server: &str,
+        options: Options,
+    ) -> Result<Client, Box<dyn std::error::Error>> {
         let url = v1_url(server)?;
         let mut builder = ClientBuilder::new(url.clone()).config(Config::client());
         builder = crate::connect::trust(builder, &self.ca)?;
@@ -37,7 +41,7 @@ impl ConnectionArgs {
                 .map_err(|_| "--token: not a valid header value")?;
             builder = builder.header(header::AUTHORIZATION, value);
         }
-        Client::connect_with(builder, Options::default())
+        Client::connect_with(builder, options)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}").into())
     }
@@ -89,7 +93,10 @@ pub(crate) fn v1_url(server: &str) -> Result<String, String> {
 }
 
 async fn publish(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let client = args.connection.connect(&args.url).await?;
+    let client = args
+        .connection
+        .connect(&args.url, Options::default())
+        .await?;
     let mut sent = 0u64;
     let topic = &args.topic;
     let one = async |text: String| -> Result<(), String> {

@@ -1,4 +1,4 @@
-//! `duplex subscribe URL TOPIC [--since OFFSET]`: follows a topic of a
+//! `duplex subscribe URL TOPIC [--since OFFSET] [--delta]`: follows a topic of a
 //! `duplex serve` over duplex.v1 and prints each message as one line,
 //! `OFFSET<TAB>TEXT` (a binary message as standard base64). It reconnects
 //! by itself when the connection drops and resumes after the last offset it
@@ -31,6 +31,11 @@ pub(crate) struct SubscribeArgs {
     /// (0: all retained). Without it, only new messages.
     #[arg(long, value_name = "OFFSET")]
     since: Option<u64>,
+    /// Ask for text messages as Fossil deltas from the one before (the
+    /// same lines are printed; a state that changes a little per message
+    /// costs the change on the wire).
+    #[arg(long)]
+    delta: bool,
     #[command(flatten)]
     connection: crate::publish::ConnectionArgs,
 }
@@ -43,7 +48,8 @@ pub(crate) fn run(args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::E
 }
 
 async fn subscribe(args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let client = args.connection.connect(&args.url).await?;
+    let options = duplex_hub::client::Options::default().delta(args.delta);
+    let client = args.connection.connect(&args.url, options).await?;
     let since = args.since.map(|offset| Since {
         epoch: None,
         offset,

@@ -145,6 +145,29 @@ fn publish_prints_offsets_and_subscribe_replays_and_follows() {
 }
 
 #[test]
+fn subscribe_with_delta_prints_every_message_as_published() {
+    let port = free_port();
+    let _server = Serve::start(port, &[]);
+    let state = |i: usize| {
+        format!(
+            r#"{{"seq":{i},"board":"{}","note":"état {}"}}"#,
+            "x".repeat(200),
+            i % 3
+        )
+    };
+    let states: Vec<String> = (0..5).map(state).collect();
+    let refs: Vec<&str> = states.iter().map(String::as_str).collect();
+    assert_eq!(publish(port, "board", &refs[..1]), [1]);
+    let sub = Subscribe::start(port, "board", &["--since", "0", "--delta"]);
+    assert_eq!(sub.line(), format!("1\t{}", states[0]));
+    assert_eq!(publish(port, "board", &refs[1..]), [2, 3, 4, 5]);
+    for (i, s) in states.iter().enumerate().skip(1) {
+        assert_eq!(sub.line(), format!("{}\t{s}", i + 1));
+    }
+    sub.nothing_more();
+}
+
+#[test]
 fn subscribe_resumes_after_its_server_restarts_over_redis() {
     let redis = Redis::start();
     let (port, other) = (free_port(), free_port());
