@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes duplex-proto: builds every cargo-fuzz target of fuzz/ and runs each for
+# Fuzzes duplex-proto and duplex-hub's delta decoder: builds every cargo-fuzz target of fuzz/ and runs each for
 # SECONDS_PER_TARGET seconds (default 20), starting from the seeds in
 # fuzz/seeds/<target>/ and the corpus earlier runs left in target/fuzz-corpus/<target>/.
 #
@@ -16,8 +16,8 @@
 # Environment:
 #   DUPLEX_FUZZ_SANITIZER   address (default) or none
 #
-# With the default 20 s, the six targets take about 2 minutes plus the build (about
-# 2 minutes from scratch on 2 cores, seconds when nothing changed).
+# With the default 20 s, the seven targets take about 2.5 minutes plus the build (about
+# 5 minutes from scratch on 2 cores, seconds when nothing changed).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -201,3 +201,13 @@ for target, mask in [("connection_server", KEY), ("connection_client", None)]:
     )
     # Invalid UTF-8 in a text frame: 1007.
     write(target, "invalid-utf8", b"\x00" + feed(f(0x81, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80")) + WRITE_ALL)
+
+# delta: a limit byte, a split byte, then a source and a delta (or a target).
+# Two JSON states (the split falls near their boundary), and a source with a
+# hand-made delta of Fossil's format: copy 5 from 0, insert "hello", and a
+# checksum that does not match (the decoder must say so, not panic).
+before = b'{"px":101.25,"qty":1200,"sym":"ACME"}'
+after = b'{"px":101.75,"qty":1200,"sym":"ACME"}'
+write("delta", "states", bytes([16, 128]) + before + after)
+source = b"abcdefghijklmnopqrstuvwxyz0123456789"
+write("delta", "hand-made", bytes([16, 128]) + source + b"A\n5@0,5:hello0;" + source[:4])
