@@ -5,6 +5,8 @@
 #   floor         bench/peers peer-fanout-floor: one pre-framed message written to every
 #                 socket in a bare loop, no library, no queues (the floor of the cost)
 #   duplex        duplex serve --threads 1
+#   duplex-v1     duplex serve --threads 1, subscribers on duplex.v1 (/topics, the subprotocol
+#                 duplex.js and the Rust client speak: JSON `message` frames with offsets)
 #   duplex-t2     duplex serve --threads 2, on both CPUs (the load generator stays on CPU 1,
 #                 so it shares that one with a server thread: the figure says whether the
 #                 fan-out spreads over threads, not what a second core buys)
@@ -56,7 +58,7 @@ BUN_BIN="$BENCH_DIR/bun/node_modules/@oven/bun-linux-x64/bin/bun"
 
 ROUNDS=3 SECS=10 WARMUP=3 SUBSCRIBERS=10000 TOPICS=1 SIZE=100 IN_FLIGHT=4 HALF_RATE= LOW_RATE=5
 QUICK=0 BUILD=1
-SERVERS="floor,duplex,duplex-t2,ws,sockudo,duplex-redis,bun"
+SERVERS="floor,duplex,duplex-v1,duplex-t2,ws,sockudo,duplex-redis,bun"
 
 die() { echo "fanout.sh: error: $*" >&2; exit 1; }
 note() { echo "fanout.sh: $*" >&2; }
@@ -105,7 +107,7 @@ if [ "$BUILD" = 1 ]; then
         cargo build --release --locked --manifest-path "$BENCH_DIR/Cargo.toml" \
             -p bench-peers --bin peer-fanout-floor || die "building the floor failed"
     fi
-    if wanted duplex || wanted duplex-t2 || wanted duplex-redis || [ -z "${DUPLEX_BENCH_BIN:-}" ]; then
+    if wanted duplex || wanted duplex-v1 || wanted duplex-t2 || wanted duplex-redis || [ -z "${DUPLEX_BENCH_BIN:-}" ]; then
         note "building duplex (duplex-cli)"
         # With the pusher feature: its publisher signs for Sockudo.
         (cd "$ROOT" && cargo build --release --locked -p duplex-cli --features pusher) \
@@ -145,7 +147,7 @@ FLOOR_BIN="$BENCH_DIR/target/release/peer-fanout-floor"
 missing() { # server -> reason it cannot run, or nothing
     case "$1" in
         floor) [ -x "$FLOOR_BIN" ] || echo "$FLOOR_BIN is missing" ;;
-        duplex|duplex-t2) [ -x "$DUPLEX_BIN" ] || echo "$DUPLEX_BIN is missing" ;;
+        duplex|duplex-v1|duplex-t2) [ -x "$DUPLEX_BIN" ] || echo "$DUPLEX_BIN is missing" ;;
         duplex-redis)
             [ -x "$DUPLEX_BIN" ] || echo "$DUPLEX_BIN is missing"
             command -v redis-server >/dev/null || echo "redis-server is not installed" ;;
@@ -220,12 +222,13 @@ start_server() { # name logprefix
             pid=$!; PIDS=("$pid")
             wait_listening "$log.out" "$pid" || return 1
             URL="$LINE/topics/{topic}" PUBLISH="${LINE/ws:/http:}/topics/{topic}" DIALECT=plain ;;
-        duplex)
+        duplex|duplex-v1)
             "${PIN_SERVER[@]}" "$DUPLEX_BIN" serve --threads 1 --bind 127.0.0.1:0 \
                 >"$log.out" 2>"$log.err" &
             pid=$!; PIDS=("$pid")
             wait_listening "$log.out" "$pid" || return 1
-            URL="$LINE" PUBLISH= DIALECT=duplex ;;
+            URL="$LINE" PUBLISH= DIALECT=duplex
+            [ "$name" = duplex ] || DIALECT=v1 ;;
         duplex-t2)
             "$DUPLEX_BIN" serve --threads 2 --bind 127.0.0.1:0 >"$log.out" 2>"$log.err" &
             pid=$!; PIDS=("$pid")

@@ -15,7 +15,7 @@ import os
 import statistics
 
 SCENARIOS = ("sat", "half", "low")
-SERVERS = ("floor", "duplex", "duplex-t2", "bun", "ws", "sockudo", "duplex-redis")
+SERVERS = ("floor", "duplex", "duplex-v1", "duplex-t2", "bun", "ws", "sockudo", "duplex-redis")
 
 
 def median(values):
@@ -95,7 +95,7 @@ def main():
             else all(r["lost"] == 0 and r["duplicated"] == 0 for r in below),
         }
 
-    targets = {s: target(s) for s in ("duplex", "duplex-t2", "duplex-redis") if any(
+    targets = {s: target(s) for s in ("duplex", "duplex-v1", "duplex-t2", "duplex-redis") if any(
         s in results.get(sc, {}) for sc in SCENARIOS)}
     report = {"meta": meta, "half_rate": args.half_rate, "low_rate": args.low_rate,
               "results": results, "failures": failures, "targets": targets}

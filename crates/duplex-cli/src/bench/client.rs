@@ -78,6 +78,7 @@ pub(super) struct Dialer {
     tls: Option<Tls>,
     http2: bool,
     deflate: bool,
+    protocol: Option<&'static str>,
 }
 
 impl Dialer {
@@ -113,6 +114,7 @@ impl Dialer {
             tls,
             http2: endpoint.http2,
             deflate: false,
+            protocol: None,
         })
     }
 
@@ -126,7 +128,14 @@ impl Dialer {
             tls: None,
             http2: false,
             deflate: false,
+            protocol: None,
         })
+    }
+
+    /// Asks for the subprotocol `protocol` in the handshake.
+    pub(super) fn protocol(mut self, protocol: Option<&'static str>) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Offers permessage-deflate in the handshake.
@@ -177,7 +186,10 @@ impl Dialer {
     }
 
     fn request(&self) -> ClientRequest {
-        let request = ClientRequest::new(self.uri.clone());
+        let mut request = ClientRequest::new(self.uri.clone());
+        if let Some(protocol) = self.protocol {
+            request = request.protocol(protocol);
+        }
         if self.deflate {
             request.extensions(duplex_ws::DeflateConfig::default().client_offer())
         } else {

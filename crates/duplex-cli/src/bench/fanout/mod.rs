@@ -20,7 +20,8 @@
 //! topic for each, minus what arrived, counted after the run has drained.
 //!
 //! Dialects (`--dialect`): `duplex` (subscribers on `/topics/{topic}`,
-//! `POST /topics/{topic}`, `--api-key` as a bearer token), `pusher`
+//! `POST /topics/{topic}`, `--api-key` as a bearer token), `v1` (the same
+//! publishes; subscribers speak duplex.v1 on `/topics`), `pusher`
 //! (Sockudo and other Pusher servers: `/app/{key}`, `pusher:subscribe`, the
 //! signed `POST /apps/{id}/events`) and `plain` (the URLs as given, where
 //! `{topic}` is replaced: for the Node `ws` and floor servers of
@@ -387,7 +388,11 @@ async fn subscriber(
                                 br#"{"event":"pusher:pong","data":{}}"#,
                                 key,
                             ));
-                        } else if plan.dialect != Dialect::Pusher || Stamp::find(m).is_some() {
+                        } else if matches!(plan.dialect, Dialect::Duplex | Dialect::Plain)
+                            || Stamp::find(m).is_some()
+                        {
+                            // Pusher and duplex.v1 frames other than
+                            // messages carry no stamp.
                             shared.borrow_mut().deliver(topic, &mut seen, m);
                         }
                     }
@@ -428,8 +433,10 @@ async fn open(
     buffer: &mut Buffer,
 ) -> Result<Conn, BenchError> {
     let mut stream = dialer.open(buffer).await?;
-    if plan.dialect != Dialect::Pusher {
-        return Ok(stream);
+    match plan.dialect {
+        Dialect::Duplex | Dialect::Plain => return Ok(stream),
+        Dialect::V1 => return subscribe_v1(stream, topic, key, messages, buffer).await,
+        Dialect::Pusher => {}
     }
     // Pusher: connection_established, then subscribe and wait for
     // subscription_succeeded.
@@ -462,6 +469,49 @@ async fn open(
                             br#"{"event":"pusher:pong","data":{}}"#,
                             key,
                         )),
+                        _ => {}
+                    }
+                }
+                Event::Ping(p) => out.extend(client_frame(OpCode::Pong, p, key)),
+            }
+            Ok(())
+        })?;
+        if let Some(why) = refused {
+            return Err(BenchError::UnexpectedReply(why));
+        }
+        if !out.is_empty() {
+            send(&mut stream, &out).await?;
+        }
+        if subscribed {
+            return Ok(stream);
+        }
+        buffer.read_some(&mut stream).await?;
+    }
+}
+
+/// duplex.v1: `subscribe`, then wait for `subscribed` (a `welcome` and
+/// `ping`s may come first).
+async fn subscribe_v1(
+    mut stream: Conn,
+    topic: u32,
+    key: [u8; 4],
+    messages: &mut Messages,
+    buffer: &mut Buffer,
+) -> Result<Conn, BenchError> {
+    let subscribe = serde_json::json!({"op": "subscribe", "topic": topic_name(topic as usize)});
+    let frame = client_frame(OpCode::Text, subscribe.to_string().as_bytes(), key);
+    send(&mut stream, &frame).await?;
+    loop {
+        let mut subscribed = false;
+        let mut refused = None;
+        let mut out = Vec::new();
+        messages.drain(buffer, |event| {
+            match event {
+                Event::Message(m) => {
+                    let v: serde_json::Value = serde_json::from_slice(m).unwrap_or_default();
+                    match v.get("type").and_then(|t| t.as_str()) {
+                        Some("subscribed") => subscribed = true,
+                        Some("error") => refused = Some(String::from_utf8_lossy(m).into_owned()),
                         _ => {}
                     }
                 }

@@ -24,6 +24,10 @@ pub(super) const SPARE_FDS: u64 = 64 + MAX_IN_FLIGHT as u64;
 pub(crate) enum Dialect {
     /// duplex serve: WebSocket on /topics/{topic}, POST /topics/{topic}.
     Duplex,
+    /// duplex serve's duplex.v1: a WebSocket on /topics with the
+    /// duplex.v1 subprotocol that subscribes to its topic; POST
+    /// /topics/{topic}.
+    V1,
     /// A Pusher server (Sockudo): /app/{key}, pusher:subscribe, the signed
     /// events API.
     Pusher,
@@ -212,14 +216,21 @@ pub(super) fn plan(fan: &FanoutArgs) -> Result<FanoutPlan, BenchError> {
     for node in std::iter::once(&fan.url).chain(&fan.nodes) {
         let per_topic = names
             .iter()
-            .map(|name| Dialer::plain(fanout_url(&subscriber_url(node, name, fan)?)?))
+            .map(|name| {
+                let dialer = Dialer::plain(fanout_url(&subscriber_url(node, name, fan)?)?)?;
+                Ok::<_, BenchError>(
+                    dialer.protocol((fan.dialect == Dialect::V1).then_some("duplex.v1")),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         targets.push(per_topic);
     }
     let publish_template = match (&fan.publish_url, fan.dialect) {
         (Some(url), _) => url.clone(),
         (None, Dialect::Plain) => return usage("--dialect plain needs --publish-url".into()),
-        (None, Dialect::Duplex) => format!("http://{}/topics/{{topic}}", authority(&fan.url)?),
+        (None, Dialect::Duplex | Dialect::V1) => {
+            format!("http://{}/topics/{{topic}}", authority(&fan.url)?)
+        }
         #[cfg(not(feature = "pusher"))]
         (None, Dialect::Pusher) => {
             return usage(
@@ -298,6 +309,7 @@ pub(super) fn subscriber_url(
             fan.app_key
         ),
         Dialect::Duplex | Dialect::Plain => format!("ws://{authority}/topics/{topic}"),
+        Dialect::V1 => format!("ws://{authority}/topics"),
     })
 }
 

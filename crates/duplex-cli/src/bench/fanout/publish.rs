@@ -138,7 +138,7 @@ fn publish_request(
     let builder = http::Request::post(target.uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, host);
     let (builder, body) = match plan.dialect {
-        Dialect::Duplex | Dialect::Plain => {
+        Dialect::Duplex | Dialect::V1 | Dialect::Plain => {
             let mut b = builder.header(http::header::CONTENT_TYPE, "text/plain");
             if let Some(key) = &plan.api_key {
                 b = b.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
