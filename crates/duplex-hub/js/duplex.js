@@ -49,6 +49,8 @@ const DELTA_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstu
 const DIGIT_VALUE = new Int8Array(128).fill(-1);
 for (let i = 0; i < 64; i++) DIGIT_VALUE[DELTA_DIGITS.charCodeAt(i)] = i;
 const ENCODER = new TextEncoder();
+// Rebuilt text must be UTF-8: one that is not is a broken delta.
+const DECODER = new TextDecoder("utf-8", { fatal: true });
 
 /** Fossil's checksum: the sum of big-endian 32-bit words, the last one padded with zeros. */
 function deltaChecksum(bytes) {
@@ -227,7 +229,7 @@ export class Subscription {
           throw new DuplexError("bad_delta", `delta: no message ${frame.offset - 1} to apply it to`);
         }
         const bytes = applyDelta(this._base, ENCODER.encode(frame.delta), this.client.options.maxMessage);
-        data = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        data = DECODER.decode(bytes);
         this._base = bytes;
       } catch (e) {
         // Nothing after it can be rebuilt either: resume from the last
